@@ -1,0 +1,8 @@
+//! The pure logic of nginx-api-sessions.
+//!
+//! Nothing here links against nginx: the module's FFI layer turns nginx structures into the
+//! plain views this crate works on, so parsers, key resolution, hashing, the record model and
+//! the exporter can be tested and fuzzed on their own. The explorer reuses the record model.
+
+pub mod record;
+pub mod time;

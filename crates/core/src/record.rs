@@ -1,0 +1,225 @@
+//! The record: one per main request, schema version 1.
+//!
+//! This is the contract between the module and every receiver (the explorer, ClickHouse, files
+//! people grep). Removing or renaming a field is a schema version change; receivers ignore
+//! fields they do not know, so optional extras may be added.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Millis;
+
+/// The schema version written into `v`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One request as the module saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    /// Request start.
+    pub ts: Millis,
+    /// nginx `$request_id`.
+    pub request_id: String,
+    pub node: String,
+    pub pid: u32,
+    /// Per worker, from 1, without gaps: a gap at the receiver is a lost record.
+    pub seq: u64,
+    pub session_id: String,
+    /// Label of the key that resolved, e.g. `cookie:PHPSESSID` or a custom `name=`.
+    pub session_key: String,
+    pub session_key_builtin: bool,
+    /// Keyed hash of (value space, key value); equal hashes are related sessions.
+    pub key_hash: String,
+    pub session_start: Millis,
+    pub server: String,
+    pub method: String,
+    /// Request path without the query string.
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub ip: String,
+    pub user_agent: Option<String>,
+    pub user: Option<String>,
+    pub role: Option<String>,
+    pub flows: Vec<String>,
+    pub params: Vec<Param>,
+    pub attack: Option<Attack>,
+    pub truncated: Vec<Truncated>,
+}
+
+/// A context parameter captured with the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Param {
+    pub name: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: ParamKind,
+    /// The value, or `hmac-sha256:<hex>` when `hashed`.
+    pub value: String,
+    pub hashed: bool,
+}
+
+/// What a parameter tells about the session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamKind {
+    #[default]
+    Context,
+    User,
+    Role,
+}
+
+impl ParamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamKind::Context => "context",
+            ParamKind::User => "user",
+            ParamKind::Role => "role",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "context" => Some(ParamKind::Context),
+            "user" => Some(ParamKind::User),
+            "role" => Some(ParamKind::Role),
+            _ => None,
+        }
+    }
+}
+
+/// A malicious request: its type and full content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attack {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub request: AttackRequest,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttackRequest {
+    /// The request line as received, e.g. `POST /login?x=1 HTTP/1.1`.
+    pub line: String,
+    /// Every request header in received order, as `[name, value]` pairs.
+    pub headers: Vec<(String, String)>,
+    /// The body up to `api_sessions_body_limit`.
+    pub body: String,
+    pub body_truncated: bool,
+}
+
+/// Which body was cut at `api_sessions_body_limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncated {
+    RequestBody,
+    ResponseBody,
+}
+
+impl Truncated {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truncated::RequestBody => "request_body",
+            Truncated::ResponseBody => "response_body",
+        }
+    }
+}
+
+impl Record {
+    /// Appends the record as one NDJSON line (with the trailing newline).
+    pub fn write_ndjson(&self, out: &mut Vec<u8>) {
+        // Serialising plain owned data into a Vec cannot fail: every map key is a string and
+        // no Serialize impl here returns an error.
+        serde_json::to_writer(&mut *out, self).expect("record serialisation");
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            v: SCHEMA_VERSION,
+            ts: Millis(1_795_341_600_123),
+            request_id: "a1b2c3".into(),
+            node: "web-1".into(),
+            pid: 4242,
+            seq: 17,
+            session_id: "3f9a".into(),
+            session_key: "response_body:/token".into(),
+            session_key_builtin: false,
+            key_hash: "9c1e".into(),
+            session_start: Millis(1_795_340_467_000),
+            server: "api.example.com".into(),
+            method: "POST".into(),
+            path: "/login".into(),
+            status: 200,
+            duration_ms: 12.345,
+            request_bytes: 345,
+            response_bytes: 1234,
+            ip: "203.0.113.7".into(),
+            user_agent: Some("curl/8.0".into()),
+            user: Some("alice".into()),
+            role: Some("admin".into()),
+            flows: vec!["auth".into()],
+            params: vec![Param {
+                name: "token".into(),
+                source: "response_body:/token".into(),
+                kind: ParamKind::Context,
+                value: "hmac-sha256:5be0".into(),
+                hashed: true,
+            }],
+            attack: None,
+            truncated: vec![],
+        }
+    }
+
+    #[test]
+    fn serialises_the_documented_schema() {
+        let mut line = Vec::new();
+        sample().write_ndjson(&mut line);
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.ends_with("}\n"));
+        assert_eq!(text.matches('\n').count(), 1);
+        assert_eq!(
+            text.trim_end(),
+            concat!(
+                r#"{"v":1,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
+                r#""pid":4242,"seq":17,"session_id":"3f9a","session_key":"response_body:/token","#,
+                r#""session_key_builtin":false,"key_hash":"9c1e","#,
+                r#""session_start":"2026-11-22T09:41:07.000Z","server":"api.example.com","#,
+                r#""method":"POST","path":"/login","status":200,"duration_ms":12.345,"#,
+                r#""request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
+                r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
+                r#""params":[{"name":"token","source":"response_body:/token","type":"context","#,
+                r#""value":"hmac-sha256:5be0","hashed":true}],"attack":null,"truncated":[]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn round_trips_and_tolerates_extras() {
+        let mut record = sample();
+        record.attack = Some(Attack {
+            kind: "sqli".into(),
+            request: AttackRequest {
+                line: "GET /?id=1'-- HTTP/1.1".into(),
+                headers: vec![("Host".into(), "x".into())],
+                body: String::new(),
+                body_truncated: false,
+            },
+        });
+        record.truncated = vec![Truncated::RequestBody, Truncated::ResponseBody];
+        let mut line = Vec::new();
+        record.write_ndjson(&mut line);
+        let back: Record = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, record);
+
+        let mut value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        value["traceparent"] = "00-abc-def-01".into();
+        let back: Record = serde_json::from_value(value).unwrap();
+        assert_eq!(back, record);
+    }
+}
