@@ -4,6 +4,7 @@
 //! plain views this crate works on, so parsers, key resolution, hashing, the record model and
 //! the exporter can be tested and fuzzed on their own. The explorer reuses the record model.
 
+pub mod counters;
 pub mod hash;
 pub mod record;
 pub mod session_table;
