@@ -293,6 +293,11 @@ impl<'a> WorkerCounters<'a> {
         });
     }
 
+    /// Request path: a record counted by [`Self::captured`] did not fit in the queue after all.
+    pub fn queue_rejected(&self) {
+        self.slot().request_path.update(|v| v[DROPPED_FULL] += 1);
+    }
+
     /// Exporter: `n` records taken off the queue, now held by the exporter.
     pub fn taken(&self, n: u64) {
         self.slot().exporter.update(|v| {

@@ -4,8 +4,14 @@
 //! plain views this crate works on, so parsers, key resolution, hashing, the record model and
 //! the exporter can be tested and fuzzed on their own. The explorer reuses the record model.
 
+pub mod assemble;
+pub mod body;
+pub mod capture;
 pub mod counters;
+pub mod export;
 pub mod hash;
+pub mod keys;
+pub mod profile;
 pub mod record;
 pub mod session_table;
 pub mod shm_lock;

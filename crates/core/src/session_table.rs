@@ -74,7 +74,9 @@ struct Entry {
     _reserved: u32,
 }
 
-/// A view of a session table in a shared memory region.
+/// A view of a session table in a shared memory region; clones are further views of the
+/// same table.
+#[derive(Clone)]
 pub struct SessionTable {
     header: *mut Header,
     buckets: *mut u32,

@@ -1,0 +1,204 @@
+//! `application/x-www-form-urlencoded` bodies and query strings.
+
+use memchr::{memchr, memchr2};
+
+use super::pointer::Pointer;
+
+/// The value of each pointer: a pointer with exactly one token names a field, and the field's
+/// first occurrence wins. Any other pointer has no value.
+pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
+    let names: Vec<Option<&str>> = pointers
+        .iter()
+        .map(|pointer| match pointer.tokens() {
+            [name] => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    fields(body, &names)
+}
+
+/// The decoded value of the first field with each name, in one pass.
+pub(crate) fn fields(body: &[u8], names: &[Option<&str>]) -> Vec<Option<String>> {
+    let mut values = vec![None; names.len()];
+    let mut pending = names.iter().flatten().count();
+    let mut decoded_name = Vec::new();
+
+    for field in body.split(|&byte| byte == b'&') {
+        if pending == 0 {
+            break;
+        }
+        if field.is_empty() {
+            continue;
+        }
+        let (raw_name, raw_value) = match memchr(b'=', field) {
+            Some(at) => (&field[..at], &field[at + 1..]),
+            None => (field, &b""[..]),
+        };
+        let name = if memchr2(b'%', b'+', raw_name).is_some() {
+            decoded_name.clear();
+            decode_into(raw_name, &mut decoded_name);
+            &decoded_name[..]
+        } else {
+            raw_name
+        };
+
+        let mut value = None;
+        for (slot, wanted) in values.iter_mut().zip(names) {
+            if slot.is_none() && wanted.is_some_and(|wanted| wanted.as_bytes() == name) {
+                *slot = Some(value.get_or_insert_with(|| decode(raw_value)).clone());
+                pending -= 1;
+            }
+        }
+    }
+    values
+}
+
+/// `+` is a space and `%XX` a byte; a `%` without two hex digits stays as it is. Invalid UTF-8
+/// becomes U+FFFD.
+fn decode(raw: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(raw.len());
+    decode_into(raw, &mut bytes);
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
+fn decode_into(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(&byte) = raw.get(i) {
+        i += 1;
+        match byte {
+            b'+' => out.push(b' '),
+            b'%' => match (raw.get(i).and_then(hex), raw.get(i + 1).and_then(hex)) {
+                (Some(high), Some(low)) => {
+                    out.push((high << 4) | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(byte),
+        }
+    }
+}
+
+fn hex(byte: &u8) -> Option<u8> {
+    char::from(*byte).to_digit(16).map(|digit| digit as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn extract_one(body: &str, pointer: &str) -> Option<String> {
+        let pointer = Pointer::parse(pointer).unwrap();
+        extract(body.as_bytes(), &[&pointer]).remove(0)
+    }
+
+    #[test]
+    fn decodes_plus_and_percent_escapes() {
+        let body = "a=1&b=x+y%21&c=%E2%82%AC%2b";
+        assert_eq!(extract_one(body, "/a").as_deref(), Some("1"));
+        assert_eq!(extract_one(body, "/b").as_deref(), Some("x y!"));
+        assert_eq!(extract_one(body, "/c").as_deref(), Some("€+"));
+    }
+
+    #[test]
+    fn decodes_field_names_before_matching() {
+        assert_eq!(extract_one("user+name=al&us%65r=bob", "/user name").as_deref(), Some("al"));
+        assert_eq!(extract_one("us%65r=bob", "/user").as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn first_occurrence_wins() {
+        assert_eq!(extract_one("token=first&token=second", "/token").as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn field_without_equals_is_present_and_empty() {
+        assert_eq!(extract_one("flag&x=1", "/flag").as_deref(), Some(""));
+        assert_eq!(extract_one("x=", "/x").as_deref(), Some(""));
+        assert_eq!(extract_one("x=1", "/y"), None);
+    }
+
+    #[test]
+    fn value_keeps_later_equals_signs() {
+        assert_eq!(extract_one("sig=a=b==", "/sig").as_deref(), Some("a=b=="));
+    }
+
+    #[test]
+    fn empty_fields_are_skipped() {
+        assert_eq!(extract_one("&&a=1&&", "/a").as_deref(), Some("1"));
+        assert_eq!(extract_one("&&", "/"), None);
+    }
+
+    #[test]
+    fn malformed_escapes_are_kept_literally() {
+        assert_eq!(extract_one("a=%zz%4%", "/a").as_deref(), Some("%zz%4%"));
+        assert_eq!(extract_one("a=100%", "/a").as_deref(), Some("100%"));
+        assert_eq!(extract_one("a=%%41", "/a").as_deref(), Some("%A"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_nul_kept() {
+        assert_eq!(extract_one("a=%FFok%00", "/a").as_deref(), Some("\u{fffd}ok\u{0}"));
+        let body = b"a=\xC3(";
+        let pointer = Pointer::parse("/a").unwrap();
+        assert_eq!(extract(body, &[&pointer]), [Some("\u{fffd}(".to_owned())]);
+    }
+
+    #[test]
+    fn only_single_token_pointers_name_fields() {
+        assert_eq!(extract_one("a=1", ""), None);
+        assert_eq!(extract_one("a=1", "/a/b"), None);
+        assert_eq!(extract_one("a%2Fb=1", "/a~1b").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn resolves_several_pointers_together() {
+        let pointers = ["/b", "/a", "/missing", "/a"].map(|p| Pointer::parse(p).unwrap());
+        let refs: Vec<&Pointer> = pointers.iter().collect();
+        assert_eq!(
+            extract(b"a=1&b=2&a=3", &refs),
+            [Some("2".to_owned()), Some("1".to_owned()), None, Some("1".to_owned())]
+        );
+    }
+
+    /// Encodes like a browser does: every byte outside the unreserved set is escaped.
+    fn encode(text: &str) -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b' ' => "+".to_owned(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                    char::from(byte).to_string()
+                }
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn decodes_what_a_browser_encodes(
+            fields in prop::collection::vec(("[a-c]{1,2}", any::<String>()), 1..8),
+            lookup in "[a-c]{1,2}",
+        ) {
+            let body = fields
+                .iter()
+                .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+                .collect::<Vec<_>>()
+                .join("&");
+            let expected = fields.iter().find(|(name, _)| *name == lookup).map(|(_, v)| v.clone());
+            prop_assert_eq!(extract_one(&body, &format!("/{lookup}")), expected);
+        }
+
+        #[test]
+        fn never_panics_and_stays_bounded(body in any::<Vec<u8>>(), name in any::<String>()) {
+            let names = [Some(name.as_str()), Some("a")];
+            for value in fields(&body, &names).into_iter().flatten() {
+                // One input byte decodes to at most one U+FFFD (3 bytes).
+                prop_assert!(value.len() <= 3 * body.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,1095 @@
+//! JSON value extraction in one pass.
+//!
+//! The walker follows only the containers some pointer still reaches; everything else is skipped
+//! by matching brackets and strings, without decoding. Containers are tracked on an explicit
+//! stack capped at [`MAX_DEPTH`], so hostile nesting costs neither recursion nor memory. When
+//! the document ends early or stops being JSON, the walk stops and whatever it decided before
+//! stands: that is how a body cut at the limit still yields its complete values.
+
+use memchr::{memchr, memchr2};
+
+use super::pointer::{array_index, Pointer};
+
+/// Nesting levels that are read; deeper containers stop the walk.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// The value of each pointer: `None` when absent, null, cut off or unreadable.
+pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
+    let paths: Vec<&[String]> = pointers.iter().map(|pointer| pointer.tokens()).collect();
+    lookup(body, &paths).into_iter().map(Lookup::into_text).collect()
+}
+
+/// What one walk learned about one path.
+#[derive(Clone, Debug)]
+pub(crate) enum Lookup {
+    /// The document ended, or stopped being JSON, before the path was decided.
+    Undecided,
+    /// The path does not exist, or holds null.
+    Missing,
+    /// A string, unescaped.
+    String(String),
+    /// A number or boolean as written, or an object or array as compact JSON.
+    Other(String),
+}
+
+impl Lookup {
+    pub(crate) fn into_text(self) -> Option<String> {
+        match self {
+            Lookup::String(text) | Lookup::Other(text) => Some(text),
+            Lookup::Undecided | Lookup::Missing => None,
+        }
+    }
+}
+
+/// Resolves every path (pointer tokens) in one walk over `body`.
+pub(crate) fn lookup(body: &[u8], paths: &[&[String]]) -> Vec<Lookup> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let mut walker = Walker {
+        cur: Cursor { buf: body, pos: 0 },
+        paths,
+        found: vec![Lookup::Undecided; paths.len()],
+        undecided: paths.len(),
+        live: Vec::new(),
+        frames: Vec::new(),
+        key: Vec::new(),
+    };
+    // An error only ends the walk early; the paths it left undecided have no value.
+    let _ = walker.run();
+    walker.found
+}
+
+/// The document cannot be read further: it ended, is not JSON, or nests too deep.
+#[derive(Debug)]
+struct Stop;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Container {
+    Object,
+    Array,
+}
+
+impl Container {
+    fn opened_by(byte: u8) -> Option<Container> {
+        match byte {
+            b'{' => Some(Container::Object),
+            b'[' => Some(Container::Array),
+            _ => None,
+        }
+    }
+
+    fn close(self) -> u8 {
+        match self {
+            Container::Object => b'}',
+            Container::Array => b']',
+        }
+    }
+}
+
+/// A container on the path of at least one pointer.
+#[derive(Clone, Copy)]
+struct Frame {
+    kind: Container,
+    /// Pointer tokens consumed to reach this container.
+    depth: usize,
+    /// Its segment of `Walker::live`: the paths that lead here.
+    live_start: usize,
+    live_end: usize,
+    /// Offset of the opening bracket, to copy the container when a path ends on it.
+    start: usize,
+    /// Members read so far; in an array, the index of the next element.
+    members: usize,
+}
+
+struct Walker<'a, 'p> {
+    cur: Cursor<'a>,
+    paths: &'p [&'p [String]],
+    found: Vec<Lookup>,
+    undecided: usize,
+    /// Indexes into `paths`, one segment per frame plus one for the member being read.
+    live: Vec<usize>,
+    frames: Vec<Frame>,
+    /// Reused to unescape object keys that contain escapes.
+    key: Vec<u8>,
+}
+
+impl Walker<'_, '_> {
+    fn run(&mut self) -> Result<(), Stop> {
+        self.cur.skip_bom();
+        self.cur.skip_ws();
+        self.live.extend(0..self.paths.len());
+        self.value(0, 0)?;
+
+        while let Some(&frame) = self.frames.last() {
+            if self.undecided == 0 {
+                return Ok(());
+            }
+            if !self.wants_members(&frame) {
+                self.cur.skip_nested(frame.kind, self.frames.len() - 1)?;
+                self.close()?;
+                continue;
+            }
+
+            self.cur.skip_ws();
+            if self.cur.peek() == Some(frame.kind.close()) {
+                self.cur.pos += 1;
+                self.close()?;
+                continue;
+            }
+            if frame.members > 0 {
+                self.cur.expect(b',')?;
+                self.cur.skip_ws();
+            }
+            if let Some(top) = self.frames.last_mut() {
+                top.members += 1;
+            }
+            self.member(&frame)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next member of `frame`, following the paths that continue through it.
+    fn member(&mut self, frame: &Frame) -> Result<(), Stop> {
+        let segment = self.live.len();
+        let depth = frame.depth;
+        match frame.kind {
+            Container::Object => {
+                let name = self.cur.string()?;
+                self.cur.skip_ws();
+                self.cur.expect(b':')?;
+                self.cur.skip_ws();
+                let key = if name.escaped {
+                    self.key.clear();
+                    unescape(name.raw, &mut self.key);
+                    &self.key[..]
+                } else {
+                    name.raw
+                };
+                for k in frame.live_start..frame.live_end {
+                    let i = self.live[k];
+                    let path = self.paths[i];
+                    if self.is_undecided(i) && path.len() > depth && path[depth].as_bytes() == key {
+                        self.live.push(i);
+                    }
+                }
+            }
+            Container::Array => {
+                for k in frame.live_start..frame.live_end {
+                    let i = self.live[k];
+                    let path = self.paths[i];
+                    if self.is_undecided(i)
+                        && path.len() > depth
+                        && array_index(&path[depth]) == Some(frame.members)
+                    {
+                        self.live.push(i);
+                    }
+                }
+            }
+        }
+
+        if self.live.len() == segment {
+            self.cur.skip_value(self.frames.len())
+        } else {
+            self.value(depth + 1, segment)
+        }
+    }
+
+    /// Reads the value at the cursor for the paths in `live[segment..]`, all of which lead to
+    /// it after `depth` tokens: enters it when some path goes deeper, else settles them all.
+    fn value(&mut self, depth: usize, segment: usize) -> Result<(), Stop> {
+        let end = self.live.len();
+        let byte = self.cur.peek().ok_or(Stop)?;
+        let goes_deeper = self.live[segment..end].iter().any(|&i| self.paths[i].len() > depth);
+
+        if let (Some(kind), true) = (Container::opened_by(byte), goes_deeper) {
+            if self.frames.len() == MAX_DEPTH {
+                return Err(Stop);
+            }
+            self.frames.push(Frame {
+                kind,
+                depth,
+                live_start: segment,
+                live_end: end,
+                start: self.cur.pos,
+                members: 0,
+            });
+            self.cur.pos += 1;
+            if kind == Container::Array {
+                for k in segment..end {
+                    let i = self.live[k];
+                    let path = self.paths[i];
+                    if path.len() > depth && array_index(&path[depth]).is_none() {
+                        self.settle(i, Lookup::Missing);
+                    }
+                }
+            }
+            return Ok(());
+        }
+
+        let ends_here = self.live[segment..end].iter().any(|&i| self.paths[i].len() == depth);
+        let value = if ends_here {
+            self.cur.read_value(self.frames.len())?
+        } else {
+            self.cur.skip_value(self.frames.len())?;
+            Lookup::Missing
+        };
+        for k in segment..end {
+            let i = self.live[k];
+            let found = if self.paths[i].len() == depth { value.clone() } else { Lookup::Missing };
+            self.settle(i, found);
+        }
+        self.live.truncate(segment);
+        Ok(())
+    }
+
+    /// Whether a path through `frame` still needs one of its members.
+    fn wants_members(&self, frame: &Frame) -> bool {
+        self.live[frame.live_start..frame.live_end]
+            .iter()
+            .any(|&i| self.is_undecided(i) && self.paths[i].len() > frame.depth)
+    }
+
+    /// Called with the cursor just past the top frame's closing bracket.
+    fn close(&mut self) -> Result<(), Stop> {
+        let Some(frame) = self.frames.pop() else {
+            return Ok(());
+        };
+        let segment = frame.live_start..frame.live_end;
+        let ends_here = self.live[segment.clone()]
+            .iter()
+            .any(|&i| self.is_undecided(i) && self.paths[i].len() == frame.depth);
+        let value = if ends_here {
+            let mut span = Cursor { buf: &self.cur.buf[frame.start..self.cur.pos], pos: 0 };
+            Lookup::Other(span.compact(self.frames.len())?)
+        } else {
+            Lookup::Missing
+        };
+        for k in segment {
+            let i = self.live[k];
+            let found =
+                if self.paths[i].len() == frame.depth { value.clone() } else { Lookup::Missing };
+            self.settle(i, found);
+        }
+        self.live.truncate(frame.live_start);
+        Ok(())
+    }
+
+    fn is_undecided(&self, i: usize) -> bool {
+        matches!(self.found[i], Lookup::Undecided)
+    }
+
+    fn settle(&mut self, i: usize, found: Lookup) {
+        if self.is_undecided(i) {
+            self.found[i] = found;
+            self.undecided -= 1;
+        }
+    }
+}
+
+/// The bytes that matter when skipping a container: quotes and brackets.
+const STRUCTURAL: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'"' as usize] = true;
+    table[b'{' as usize] = true;
+    table[b'}' as usize] = true;
+    table[b'[' as usize] = true;
+    table[b']' as usize] = true;
+    table
+};
+
+/// A string token: its bytes between the quotes, still escaped.
+struct RawString<'a> {
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+/// Open containers inside a value being skipped or copied, one bit each (1 for an object).
+struct Levels {
+    open: u128,
+    depth: usize,
+    limit: usize,
+}
+
+impl Levels {
+    /// `enclosing` containers are already open around the value.
+    fn new(enclosing: usize) -> Levels {
+        Levels { open: 0, depth: 0, limit: MAX_DEPTH.saturating_sub(enclosing) }
+    }
+
+    fn push(&mut self, kind: Container) -> Result<(), Stop> {
+        if self.depth == self.limit {
+            return Err(Stop);
+        }
+        self.open = (self.open << 1) | u128::from(kind == Container::Object);
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Closes the innermost container with `byte`, which must be its closing bracket.
+    fn pop(&mut self, byte: u8) -> Result<(), Stop> {
+        if self.top().map(Container::close) != Some(byte) {
+            return Err(Stop);
+        }
+        self.open >>= 1;
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn top(&self) -> Option<Container> {
+        match (self.depth, self.open & 1) {
+            (0, _) => None,
+            (_, 1) => Some(Container::Object),
+            _ => Some(Container::Array),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    Value,
+    ValueOrClose,
+    Key,
+    KeyOrClose,
+    Colon,
+    CommaOrClose,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn skip_bom(&mut self) {
+        if self.buf[self.pos..].starts_with(b"\xEF\xBB\xBF") {
+            self.pos += 3;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), Stop> {
+        if self.peek() != Some(byte) {
+            return Err(Stop);
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Whether the byte after a number or literal ends it; the end of input does not, as the
+    /// text may have been cut there.
+    fn at_delimiter(&self) -> bool {
+        matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}'))
+    }
+
+    /// Reads the value at the cursor: strings unescaped, containers compacted, null missing.
+    fn read_value(&mut self, enclosing: usize) -> Result<Lookup, Stop> {
+        Ok(match self.peek().ok_or(Stop)? {
+            b'"' => Lookup::String(decode_string(self.string()?)),
+            b'{' | b'[' => Lookup::Other(self.compact(enclosing)?),
+            b't' | b'f' | b'n' => match self.literal()? {
+                "null" => Lookup::Missing,
+                word => Lookup::Other(word.to_owned()),
+            },
+            b'-' | b'0'..=b'9' => {
+                Lookup::Other(String::from_utf8_lossy(self.number()?).into_owned())
+            }
+            _ => return Err(Stop),
+        })
+    }
+
+    fn skip_value(&mut self, enclosing: usize) -> Result<(), Stop> {
+        let byte = self.peek().ok_or(Stop)?;
+        if let Some(kind) = Container::opened_by(byte) {
+            self.pos += 1;
+            return self.skip_nested(kind, enclosing);
+        }
+        match byte {
+            b'"' => self.string().map(drop),
+            b't' | b'f' | b'n' => self.literal().map(drop),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            _ => Err(Stop),
+        }
+    }
+
+    /// Skips to just past the end of the open container `kind`, matching brackets and strings
+    /// only: the fast path for subtrees no pointer reaches.
+    fn skip_nested(&mut self, kind: Container, enclosing: usize) -> Result<(), Stop> {
+        let mut levels = Levels::new(enclosing);
+        levels.push(kind)?;
+        loop {
+            let rest = &self.buf[self.pos..];
+            let at = rest.iter().position(|&byte| STRUCTURAL[usize::from(byte)]).ok_or(Stop)?;
+            let byte = rest[at];
+            self.pos += at + 1;
+            match byte {
+                b'"' => {
+                    self.string_rest()?;
+                }
+                b'{' => levels.push(Container::Object)?,
+                b'[' => levels.push(Container::Array)?,
+                b'}' | b']' => {
+                    levels.pop(byte)?;
+                    if levels.depth == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<RawString<'a>, Stop> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let escaped = self.string_rest()?;
+        Ok(RawString { raw: &self.buf[start..self.pos - 1], escaped })
+    }
+
+    /// Moves past the closing quote of a string whose opening quote was consumed, checking
+    /// escapes; returns whether there were any.
+    fn string_rest(&mut self) -> Result<bool, Stop> {
+        let mut escaped = false;
+        loop {
+            let rest = self.buf.get(self.pos..).ok_or(Stop)?;
+            let at = find_quote_or_backslash(rest).ok_or(Stop)?;
+            self.pos += at + 1;
+            if rest[at] == b'"' {
+                return Ok(escaped);
+            }
+            escaped = true;
+            self.pos += match rest.get(at + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 1,
+                Some(b'u') if rest.get(at + 2..).and_then(hex4).is_some() => 5,
+                _ => return Err(Stop),
+            };
+        }
+    }
+
+    fn number(&mut self) -> Result<&'a [u8], Stop> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(Stop),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.digits1()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            self.digits1()?;
+        }
+        if !self.at_delimiter() {
+            return Err(Stop);
+        }
+        Ok(&self.buf[start..self.pos])
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn digits1(&mut self) -> Result<(), Stop> {
+        let start = self.pos;
+        self.digits();
+        if self.pos == start {
+            return Err(Stop);
+        }
+        Ok(())
+    }
+
+    /// `true`, `false` or `null`; complete at the end of input, as none is a prefix of a
+    /// longer valid value.
+    fn literal(&mut self) -> Result<&'static str, Stop> {
+        let rest = &self.buf[self.pos..];
+        let word = ["true", "false", "null"]
+            .into_iter()
+            .find(|word| rest.starts_with(word.as_bytes()))
+            .ok_or(Stop)?;
+        self.pos += word.len();
+        if self.peek().is_some() && !self.at_delimiter() {
+            return Err(Stop);
+        }
+        Ok(word)
+    }
+
+    /// Copies the value at the cursor without whitespace, checking that it is JSON; strings
+    /// are kept as written, invalid UTF-8 in them replaced.
+    fn compact(&mut self, enclosing: usize) -> Result<String, Stop> {
+        let mut out = Vec::new();
+        let mut levels = Levels::new(enclosing);
+        let mut expect = Expect::Value;
+        loop {
+            self.skip_ws();
+            let start = self.pos;
+            let byte = self.peek().ok_or(Stop)?;
+            match (expect, byte) {
+                (Expect::Value | Expect::ValueOrClose, b'{' | b'[') => {
+                    let kind = if byte == b'{' { Container::Object } else { Container::Array };
+                    levels.push(kind)?;
+                    self.pos += 1;
+                    out.push(byte);
+                    expect = if kind == Container::Object {
+                        Expect::KeyOrClose
+                    } else {
+                        Expect::ValueOrClose
+                    };
+                    continue;
+                }
+                (Expect::Value | Expect::ValueOrClose, b'"') => {
+                    self.string()?;
+                }
+                (Expect::Value | Expect::ValueOrClose, b't' | b'f' | b'n') => {
+                    self.literal()?;
+                }
+                (Expect::Value | Expect::ValueOrClose, b'-' | b'0'..=b'9') => {
+                    self.number()?;
+                }
+                (Expect::Key | Expect::KeyOrClose, b'"') => {
+                    self.string()?;
+                    out.extend_from_slice(&self.buf[start..self.pos]);
+                    expect = Expect::Colon;
+                    continue;
+                }
+                (Expect::Colon, b':') | (Expect::CommaOrClose, b',') => {
+                    self.pos += 1;
+                    out.push(byte);
+                    expect = match (byte, levels.top()) {
+                        (b',', Some(Container::Object)) => Expect::Key,
+                        _ => Expect::Value,
+                    };
+                    continue;
+                }
+                (Expect::ValueOrClose | Expect::KeyOrClose | Expect::CommaOrClose, b'}' | b']') => {
+                    levels.pop(byte)?;
+                    self.pos += 1;
+                }
+                _ => return Err(Stop),
+            }
+            out.extend_from_slice(&self.buf[start..self.pos]);
+            if levels.depth == 0 {
+                return Ok(utf8_lossy(out));
+            }
+            expect = Expect::CommaOrClose;
+        }
+    }
+}
+
+/// Where a string's content stops: at its closing quote or an escape.
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    // Most strings in API bodies are short keys and values, for which a plain loop beats the
+    // setup of a vectorised search; long ones (tokens, blobs) still get the latter.
+    const SHORT: usize = 16;
+    let head = &bytes[..bytes.len().min(SHORT)];
+    match head.iter().position(|&byte| byte == b'"' || byte == b'\\') {
+        Some(at) => Some(at),
+        None => memchr2(b'"', b'\\', &bytes[head.len()..]).map(|at| head.len() + at),
+    }
+}
+
+/// The four hex digits of a `\u` escape.
+fn hex4(bytes: &[u8]) -> Option<u32> {
+    let digits = bytes.get(..4)?;
+    digits.iter().try_fold(0, |code, &digit| Some((code << 4) | char::from(digit).to_digit(16)?))
+}
+
+fn decode_string(string: RawString<'_>) -> String {
+    if !string.escaped {
+        return String::from_utf8_lossy(string.raw).into_owned();
+    }
+    let mut out = Vec::with_capacity(string.raw.len());
+    unescape(string.raw, &mut out);
+    utf8_lossy(out)
+}
+
+/// Appends the bytes a string's escapes stand for. Surrogate pairs are joined; a lone
+/// surrogate becomes U+FFFD, as it has no UTF-8 form.
+fn unescape(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(at) = memchr(b'\\', &raw[i..]) {
+        out.extend_from_slice(&raw[i..i + at]);
+        i += at + 1;
+        let Some(&escape) = raw.get(i) else {
+            break;
+        };
+        i += 1;
+        let byte = match escape {
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let Some(unit) = raw.get(i..).and_then(hex4) else {
+                    break;
+                };
+                i += 4;
+                let low = match raw.get(i..) {
+                    Some([b'\\', b'u', rest @ ..]) => hex4(rest),
+                    _ => None,
+                };
+                let code = match (unit, low) {
+                    (0xd800..=0xdbff, Some(low @ 0xdc00..=0xdfff)) => {
+                        i += 6;
+                        0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00)
+                    }
+                    _ => unit,
+                };
+                let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            // `"`, `\` and `/` stand for themselves.
+            other => other,
+        };
+        out.push(byte);
+    }
+    out.extend_from_slice(&raw[i..]);
+}
+
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn extract_all(body: &[u8], pointers: &[&str]) -> Vec<Option<String>> {
+        let pointers: Vec<Pointer> = pointers.iter().map(|p| Pointer::parse(p).unwrap()).collect();
+        extract(body, &pointers.iter().collect::<Vec<_>>())
+    }
+
+    fn extract_one(body: impl AsRef<[u8]>, pointer: &str) -> Option<String> {
+        extract_all(body.as_ref(), &[pointer]).remove(0)
+    }
+
+    #[test]
+    fn scalars_are_their_text_and_strings_unquoted() {
+        let body = r#"{"s": "alice", "i": -12, "f": 1.5e-3, "E": 1.0E+2, "z": -0, "t": true,
+                      "no": false, "nil": null, "big": 123456789012345678901234567890.5e400}"#;
+        assert_eq!(extract_one(body, "/s").as_deref(), Some("alice"));
+        assert_eq!(extract_one(body, "/i").as_deref(), Some("-12"));
+        assert_eq!(extract_one(body, "/f").as_deref(), Some("1.5e-3"));
+        assert_eq!(extract_one(body, "/E").as_deref(), Some("1.0E+2"));
+        assert_eq!(extract_one(body, "/z").as_deref(), Some("-0"));
+        assert_eq!(extract_one(body, "/t").as_deref(), Some("true"));
+        assert_eq!(extract_one(body, "/no").as_deref(), Some("false"));
+        assert_eq!(extract_one(body, "/nil"), None);
+        assert_eq!(
+            extract_one(body, "/big").as_deref(),
+            Some("123456789012345678901234567890.5e400")
+        );
+        assert_eq!(extract_one(body, "/absent"), None);
+    }
+
+    #[test]
+    fn unescapes_strings() {
+        let body = r#"{"v": "q\" b\\ s\/ \b\f\n\r\t \u00e9\u20AC"}"#;
+        assert_eq!(extract_one(body, "/v").as_deref(), Some("q\" b\\ s/ \u{8}\u{c}\n\r\t é€"));
+    }
+
+    #[test]
+    fn joins_surrogate_pairs_and_replaces_lone_surrogates() {
+        assert_eq!(extract_one(r#"["\ud83d\ude00"]"#, "/0").as_deref(), Some("😀"));
+        assert_eq!(extract_one(r#"["\uD83D\uDE00!"]"#, "/0").as_deref(), Some("😀!"));
+        assert_eq!(extract_one(r#"["a\ud800b"]"#, "/0").as_deref(), Some("a\u{fffd}b"));
+        assert_eq!(extract_one(r#"["\udc00"]"#, "/0").as_deref(), Some("\u{fffd}"));
+        assert_eq!(extract_one(r#"["\ud800"]"#, "/0").as_deref(), Some("\u{fffd}"));
+        // A high surrogate followed by an escape that is not a low one: both are kept apart.
+        assert_eq!(extract_one(r#"["\ud800\u0041"]"#, "/0").as_deref(), Some("\u{fffd}A"));
+        assert_eq!(extract_one(r#"["\ud800\ud800"]"#, "/0").as_deref(), Some("\u{fffd}\u{fffd}"));
+    }
+
+    #[test]
+    fn keeps_nul_and_replaces_invalid_utf8() {
+        assert_eq!(extract_one(r#"["a\u0000b"]"#, "/0").as_deref(), Some("a\0b"));
+        assert_eq!(extract_one(b"[\"a\0b\"]", "/0").as_deref(), Some("a\0b"));
+        assert_eq!(extract_one(b"[\"\xff\xfeok\"]", "/0").as_deref(), Some("\u{fffd}\u{fffd}ok"));
+        assert_eq!(extract_one(b"[\"\xc3\\n\"]", "/0").as_deref(), Some("\u{fffd}\n"));
+        assert_eq!(extract_one(b"[[\"\xe2\x82\"]]", "/0").as_deref(), Some("[\"\u{fffd}\"]"));
+    }
+
+    #[test]
+    fn invalid_escapes_make_the_value_unreadable() {
+        assert_eq!(extract_one(r#"{"v": "a\x"}"#, "/v"), None);
+        assert_eq!(extract_one(r#"{"v": "\u12G4"}"#, "/v"), None);
+        assert_eq!(extract_one(r#"{"v": "\u12"}"#, "/v"), None);
+    }
+
+    #[test]
+    fn keys_are_compared_unescaped() {
+        let body = r#"{"a\u0062": 1, "c\/d": 2, "\u00e9": 3, "x\"y": 4}"#;
+        assert_eq!(extract_one(body, "/ab").as_deref(), Some("1"));
+        assert_eq!(extract_one(body, "/c~1d").as_deref(), Some("2"));
+        assert_eq!(extract_one(body, "/é").as_deref(), Some("3"));
+        assert_eq!(extract_one(body, "/x\"y").as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn pointer_escapes_select_keys_with_slash_and_tilde() {
+        let body = r#"{"a/b": 1, "m~n": 2, "": {"": 3}, "~1": 4}"#;
+        assert_eq!(extract_one(body, "/a~1b").as_deref(), Some("1"));
+        assert_eq!(extract_one(body, "/m~0n").as_deref(), Some("2"));
+        assert_eq!(extract_one(body, "//").as_deref(), Some("3"));
+        assert_eq!(extract_one(body, "/~01").as_deref(), Some("4"));
+        assert_eq!(extract_one(body, "/a/b"), None);
+    }
+
+    #[test]
+    fn arrays_take_canonical_indexes_only() {
+        let body = r#"{"items": [{"id": 7}, "two", [3]], "obj": {"0": "zero", "01": "z"}}"#;
+        assert_eq!(extract_one(body, "/items/0/id").as_deref(), Some("7"));
+        assert_eq!(extract_one(body, "/items/1").as_deref(), Some("two"));
+        assert_eq!(extract_one(body, "/items/2/0").as_deref(), Some("3"));
+        assert_eq!(extract_one(body, "/items/01"), None);
+        assert_eq!(extract_one(body, "/items/-"), None);
+        assert_eq!(extract_one(body, "/items/3"), None);
+        assert_eq!(extract_one(body, "/items/id"), None);
+        // In objects a digit token is an ordinary key, leading zeros included.
+        assert_eq!(extract_one(body, "/obj/0").as_deref(), Some("zero"));
+        assert_eq!(extract_one(body, "/obj/01").as_deref(), Some("z"));
+    }
+
+    #[test]
+    fn first_duplicate_key_wins() {
+        assert_eq!(extract_one(r#"{"t": "a", "t": "b"}"#, "/t").as_deref(), Some("a"));
+        // The first occurrence decides even when it is null or lacks the child.
+        assert_eq!(extract_one(r#"{"t": null, "t": "b"}"#, "/t"), None);
+        assert_eq!(extract_one(r#"{"u": {"x": 1}, "u": {"id": 2}}"#, "/u/id"), None);
+        assert_eq!(
+            extract_one(r#"{"u": {"id": 1, "id": 2}, "u": {"id": 3}}"#, "/u/id").as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn objects_and_arrays_are_compact_json() {
+        let body = "{ \"user\" : { \"name\" : \"a b\\n\\u00e9\" ,\n\t\"roles\" : [ 1 , true , null , [ ] , { } ] } }";
+        assert_eq!(
+            extract_one(body, "/user").as_deref(),
+            Some(r#"{"name":"a b\n\u00e9","roles":[1,true,null,[],{}]}"#)
+        );
+        assert_eq!(extract_one(body, "/user/roles").as_deref(), Some("[1,true,null,[],{}]"));
+        assert_eq!(
+            extract_one(body, "").as_deref(),
+            Some(r#"{"user":{"name":"a b\n\u00e9","roles":[1,true,null,[],{}]}}"#)
+        );
+    }
+
+    #[test]
+    fn malformed_containers_have_no_compact_form() {
+        assert_eq!(extract_one(r#"{"a": [1 2]}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": [1,]}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": {"k" 1}}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": {"k": 1,}}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": {1: 2}}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": [01]}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": [1}}"#, "/a"), None);
+    }
+
+    #[test]
+    fn resolves_many_pointers_in_one_walk() {
+        let body = br#"{"a": {"b": [10, {"c": "deep"}], "x": 1}, "z": "last"}"#;
+        let values = extract_all(body, &["/z", "/a/b/1/c", "/a", "/a/b", "/a/x", "/nope", "/z"]);
+        assert_eq!(
+            values,
+            [
+                Some("last".to_owned()),
+                Some("deep".to_owned()),
+                Some(r#"{"b":[10,{"c":"deep"}],"x":1}"#.to_owned()),
+                Some(r#"[10,{"c":"deep"}]"#.to_owned()),
+                Some("1".to_owned()),
+                None,
+                Some("last".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn skipped_subtrees_may_hold_brackets_in_strings() {
+        let body = r#"{"x": "}]", "y": {"z": ["[{", "\"}"], "w": {}}, "t": 1}"#;
+        assert_eq!(extract_one(body, "/t").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn paths_through_scalars_have_no_value() {
+        let body = r#"{"a": "text", "n": 5, "nil": null}"#;
+        assert_eq!(extract_one(body, "/a/0"), None);
+        assert_eq!(extract_one(body, "/n/x"), None);
+        assert_eq!(extract_one(body, "/nil/x"), None);
+        assert_eq!(extract_one("\"top\"", "/a"), None);
+    }
+
+    #[test]
+    fn truncated_documents_keep_complete_values() {
+        let body = r#"{"id": "u1", "n": 42, "ok": true, "obj": {"k": 1}, "cut": "abc"#;
+        assert_eq!(extract_one(body, "/id").as_deref(), Some("u1"));
+        assert_eq!(extract_one(body, "/n").as_deref(), Some("42"));
+        assert_eq!(extract_one(body, "/ok").as_deref(), Some("true"));
+        assert_eq!(extract_one(body, "/obj").as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(extract_one(body, "/cut"), None);
+        assert_eq!(extract_one(body, ""), None);
+        assert_eq!(extract_one(body, "/later"), None);
+    }
+
+    #[test]
+    fn values_cut_at_the_end_are_absent() {
+        // The digits that follow might have been cut off.
+        assert_eq!(extract_one(r#"{"n": 12"#, "/n"), None);
+        assert_eq!(extract_one(r#"{"n": 12."#, "/n"), None);
+        assert_eq!(extract_one(r#"{"o": {"k": 1}"#, "/o").as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(extract_one(r#"{"o": {"k": 1"#, "/o"), None);
+        assert_eq!(extract_one(r#"{"o": {"k": 1"#, "/o/k"), None);
+        assert_eq!(extract_one(r#"{"t": tru"#, "/t"), None);
+        assert_eq!(extract_one(r#"{"t": true"#, "/t").as_deref(), Some("true"));
+        assert_eq!(extract_one(r#"{"s": "a\"#, "/s"), None);
+        assert_eq!(extract_one(r#"{"s": "\ud83d\ude"#, "/s"), None);
+    }
+
+    #[test]
+    fn a_top_level_number_needs_a_byte_after_it() {
+        assert_eq!(extract_one("123", ""), None);
+        assert_eq!(extract_one("123\n", "").as_deref(), Some("123"));
+        assert_eq!(extract_one("true", "").as_deref(), Some("true"));
+        assert_eq!(extract_one(" \"s\" ", "").as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn broken_json_keeps_what_came_before() {
+        assert_eq!(extract_one(r#"{"a": 1 "b": 2}"#, "/a").as_deref(), Some("1"));
+        assert_eq!(extract_one(r#"{"a": 1 "b": 2}"#, "/b"), None);
+        assert_eq!(extract_one(r#"{"x": [}, "a": 1}"#, "/a"), None);
+        assert_eq!(extract_one(r#"{"a": 1, , "b": 2}"#, "/b"), None);
+        assert_eq!(extract_one(r#"{"a": 1}"#, "/a").as_deref(), Some("1"));
+        assert_eq!(extract_one(r#"{"a": 1} trailing"#, "/a").as_deref(), Some("1"));
+        assert_eq!(extract_one("not json", ""), None);
+        assert_eq!(extract_one("", ""), None);
+        assert_eq!(extract_one("{'a': 1}", "/a"), None);
+    }
+
+    #[test]
+    fn skips_a_leading_byte_order_mark() {
+        assert_eq!(extract_one(b"\xEF\xBB\xBF{\"a\": 1}", "/a").as_deref(), Some("1"));
+    }
+
+    fn nested_arrays(levels: usize, inner: &str) -> String {
+        format!("{}{inner}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn reads_exactly_max_depth_levels() {
+        let deepest = format!("/{}", vec!["0"; MAX_DEPTH - 1].join("/"));
+        let body = nested_arrays(MAX_DEPTH, "7");
+        assert_eq!(extract_one(&body, &format!("{deepest}/0")).as_deref(), Some("7"));
+        assert_eq!(extract_one(&body, &deepest).as_deref(), Some("[7]"));
+        assert_eq!(extract_one(&body, "/0").map(|v| v.len()), Some(2 * (MAX_DEPTH - 1) + 1));
+
+        let body = nested_arrays(MAX_DEPTH + 1, "7");
+        assert_eq!(extract_one(&body, &format!("{deepest}/0")), None);
+        assert_eq!(extract_one(&body, "/0"), None);
+    }
+
+    #[test]
+    fn content_past_max_depth_stops_the_walk() {
+        let deep = nested_arrays(MAX_DEPTH + 10, "1");
+        let body = format!(r#"{{"before": "kept", "deep": {deep}, "after": 1}}"#);
+        assert_eq!(extract_one(&body, "/before").as_deref(), Some("kept"));
+        assert_eq!(extract_one(&body, "/after"), None);
+        assert_eq!(extract_one(&body, "/deep"), None);
+    }
+
+    #[test]
+    fn survives_megabytes_of_open_brackets() {
+        let mut body = br#"{"a": "x", "b": "#.to_vec();
+        body.extend(std::iter::repeat_n(b'[', 10 << 20));
+        assert_eq!(extract_all(&body, &["/a", "/b", "/b/0/0"]), [Some("x".to_owned()), None, None]);
+        let body = vec![b'{'; 10 << 20];
+        assert_eq!(extract_one(&body, "/a"), None);
+    }
+
+    #[test]
+    fn stops_early_once_every_pointer_is_decided() {
+        // Everything after the value is garbage; an early stop never looks at it.
+        assert_eq!(extract_one(r#"{"a": {"b": 1}, ]]]]"#, "/a/b").as_deref(), Some("1"));
+        assert_eq!(extract_one(r#"[1, 2, ]]]"#, "/1").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn no_pointers_no_values() {
+        assert!(extract(b"{}", &[]).is_empty());
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        // Mostly a tiny alphabet, so that keys repeat across levels, with `/` and `~` to
+        // exercise pointer escapes.
+        prop_oneof![3 => "[ab~/]{0,2}", 1 => any::<String>()]
+    }
+
+    fn container(inner: impl Strategy<Value = Value> + Clone) -> impl Strategy<Value = Value> {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(key(), inner, 0..6)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    }
+
+    fn json_value() -> BoxedStrategy<Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, container).boxed()
+    }
+
+    /// A document as an API sends it: an object or array, compact or pretty.
+    fn document() -> impl Strategy<Value = (Value, String)> {
+        (container(json_value()), any::<bool>()).prop_map(|(value, pretty)| {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                value.to_string()
+            };
+            (value, text)
+        })
+    }
+
+    fn escape_token(token: &str) -> String {
+        token.replace('~', "~0").replace('/', "~1")
+    }
+
+    /// Every node's pointer, the document itself included.
+    fn all_pointers(value: &Value, prefix: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    all_pointers(child, format!("{prefix}/{}", escape_token(key)), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    all_pointers(child, format!("{prefix}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        out.push(prefix);
+    }
+
+    /// What a pointer should give, per serde_json.
+    fn expected(value: Option<&Value>) -> Option<String> {
+        match value? {
+            Value::Null => None,
+            Value::String(text) => Some(text.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Pointers into `value`: existing ones, and some that miss (wrong keys, bad indexes).
+    fn pointers_into(
+        value: &Value,
+        picks: &[prop::sample::Index],
+        misses: &[String],
+    ) -> Vec<String> {
+        let mut existing = Vec::new();
+        all_pointers(value, String::new(), &mut existing);
+        let mut pointers: Vec<String> =
+            picks.iter().map(|pick| pick.get(&existing).clone()).collect();
+        pointers.extend(misses.iter().cloned());
+        pointers
+    }
+
+    fn miss() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                "[ab]",
+                Just("0".to_owned()),
+                Just("01".to_owned()),
+                Just("-".to_owned()),
+                Just("1".to_owned())
+            ],
+            1..4,
+        )
+        .prop_map(|tokens| format!("/{}", tokens.join("/")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn agrees_with_serde_json_pointer(
+            (value, text) in document(),
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 1..5),
+            misses in prop::collection::vec(miss(), 0..3),
+        ) {
+            let pointers = pointers_into(&value, &picks, &misses);
+            let refs: Vec<&str> = pointers.iter().map(String::as_str).collect();
+            let values = extract_all(text.as_bytes(), &refs);
+            for (pointer, got) in pointers.iter().zip(values) {
+                let want = expected(value.pointer(pointer));
+                prop_assert_eq!(&got, &want, "pointer {:?} in {}", pointer, text);
+            }
+        }
+
+        #[test]
+        fn truncation_never_changes_a_value(
+            (value, text) in document(),
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 1..4),
+        ) {
+            let pointers = pointers_into(&value, &picks, &[]);
+            let refs: Vec<&str> = pointers.iter().map(String::as_str).collect();
+            let full = extract_all(text.as_bytes(), &refs);
+            for cut in 0..text.len() {
+                let partial = extract_all(&text.as_bytes()[..cut], &refs);
+                for ((pointer, whole), part) in pointers.iter().zip(&full).zip(partial) {
+                    prop_assert!(part.is_none() || part.as_ref() == whole.as_ref(),
+                        "pointer {:?} cut at {}: {:?} vs {:?}", pointer, cut, part, whole);
+                }
+            }
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(body in any::<Vec<u8>>()) {
+            for value in extract_all(&body, &["", "/a", "/0", "/a/0/b"]).into_iter().flatten() {
+                // Each input byte becomes at most one U+FFFD.
+                prop_assert!(value.len() <= 3 * body.len());
+            }
+        }
+
+        #[test]
+        fn never_panics_on_json_like_bytes(
+            body in prop::collection::vec(prop::sample::select(b"{}[]\",:\\/ u0123456789-+.eEtrufalsnab\0\xff".to_vec()), 0..256),
+        ) {
+            for value in extract_all(&body, &["", "/a", "/0", "/a/0", "/b/a"]).into_iter().flatten() {
+                prop_assert!(value.len() <= 3 * body.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What the request path hands to the exporter: the raw material of one record.
+//!
+//! The request path only copies bytes. Parsing bodies, resolving body keys, hashing,
+//! splitting sessions and serialising all happen on the exporter thread (see
+//! [`crate::assemble`]), so the cost on nginx's event loop stays a few copies and one
+//! channel send. Small strings share one arena; bodies are separate buffers so that a
+//! response body collected by the body filter is moved, not copied.
+
+use std::sync::Arc;
+
+use crate::keys::Builtin;
+use crate::profile::Profile;
+use crate::time::Millis;
+
+/// A byte range in the capture's arena.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// The full content of a request marked as an attack.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedAttack {
+    pub kind: Span,
+    pub line: Span,
+    pub headers: Vec<(Span, Span)>,
+}
+
+/// A captured body, cut at `api_sessions_body_limit`.
+#[derive(Clone, Debug, Default)]
+pub struct Body {
+    pub bytes: Vec<u8>,
+    pub truncated: bool,
+    /// The Content-Type header of that body.
+    pub content_type: Span,
+}
+
+/// Raw material of one record.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub profile: Arc<Profile>,
+    pub seq: u64,
+    pub ts: Millis,
+    pub duration_us: u64,
+    pub status: u16,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub request_id: Span,
+    pub server: Span,
+    pub method: Span,
+    pub path: Span,
+    pub ip: Span,
+    pub user_agent: Option<Span>,
+    /// The query string, for GraphQL over GET.
+    pub args: Span,
+    /// Values of variable keys then variable parameters, in profile order; `None` for body
+    /// sources and for variables that were empty or not evaluated.
+    values: Vec<Option<Span>>,
+    /// The built-in key, looked up on the request path when no variable key had a value.
+    pub builtin: Option<(Builtin, Span)>,
+    pub request_body: Option<Body>,
+    pub response_body: Option<Body>,
+    pub attack: Option<CapturedAttack>,
+    arena: Vec<u8>,
+}
+
+impl Capture {
+    /// An empty capture for a request of a location with this profile.
+    pub fn new(profile: Arc<Profile>, arena_capacity: usize) -> Capture {
+        let slots = profile.keys.len() + profile.params.len();
+        Capture {
+            profile,
+            seq: 0,
+            ts: Millis(0),
+            duration_us: 0,
+            status: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+            request_id: Span::default(),
+            server: Span::default(),
+            method: Span::default(),
+            path: Span::default(),
+            ip: Span::default(),
+            user_agent: None,
+            args: Span::default(),
+            values: vec![None; slots],
+            builtin: None,
+            request_body: None,
+            response_body: None,
+            attack: None,
+            arena: Vec::with_capacity(arena_capacity),
+        }
+    }
+
+    /// Copies `bytes` into the arena. Captures are bounded by nginx's header and body limits,
+    /// far below 4 GiB; anything beyond is cut rather than wrapped.
+    pub fn push(&mut self, bytes: &[u8]) -> Span {
+        let start = self.arena.len().min(u32::MAX as usize);
+        let len = bytes.len().min(u32::MAX as usize - start);
+        self.arena.extend_from_slice(&bytes[..len]);
+        Span { start: start as u32, len: len as u32 }
+    }
+
+    /// The bytes of a span of this capture.
+    pub fn get(&self, span: Span) -> &[u8] {
+        let start = span.start as usize;
+        &self.arena[start..start + span.len as usize]
+    }
+
+    /// Sets the value of variable key `index`.
+    pub fn set_key_value(&mut self, index: usize, value: &[u8]) {
+        if !value.is_empty() {
+            self.values[index] = Some(self.push(value));
+        }
+    }
+
+    /// Sets the value of variable parameter `index`.
+    pub fn set_param_value(&mut self, index: usize, value: &[u8]) {
+        if !value.is_empty() {
+            let slot = self.profile.keys.len() + index;
+            self.values[slot] = Some(self.push(value));
+        }
+    }
+
+    pub fn key_value(&self, index: usize) -> Option<&[u8]> {
+        self.values[index].map(|s| self.get(s))
+    }
+
+    pub fn param_value(&self, index: usize) -> Option<&[u8]> {
+        self.values[self.profile.keys.len() + index].map(|s| self.get(s))
+    }
+
+    /// Heap bytes held, for the exporter queue's memory accounting.
+    pub fn heap_size(&self) -> usize {
+        let body = |b: &Option<Body>| b.as_ref().map_or(0, |b| b.bytes.capacity());
+        self.arena.capacity()
+            + body(&self.request_body)
+            + body(&self.response_body)
+            + self.values.capacity() * core::mem::size_of::<Option<Span>>()
+            + self.attack.as_ref().map_or(0, |a| a.headers.capacity() * 16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{KeySpec, ParamSpec, Source};
+    use crate::record::ParamKind;
+
+    #[test]
+    fn values_land_in_their_slots() {
+        let profile = Profile {
+            keys: vec![KeySpec { source: Source::parse("$arg_t").unwrap(), label: "t".into() }],
+            params: vec![ParamSpec {
+                source: Source::parse("$arg_u").unwrap(),
+                name: "u".into(),
+                source_text: "$arg_u".into(),
+                kind: ParamKind::User,
+                hashed: false,
+            }],
+            ..Profile::default()
+        };
+        let mut c = Capture::new(Arc::new(profile), 64);
+        c.path = c.push(b"/login");
+        c.set_key_value(0, b"aaa");
+        c.set_param_value(0, b"");
+        assert_eq!(c.get(c.path), b"/login");
+        assert_eq!(c.key_value(0), Some(&b"aaa"[..]));
+        assert_eq!(c.param_value(0), None, "empty values are absent");
+        c.set_param_value(0, b"alice");
+        assert_eq!(c.param_value(0), Some(&b"alice"[..]));
+        assert!(c.heap_size() >= 64);
+    }
+}

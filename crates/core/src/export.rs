@@ -1,0 +1,635 @@
+//! Where a batch leaves the process: the per-worker exporter thread.
+//!
+//! The request path hands each [`Capture`] to [`Exporter::submit`], which only tries to
+//! enqueue it on a bounded channel: when the queue is full (in records or in bytes) the
+//! record is dropped and counted, and the caller logs a rate-limited notice. The thread
+//! builds records, collects them into batches of `batch=` records or `flush=` time, and
+//! delivers them to a file or over HTTP, with retries and, for HTTP, a disk spool.
+//!
+//! The thread never calls nginx: it reports through [`Exporter::drain_log`], which the event
+//! loop polls, and counts everything in the shared [`WorkerCounters`].
+
+mod backoff;
+mod file;
+mod http;
+mod spool;
+
+use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use self::backoff::Backoff;
+use self::file::FileSink;
+use self::http::HttpSink;
+pub use self::spool::{Replay, Spool};
+use crate::assemble::Assembler;
+use crate::capture::Capture;
+use crate::counters::WorkerCounters;
+
+/// Where records go.
+pub enum Destination {
+    /// NDJSON appended to a file opened by nginx.
+    File(File),
+    /// NDJSON POSTed to a URL with extra headers.
+    Http { url: String, headers: Vec<(String, String)> },
+}
+
+/// `api_sessions_export` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSettings {
+    pub batch: usize,
+    pub flush: Duration,
+    pub queue: usize,
+    /// In-flight capture bytes allowed in the queue.
+    pub queue_memory: usize,
+    pub timeout: Duration,
+    pub spool: Option<PathBuf>,
+    pub spool_max: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            batch: 512,
+            flush: Duration::from_secs(1),
+            queue: 65_536,
+            queue_memory: 256 << 20,
+            timeout: Duration::from_secs(5),
+            spool: None,
+            spool_max: 1 << 30,
+        }
+    }
+}
+
+/// Severity of a message for nginx's error log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Notice,
+    Info,
+}
+
+/// A message from the exporter thread for nginx's error log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: Level,
+    pub message: String,
+}
+
+/// Why a delivery failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Connection errors, timeouts, 429, 5xx, write errors: try again later.
+    Retryable(String),
+    /// The receiver refused the batch for good.
+    Permanent(String),
+}
+
+/// A capture did not fit in the queue.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+enum Control {
+    ReplaceFile(File),
+    Shutdown,
+}
+
+/// The request path's handle on its worker's exporter thread.
+pub struct Exporter {
+    captures: Option<Sender<Box<Capture>>>,
+    control: Sender<Control>,
+    log: Receiver<LogLine>,
+    counters: WorkerCounters<'static>,
+    in_flight: Arc<AtomicUsize>,
+    queue_memory: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Starts the exporter thread of this worker.
+    pub fn start(
+        settings: ExportSettings,
+        destination: Destination,
+        assembler: Assembler,
+        counters: WorkerCounters<'static>,
+    ) -> std::io::Result<Exporter> {
+        let (captures_tx, captures) = bounded(settings.queue.max(1));
+        let (control_tx, control) = bounded(16);
+        let (log_tx, log) = bounded(256);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let sink = match destination {
+            Destination::File(file) => Sink::File(FileSink::new(file)),
+            Destination::Http { url, headers } => Sink::Http(HttpSink::new(url, headers)),
+        };
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let seed = u64::from(assembler.pid) ^ clock.unwrap_or_default().as_nanos() as u64;
+        let queue_memory = settings.queue_memory;
+        let worker = Worker {
+            captures,
+            control,
+            log: log_tx,
+            counters,
+            in_flight: in_flight.clone(),
+            assembler,
+            sink,
+            spool: None,
+            batch: Batch::default(),
+            backoff: Backoff::new(seed),
+            next_replay: None,
+            next_adoption: Instant::now(),
+            last_logged: Vec::new(),
+            shutdown: None,
+            settings,
+        };
+        let thread = std::thread::Builder::new()
+            .name("api_sessions exporter".into())
+            .spawn(move || worker.run())?;
+        Ok(Exporter {
+            captures: Some(captures_tx),
+            control: control_tx,
+            log,
+            counters,
+            in_flight,
+            queue_memory,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a capture to the exporter without waiting.
+    pub fn submit(&self, capture: Box<Capture>) -> Result<(), QueueFull> {
+        let size = capture.heap_size();
+        let Some(captures) = &self.captures else {
+            self.counters.captured_but_dropped();
+            return Err(QueueFull);
+        };
+        if self.in_flight.load(Ordering::Relaxed) + size > self.queue_memory {
+            self.counters.captured_but_dropped();
+            return Err(QueueFull);
+        }
+        self.in_flight.fetch_add(size, Ordering::Relaxed);
+        // Count before sending: once sent, the exporter may count it as taken at once.
+        self.counters.captured();
+        match captures.try_send(capture) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
+                self.in_flight.fetch_sub(c.heap_size(), Ordering::Relaxed);
+                self.counters.queue_rejected();
+                Err(QueueFull)
+            }
+        }
+    }
+
+    /// Switches the file sink to a reopened file (`nginx -s reopen`).
+    pub fn replace_file(&self, file: File) {
+        let _ = self.control.try_send(Control::ReplaceFile(file));
+    }
+
+    /// Messages the thread left for nginx's error log.
+    pub fn drain_log(&self, mut f: impl FnMut(LogLine)) {
+        while let Ok(line) = self.log.try_recv() {
+            f(line);
+        }
+    }
+
+    /// Records waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.captures.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Stops taking captures, lets the thread deliver what it holds within `deadline`
+    /// (spooling or dropping and counting what it cannot), and waits for it.
+    pub fn shutdown(&mut self, deadline: Duration) {
+        let _ = self.control.send_timeout(Control::Shutdown, deadline);
+        // Disconnecting wakes a thread blocked on the queue; what is queued is still read.
+        self.captures = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+enum Sink {
+    File(FileSink),
+    Http(HttpSink),
+}
+
+impl Sink {
+    fn send(&mut self, batch: &[u8], timeout: Duration) -> Result<(), SendError> {
+        match self {
+            Sink::File(f) => f.send(batch),
+            Sink::Http(h) => h.send(batch, timeout),
+        }
+    }
+}
+
+/// Records being collected for the next delivery.
+#[derive(Default)]
+struct Batch {
+    payload: Vec<u8>,
+    records: u64,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn take(&mut self) -> (Vec<u8>, u64) {
+        self.started = None;
+        let records = std::mem::take(&mut self.records);
+        let capacity = self.payload.len();
+        let payload = std::mem::replace(&mut self.payload, Vec::with_capacity(capacity));
+        (payload, records)
+    }
+}
+
+/// Kinds of repeated messages, each logged at most once per interval.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    DeliveryFailed,
+    Refused,
+    Spool,
+    Internal,
+}
+
+const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Spooled batches replayed before the queue is looked at again.
+const REPLAY_BURST: usize = 8;
+/// How often a running worker looks for spools left by exited workers.
+const ADOPTION_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Worker {
+    captures: Receiver<Box<Capture>>,
+    control: Receiver<Control>,
+    log: Sender<LogLine>,
+    counters: WorkerCounters<'static>,
+    in_flight: Arc<AtomicUsize>,
+    assembler: Assembler,
+    sink: Sink,
+    spool: Option<Spool>,
+    batch: Batch,
+    backoff: Backoff,
+    /// While the spool holds batches: when to try the oldest one again.
+    next_replay: Option<Instant>,
+    next_adoption: Instant,
+    last_logged: Vec<(Repeat, Instant)>,
+    /// Set once shutdown has begun: nothing may wait past it.
+    shutdown: Option<Instant>,
+    settings: ExportSettings,
+}
+
+impl Worker {
+    fn log(&self, level: Level, message: String) {
+        let _ = self.log.try_send(LogLine { level, message });
+    }
+
+    /// Logs unless the same kind of message was logged within the last second.
+    fn log_repeated(&mut self, kind: Repeat, level: Level, message: String) {
+        let now = Instant::now();
+        match self.last_logged.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, at)) if now.duration_since(*at) < REPEAT_INTERVAL => return,
+            Some((_, at)) => *at = now,
+            None => self.last_logged.push((kind, now)),
+        }
+        self.log(level, message);
+    }
+
+    fn run(mut self) {
+        if let Some(dir) = self.settings.spool.clone() {
+            match Spool::open(&dir, self.settings.spool_max, self.assembler.pid) {
+                Ok(spool) => {
+                    let own = spool.records();
+                    if own > 0 {
+                        self.counters.adopt_spooled(own);
+                        self.next_replay = Some(Instant::now());
+                    }
+                    self.spool = Some(spool);
+                }
+                Err(e) => self.log(
+                    Level::Error,
+                    format!("cannot open spool \"{}\" ({e}), spooling disabled", dir.display()),
+                ),
+            }
+        }
+
+        while self.shutdown.is_none() {
+            self.adopt_orphans();
+            let wait = self.next_wake().saturating_duration_since(Instant::now());
+            select! {
+                recv(self.captures) -> msg => match msg {
+                    Ok(capture) => self.take(capture),
+                    Err(_) => self.shutdown = Some(Instant::now() + self.settings.timeout),
+                },
+                recv(self.control) -> msg => match msg {
+                    Ok(Control::ReplaceFile(file)) => {
+                        if let Sink::File(sink) = &mut self.sink {
+                            sink.replace(file);
+                        }
+                    }
+                    Ok(Control::Shutdown) | Err(_) => {
+                        self.shutdown = Some(Instant::now() + self.settings.timeout);
+                    }
+                },
+                default(wait) => {}
+            }
+            if self.batch_due() {
+                self.deliver();
+            }
+            if self.next_replay.is_some_and(|at| Instant::now() >= at) {
+                self.replay();
+            }
+        }
+
+        // Shutdown: everything still queued is turned into records and delivered.
+        while let Ok(capture) = self.captures.try_recv() {
+            self.take(capture);
+            if self.batch_due() {
+                self.deliver();
+            }
+        }
+        self.deliver();
+    }
+
+    /// Next moment something is due: the batch's flush time or a spool replay.
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + ADOPTION_INTERVAL;
+        if let Some(started) = self.batch.started {
+            wake = wake.min(started + self.settings.flush);
+        }
+        if let Some(at) = self.next_replay {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    fn batch_due(&self) -> bool {
+        self.batch.records as usize >= self.settings.batch
+            || self.batch.started.is_some_and(|s| s.elapsed() >= self.settings.flush)
+    }
+
+    /// Turns a capture, and whatever else is already waiting up to a full batch, into
+    /// records of the current batch.
+    fn take(&mut self, first: Box<Capture>) {
+        let mut next = Some(first);
+        while let Some(capture) = next.take() {
+            self.counters.taken(1);
+            self.in_flight.fetch_sub(capture.heap_size(), Ordering::Relaxed);
+            let payload = &mut self.batch.payload;
+            let mark = payload.len();
+            let assembler = &self.assembler;
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                assembler.assemble(&capture).write_ndjson(payload);
+            }));
+            if built.is_ok() {
+                self.batch.records += 1;
+                self.batch.started.get_or_insert_with(Instant::now);
+            } else {
+                self.batch.payload.truncate(mark);
+                self.counters.dropped(1);
+                self.log_repeated(
+                    Repeat::Internal,
+                    Level::Error,
+                    format!("record {} could not be built and was dropped", capture.seq),
+                );
+            }
+            if !self.batch_due() {
+                next = self.captures.try_recv().ok();
+            }
+        }
+    }
+
+    fn adopt_orphans(&mut self) {
+        let now = Instant::now();
+        if now < self.next_adoption {
+            return;
+        }
+        self.next_adoption = now + ADOPTION_INTERVAL;
+        let Some(spool) = &mut self.spool else { return };
+        match spool.adopt_orphans() {
+            Ok(0) => {}
+            Ok(records) => {
+                self.counters.adopt_spooled(records);
+                self.next_replay.get_or_insert(now);
+                self.log(
+                    Level::Notice,
+                    format!("adopted {records} spooled records of an exited worker"),
+                );
+            }
+            Err(e) => self.log_repeated(
+                Repeat::Spool,
+                Level::Error,
+                format!("spool scan failed ({e}) while looking for exited workers' spools"),
+            ),
+        }
+    }
+
+    /// Time left for one delivery attempt.
+    fn attempt_timeout(&self) -> Duration {
+        match self.shutdown {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => self.settings.timeout,
+        }
+    }
+
+    /// Delivers the current batch, or spools it while the receiver is unreachable.
+    fn deliver(&mut self) {
+        let (payload, records) = self.batch.take();
+        if records == 0 {
+            return;
+        }
+        // Spooled batches go first: new ones queue behind them to keep the order.
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.to_spool(&payload, records);
+            return;
+        }
+        loop {
+            let timeout = self.attempt_timeout();
+            let result = if timeout.is_zero() {
+                Err(SendError::Retryable("shutdown deadline reached".into()))
+            } else {
+                self.sink.send(&payload, timeout)
+            };
+            match result {
+                Ok(()) => {
+                    self.counters.exported(records);
+                    self.backoff.reset();
+                    return;
+                }
+                Err(SendError::Permanent(reason)) => {
+                    self.counters.export_error();
+                    self.counters.dropped(records);
+                    self.log_repeated(
+                        Repeat::Refused,
+                        Level::Error,
+                        format!("{reason}, {records} records dropped while exporting"),
+                    );
+                    return;
+                }
+                Err(SendError::Retryable(reason)) => {
+                    self.counters.export_error();
+                    if self.spool.is_some() {
+                        self.log_repeated(
+                            Repeat::DeliveryFailed,
+                            Level::Warn,
+                            format!("{reason} while exporting, spooling"),
+                        );
+                        self.to_spool(&payload, records);
+                        return;
+                    }
+                    if self.shutdown.is_some_and(|d| Instant::now() >= d) {
+                        self.counters.dropped(records);
+                        self.log(
+                            Level::Error,
+                            format!("{reason}, {records} records dropped while exporting at exit"),
+                        );
+                        return;
+                    }
+                    self.log_repeated(
+                        Repeat::DeliveryFailed,
+                        Level::Warn,
+                        format!("{reason} while exporting, retrying"),
+                    );
+                    self.wait_before_retry();
+                }
+            }
+        }
+    }
+
+    /// Sleeps for the next backoff step, waking early for shutdown or a file reopen.
+    fn wait_before_retry(&mut self) {
+        let mut delay = self.backoff.next_delay();
+        if let Some(deadline) = self.shutdown {
+            delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        match self.control.recv_timeout(delay) {
+            Ok(Control::ReplaceFile(file)) => {
+                if let Sink::File(sink) = &mut self.sink {
+                    sink.replace(file);
+                }
+            }
+            Ok(Control::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                self.shutdown.get_or_insert(Instant::now() + self.settings.timeout);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+
+    fn to_spool(&mut self, payload: &[u8], records: u64) {
+        let Some(spool) = &mut self.spool else {
+            self.counters.dropped(records);
+            return;
+        };
+        match spool.push(payload, records) {
+            Ok(evicted) => {
+                self.counters.spooled(records);
+                for n in &evicted {
+                    self.counters.spool_evicted(*n);
+                }
+                if !evicted.is_empty() {
+                    let n: u64 = evicted.iter().sum();
+                    self.log_repeated(
+                        Repeat::Spool,
+                        Level::Warn,
+                        format!("spool is full, {n} oldest spooled records dropped"),
+                    );
+                }
+                self.next_replay.get_or_insert_with(|| Instant::now() + self.backoff.next_delay());
+            }
+            Err(e) => {
+                self.counters.dropped(records);
+                self.log_repeated(
+                    Repeat::Spool,
+                    Level::Error,
+                    format!("spool write failed ({e}), {records} records dropped while spooling"),
+                );
+            }
+        }
+    }
+
+    /// Sends spooled batches, oldest first, until one fails, the spool is empty, or a few
+    /// were sent (then the main loop takes new captures before replaying more).
+    fn replay(&mut self) {
+        self.next_replay = None;
+        for _ in 0..REPLAY_BURST {
+            if self.shutdown.is_some() {
+                // Leave the spool for the next worker rather than hold up the exit.
+                return;
+            }
+            let Some(spool) = &mut self.spool else { return };
+            let Some(front) = spool.front() else {
+                self.backoff.reset();
+                return;
+            };
+            match front {
+                Ok(Replay::Batch { payload, records }) => {
+                    match self.sink.send(&payload, self.settings.timeout) {
+                        Ok(()) => {
+                            self.remove_front();
+                            self.counters.replayed(records);
+                            self.backoff.reset();
+                        }
+                        Err(SendError::Permanent(reason)) => {
+                            self.counters.export_error();
+                            self.remove_front();
+                            self.counters.spool_evicted(records);
+                            self.log_repeated(
+                                Repeat::Refused,
+                                Level::Error,
+                                format!("{reason}, {records} spooled records dropped"),
+                            );
+                        }
+                        Err(SendError::Retryable(reason)) => {
+                            self.counters.export_error();
+                            self.log_repeated(
+                                Repeat::DeliveryFailed,
+                                Level::Warn,
+                                format!("{reason} while replaying the spool"),
+                            );
+                            self.next_replay = Some(Instant::now() + self.backoff.next_delay());
+                            return;
+                        }
+                    }
+                }
+                Ok(Replay::Corrupt { records, reason }) => {
+                    self.remove_front();
+                    self.counters.spool_evicted(records);
+                    self.log(
+                        Level::Error,
+                        format!("spooled batch {reason}, {records} records lost"),
+                    );
+                }
+                Err(e) => {
+                    self.log_repeated(
+                        Repeat::Spool,
+                        Level::Error,
+                        format!("spool read failed ({e}) while replaying"),
+                    );
+                    self.next_replay = Some(Instant::now() + self.backoff.next_delay());
+                    return;
+                }
+            }
+        }
+        // Burst used up with batches left: continue right after the queue had its turn.
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.next_replay = Some(Instant::now());
+        }
+    }
+
+    fn remove_front(&mut self) {
+        if let Some(spool) = &mut self.spool {
+            if let Err(e) = spool.pop_front() {
+                self.log(Level::Error, format!("spool cleanup failed ({e})"));
+            }
+        }
+    }
+}

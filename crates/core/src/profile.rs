@@ -1,0 +1,183 @@
+//! What to capture in a location: the merged `api_sessions_*` settings in plain Rust.
+//!
+//! The module builds one [`Profile`] per location at configuration time and every capture
+//! carries a reference to it, so the exporter thread knows how to turn the raw values into a
+//! record without touching nginx's configuration structures.
+
+use core::fmt;
+
+use crate::body::{Pointer, PointerError};
+use crate::record::ParamKind;
+
+/// Where a key or parameter value comes from (SPEC §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An nginx complex value such as `$cookie_sid`; nginx evaluates it at the log phase.
+    Variable(String),
+    /// A value inside the request body.
+    RequestBody(Pointer),
+    /// A value inside the JSON response body.
+    ResponseBody(Pointer),
+}
+
+const REQUEST_BODY: &str = "request_body:";
+const RESPONSE_BODY: &str = "response_body:";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SourceError {
+    /// Neither a body pointer nor text containing a variable.
+    NotASource(String),
+    Pointer(PointerError),
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::NotASource(text) => write!(
+                f,
+                "invalid source \"{text}\", it must contain a variable or be \
+                 \"request_body:POINTER\" or \"response_body:POINTER\""
+            ),
+            SourceError::Pointer(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+impl Source {
+    /// Parses a `SOURCE` argument. A constant (no `$`) is refused: as a key it would put all
+    /// traffic into one session, as a parameter it would carry no information.
+    pub fn parse(text: &str) -> Result<Source, SourceError> {
+        if let Some(pointer) = text.strip_prefix(REQUEST_BODY) {
+            return Pointer::parse(pointer).map(Source::RequestBody).map_err(SourceError::Pointer);
+        }
+        if let Some(pointer) = text.strip_prefix(RESPONSE_BODY) {
+            return Pointer::parse(pointer).map(Source::ResponseBody).map_err(SourceError::Pointer);
+        }
+        if !text.contains('$') {
+            return Err(SourceError::NotASource(text.to_string()));
+        }
+        Ok(Source::Variable(text.to_string()))
+    }
+
+    /// The text as configured, used as the default label.
+    pub fn text(&self) -> String {
+        match self {
+            Source::Variable(text) => text.clone(),
+            Source::RequestBody(p) => format!("{REQUEST_BODY}{}", p.as_str()),
+            Source::ResponseBody(p) => format!("{RESPONSE_BODY}{}", p.as_str()),
+        }
+    }
+}
+
+/// One `api_sessions_key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    pub source: Source,
+    /// `name=`, or the source text.
+    pub label: String,
+}
+
+/// One `api_sessions_param`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub source: Source,
+    /// `name=`, or the source text.
+    pub name: String,
+    /// The source text, exported as `source`.
+    pub source_text: String,
+    pub kind: ParamKind,
+    pub hashed: bool,
+}
+
+/// The merged settings of one location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub keys: Vec<KeySpec>,
+    pub builtin_keys: bool,
+    pub params: Vec<ParamSpec>,
+    pub flows: Vec<String>,
+    /// Bytes of request and of response body examined.
+    pub body_limit: usize,
+    /// `api_sessions_attack` is set: bodies are kept for the full content of attacks.
+    pub attack: bool,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            keys: Vec::new(),
+            builtin_keys: true,
+            params: Vec::new(),
+            flows: Vec::new(),
+            body_limit: 64 * 1024,
+            attack: false,
+        }
+    }
+}
+
+impl Profile {
+    fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.keys.iter().map(|k| &k.source).chain(self.params.iter().map(|p| &p.source))
+    }
+
+    /// The request body must be read and kept.
+    pub fn needs_request_body(&self) -> bool {
+        self.attack || self.sources().any(|s| matches!(s, Source::RequestBody(_)))
+    }
+
+    /// The response body must be captured by the body filter.
+    pub fn needs_response_body(&self) -> bool {
+        self.sources().any(|s| matches!(s, Source::ResponseBody(_)))
+    }
+
+    /// Every key is a variable, so the request path knows the final key when one of them
+    /// yields a value, and need not look at the built-in chain.
+    pub fn keys_are_variables(&self) -> bool {
+        self.keys.iter().all(|k| matches!(k.source, Source::Variable(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_source_forms() {
+        assert_eq!(Source::parse("$cookie_sid").unwrap(), Source::Variable("$cookie_sid".into()));
+        assert_eq!(
+            Source::parse("${arg_a}-$arg_b").unwrap(),
+            Source::Variable("${arg_a}-$arg_b".into())
+        );
+        let body = Source::parse("request_body:/hash/token").unwrap();
+        assert!(matches!(&body, Source::RequestBody(p) if p.as_str() == "/hash/token"));
+        assert_eq!(body.text(), "request_body:/hash/token");
+        let resp = Source::parse("response_body:/a~1b").unwrap();
+        assert_eq!(resp.text(), "response_body:/a~1b");
+    }
+
+    #[test]
+    fn refuses_constants_and_bad_pointers() {
+        assert_eq!(
+            Source::parse("token").unwrap_err().to_string(),
+            "invalid source \"token\", it must contain a variable or be \
+             \"request_body:POINTER\" or \"response_body:POINTER\""
+        );
+        assert!(matches!(Source::parse("request_body:token"), Err(SourceError::Pointer(_))));
+        assert!(matches!(Source::parse("response_body:/a~2"), Err(SourceError::Pointer(_))));
+    }
+
+    #[test]
+    fn body_needs_follow_the_sources() {
+        let mut p = Profile::default();
+        assert!(!p.needs_request_body() && !p.needs_response_body() && p.keys_are_variables());
+        p.keys.push(KeySpec {
+            source: Source::parse("response_body:/token").unwrap(),
+            label: "t".into(),
+        });
+        assert!(p.needs_response_body() && !p.needs_request_body() && !p.keys_are_variables());
+        p.attack = true;
+        assert!(p.needs_request_body());
+    }
+}

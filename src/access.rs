@@ -1,0 +1,77 @@
+//! Access phase: read the request body when a `request_body:` source or an attack needs it.
+//!
+//! The body is read the way `ngx_http_mirror_module` does: ask nginx to read it, suspend the
+//! phases, and resume them from the body handler. Reading it here, before the content
+//! handler, means the proxy module later finds it already buffered. Only main requests with
+//! a body are affected, and only in locations that need it.
+
+use nginx_sys::{
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE as NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t,
+    NGX_HTTP_SPECIAL_RESPONSE,
+};
+use ngx::core::Status;
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
+
+use crate::request::Request;
+use crate::util::guard;
+
+/// Pushes `handler` onto a phase; phase handlers are pushed in postconfiguration.
+pub fn push_phase_handler(
+    cf: &mut ngx_conf_t,
+    phase: ngx_http_phases,
+    handler: ngx_http_handler_pt,
+) -> Result<(), Status> {
+    let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(Status::NGX_ERROR)?;
+    // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
+    let slot = unsafe { ngx_array_push(&mut cmcf.phases[phase as usize].handlers) }
+        .cast::<ngx_http_handler_pt>();
+    if slot.is_null() {
+        return Err(Status::NGX_ERROR);
+    }
+    // SAFETY: a fresh slot of the array.
+    unsafe { *slot = handler };
+    Ok(())
+}
+
+pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
+    push_phase_handler(cf, NGX_HTTP_ACCESS_PHASE, Some(access_handler))
+}
+
+extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(Status::NGX_DECLINED.into(), || {
+        // SAFETY: nginx passes a valid request.
+        let mut req = unsafe { Request::from_raw(r) };
+        let needs_body = req
+            .loc_conf()
+            .and_then(|lcf| lcf.profile.as_ref())
+            .is_some_and(|profile| profile.needs_request_body());
+        // SAFETY: reading a field of a valid request.
+        let body_started = unsafe { !(*r).request_body.is_null() };
+        if !req.is_main() || !needs_body || !req.has_body() || body_started {
+            return Status::NGX_DECLINED.into();
+        }
+
+        debug!(req.log(), "api_sessions: reading request body");
+        // SAFETY: a main request in the access phase whose body has not been touched.
+        let rc =
+            unsafe { nginx_sys::ngx_http_read_client_request_body(req.raw(), Some(body_read)) };
+        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            return rc;
+        }
+        // Balances the reference the body reading took; the phases continue in body_read.
+        // SAFETY: as above.
+        unsafe { nginx_sys::ngx_http_finalize_request(req.raw(), Status::NGX_DONE.into()) };
+        Status::NGX_DONE.into()
+    })
+}
+
+/// The body is in: run the phases again, this time past the access handler (it declines
+/// because `request_body` is now set).
+extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx passes the request whose body was read.
+    unsafe {
+        (*r).write_event_handler = Some(nginx_sys::ngx_http_core_run_phases);
+        nginx_sys::ngx_http_core_run_phases(r);
+    }
+}

@@ -1,0 +1,118 @@
+//! Log phase: capture the request and hand it to the exporter.
+//!
+//! Status, timing and sizes are final here. Only copies happen on the event loop: the
+//! values of variable keys (up to the first one that has a value) and parameters, the
+//! built-in key when no variable key had one, the request body up to the limit, the
+//! response body collected by the filter (moved, not copied) and, for attacks, the request
+//! line and headers. The exporter thread does the rest.
+
+use api_sessions_core::capture::{Body, Capture, CapturedAttack};
+use api_sessions_core::keys::BuiltinScanner;
+use nginx_sys::{
+    ngx_conf_t, ngx_http_phases_NGX_HTTP_LOG_PHASE as NGX_HTTP_LOG_PHASE, ngx_http_request_t,
+    ngx_int_t,
+};
+use ngx::core::Status;
+
+use crate::access::push_phase_handler;
+use crate::request::Request;
+use crate::util::guard;
+
+/// Initial arena size; most captures fit without growing.
+const ARENA: usize = 512;
+
+pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
+    push_phase_handler(cf, NGX_HTTP_LOG_PHASE, Some(log_handler))
+}
+
+extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(Status::NGX_OK.into(), || {
+        // SAFETY: nginx passes a valid request.
+        capture(unsafe { Request::from_raw(r) });
+        Status::NGX_OK.into()
+    })
+}
+
+fn now_us() -> i64 {
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_micros() as i64
+}
+
+fn capture(mut req: Request<'_>) {
+    if !req.is_main() {
+        return;
+    }
+    let Some(lcf) = req.loc_conf() else { return };
+    let Some(profile) = lcf.profile.as_ref() else { return };
+    let Some(amcf) = req.main_conf() else { return };
+    let Some(worker) = amcf.worker.as_ref() else { return };
+
+    let mut c = Box::new(Capture::new(profile.clone(), ARENA));
+    c.seq = worker.next_seq();
+    let start = req.start();
+    c.ts = start;
+    c.duration_us = (now_us() - start.0 * 1000).max(0) as u64;
+    c.status = req.status();
+    (c.request_bytes, c.response_bytes) = req.sizes();
+    c.request_id = c.push(req.variable(amcf.request_id_index));
+    c.server = c.push(req.server());
+    c.method = c.push(req.method());
+    c.path = c.push(req.path());
+    c.ip = c.push(req.ip());
+    c.user_agent = req.user_agent().map(|ua| c.push(ua));
+    c.args = c.push(req.args());
+
+    // Variable keys up to the first with a value: later keys cannot win.
+    let mut resolved = false;
+    for (i, key) in lcf.keys().iter().enumerate() {
+        if let Some(cv) = key.value {
+            let value = req.complex_value(cv.as_ptr());
+            c.set_key_value(i, value);
+            if !value.is_empty() {
+                resolved = true;
+                break;
+            }
+        }
+    }
+    if !resolved && profile.builtin_keys {
+        let mut scanner = BuiltinScanner::new();
+        for (name, value) in req.headers() {
+            scanner.header(name, value);
+        }
+        if let Some(key) = scanner.finish(req.ip(), req.user_agent()) {
+            let span = c.push(&key.value);
+            c.builtin = Some((key.entry, span));
+        }
+    }
+    for (i, param) in lcf.params().iter().enumerate() {
+        if let Some(cv) = param.value {
+            let value = req.complex_value(cv.as_ptr());
+            c.set_param_value(i, value);
+        }
+    }
+
+    if profile.needs_request_body() {
+        c.request_body = req.body(profile.body_limit).map(|mut body| {
+            body.content_type = c.push(req.request_content_type());
+            body
+        });
+    }
+    if let Some(response) = req.existing_ctx().and_then(|ctx| ctx.response.take()) {
+        let content_type = c.push(req.response_content_type());
+        c.response_body =
+            Some(Body { bytes: response.bytes, truncated: response.truncated, content_type });
+    }
+
+    if let Some(cv) = lcf.attack() {
+        let kind = req.complex_value(core::ptr::from_ref(cv).cast_mut());
+        if !kind.is_empty() && kind != b"0" {
+            let kind = c.push(kind);
+            let line = c.push(req.request_line());
+            let headers = req.headers().map(|(n, v)| (c.push(n), c.push(v))).collect();
+            c.attack = Some(CapturedAttack { kind, line, headers });
+        }
+    }
+
+    worker.submit(req.log(), c);
+}

@@ -1,0 +1,446 @@
+//! Directives and the module's configuration (SPEC §4).
+//!
+//! Unset values are nginx's `NGX_CONF_UNSET*` or `None` and are merged once, with their
+//! default, in [`LocConf::merge`]; lists (`api_sessions_key`, `api_sessions_param`,
+//! `api_sessions_flow`) are inherited whole, and a level that sets any entry replaces them.
+
+pub mod export;
+mod sources;
+pub mod zone;
+
+use core::ffi::{c_char, c_void};
+use core::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use api_sessions_core::hash::Secret;
+use api_sessions_core::profile::Profile;
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_int_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ngx_string;
+
+pub use self::export::ExportConf;
+use self::sources::CompileError;
+pub use self::sources::{KeyEntry, ParamEntry};
+use self::zone::SessionZone;
+use crate::util::{args, conf_str, guard_conf};
+
+const NGX_CONF_UNSET_SIZE: usize = usize::MAX;
+const NGX_CONF_UNSET_PTR: *mut ngx_http_complex_value_t = usize::MAX as *mut _;
+
+/// http-level settings and the state shared by every location.
+pub struct MainConf {
+    /// `api_sessions_secret`; the public fallback key when unset.
+    pub secret: Option<Secret>,
+    /// `api_sessions_zone`.
+    pub zone: Option<SessionZone>,
+    /// `api_sessions_export`.
+    pub export: Option<ExportConf>,
+    /// `api_sessions_node`, defaulting to the host name.
+    pub node: Option<String>,
+    /// Some `api_sessions_param` uses `hash`: the secret is required.
+    pub hash_used: bool,
+    /// Some location has `api_sessions on` or `api_sessions_status`.
+    pub active: bool,
+    /// Index of `$request_id`.
+    pub request_id_index: ngx_int_t,
+    /// Shared memory of the exporter counters.
+    pub counters: zone::CountersZone,
+    /// This worker's exporter, set in `init_process`.
+    pub worker: Option<crate::worker::Worker>,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            secret: None,
+            zone: None,
+            export: None,
+            node: None,
+            hash_used: false,
+            active: false,
+            request_id_index: NGX_CONF_UNSET as ngx_int_t,
+            counters: zone::CountersZone::default(),
+            worker: None,
+        }
+    }
+}
+
+/// http, server and location settings.
+pub struct LocConf {
+    pub enable: ngx_flag_t,
+    pub builtin_keys: ngx_flag_t,
+    pub body_limit: usize,
+    pub attack: *mut ngx_http_complex_value_t,
+    pub keys: Option<Vec<KeyEntry>>,
+    pub params: Option<Vec<ParamEntry>>,
+    pub flows: Option<Vec<String>>,
+    /// Built by merge when the location captures.
+    pub profile: Option<Arc<Profile>>,
+}
+
+impl Default for LocConf {
+    fn default() -> Self {
+        LocConf {
+            enable: NGX_CONF_UNSET as ngx_flag_t,
+            builtin_keys: NGX_CONF_UNSET as ngx_flag_t,
+            body_limit: NGX_CONF_UNSET_SIZE,
+            attack: NGX_CONF_UNSET_PTR,
+            keys: None,
+            params: None,
+            flows: None,
+            profile: None,
+        }
+    }
+}
+
+impl ngx::http::Merge for LocConf {
+    fn merge(&mut self, prev: &LocConf) -> Result<(), ngx::http::MergeConfigError> {
+        LocConf::merge(self, prev);
+        Ok(())
+    }
+}
+
+impl LocConf {
+    /// Merges with the enclosing level, applying defaults, and builds the profile.
+    pub fn merge(&mut self, prev: &LocConf) {
+        if self.enable == NGX_CONF_UNSET as ngx_flag_t {
+            self.enable = if prev.enable == NGX_CONF_UNSET as ngx_flag_t { 0 } else { prev.enable };
+        }
+        if self.builtin_keys == NGX_CONF_UNSET as ngx_flag_t {
+            self.builtin_keys = if prev.builtin_keys == NGX_CONF_UNSET as ngx_flag_t {
+                1
+            } else {
+                prev.builtin_keys
+            };
+        }
+        if self.body_limit == NGX_CONF_UNSET_SIZE {
+            self.body_limit =
+                if prev.body_limit == NGX_CONF_UNSET_SIZE { 64 * 1024 } else { prev.body_limit };
+        }
+        if self.attack == NGX_CONF_UNSET_PTR {
+            self.attack =
+                if prev.attack == NGX_CONF_UNSET_PTR { ptr::null_mut() } else { prev.attack };
+        }
+        if self.keys.is_none() {
+            self.keys = prev.keys.clone();
+        }
+        if self.params.is_none() {
+            self.params = prev.params.clone();
+        }
+        if self.flows.is_none() {
+            self.flows = prev.flows.clone();
+        }
+
+        self.profile = (self.enable == 1).then(|| {
+            Arc::new(Profile {
+                keys: self.keys().iter().map(|k| k.spec.clone()).collect(),
+                builtin_keys: self.builtin_keys == 1,
+                params: self.params().iter().map(|p| p.spec.clone()).collect(),
+                flows: self.flows.clone().unwrap_or_default(),
+                body_limit: self.body_limit,
+                attack: !self.attack.is_null(),
+            })
+        });
+    }
+
+    pub fn keys(&self) -> &[KeyEntry] {
+        self.keys.as_deref().unwrap_or_default()
+    }
+
+    pub fn params(&self) -> &[ParamEntry] {
+        self.params.as_deref().unwrap_or_default()
+    }
+
+    /// The attack complex value, when configured.
+    pub fn attack(&self) -> Option<&ngx_http_complex_value_t> {
+        // SAFETY: after merge the pointer is either null or a complex value in the cycle pool.
+        unsafe { self.attack.as_ref() }
+    }
+}
+
+macro_rules! command {
+    ($name:literal, $type:expr, $set:expr, $conf:expr, $offset:expr) => {
+        ngx_command_t {
+            name: ngx_string!($name),
+            type_: ($type) as ngx_uint_t,
+            set: Some($set),
+            conf: $conf,
+            offset: $offset,
+            post: ptr::null_mut(),
+        }
+    };
+}
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+pub static mut COMMANDS: [ngx_command_t; 13] = [
+    command!(
+        "api_sessions",
+        ANY_LEVEL | NGX_CONF_FLAG,
+        nginx_sys::ngx_conf_set_flag_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, enable)
+    ),
+    command!("api_sessions_key", ANY_LEVEL | NGX_CONF_TAKE12, cmd_key, NGX_HTTP_LOC_CONF_OFFSET, 0),
+    command!(
+        "api_sessions_builtin_keys",
+        ANY_LEVEL | NGX_CONF_FLAG,
+        nginx_sys::ngx_conf_set_flag_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, builtin_keys)
+    ),
+    command!(
+        "api_sessions_param",
+        ANY_LEVEL | NGX_CONF_1MORE,
+        cmd_param,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_flow",
+        ANY_LEVEL | NGX_CONF_1MORE,
+        cmd_flow,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_attack",
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        nginx_sys::ngx_http_set_complex_value_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, attack)
+    ),
+    command!(
+        "api_sessions_body_limit",
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        nginx_sys::ngx_conf_set_size_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, body_limit)
+    ),
+    command!(
+        "api_sessions_zone",
+        NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+        zone::cmd_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_secret",
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cmd_secret,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_export",
+        NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+        export::cmd_export,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_node",
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        cmd_node,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_status",
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        crate::status::cmd_status,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0
+    ),
+    ngx_command_t::empty(),
+];
+
+/// "is duplicate", for nginx to print as `"x" directive is duplicate`.
+pub const DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
+
+/// Logs an `[emerg]` for the directive being parsed and fails it.
+pub fn conf_error(cf: &mut ngx_conf_t, message: std::fmt::Arguments<'_>) -> *mut c_char {
+    ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", message);
+    NGX_CONF_ERROR
+}
+
+fn main_conf(cf: &ngx_conf_t) -> &'static mut MainConf {
+    use ngx::http::HttpModuleMainConf;
+    crate::Module::main_conf_mut(cf).expect("api_sessions main conf")
+}
+
+extern "C" fn cmd_key(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard_conf(|| {
+        // SAFETY: nginx passes a valid cf and this module's location conf.
+        let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+        let args = args(cf);
+        let mut label = None;
+        if let Some(extra) = args.get(2) {
+            match extra.as_bytes().strip_prefix(b"name=") {
+                Some(name) if !name.is_empty() => label = Some(conf_str(name)),
+                _ => return conf_error(cf, format_args!("invalid parameter \"{extra}\"")),
+            }
+        }
+        match KeyEntry::compile(cf, args[1], label) {
+            Ok(entry) => {
+                lcf.keys.get_or_insert_with(Vec::new).push(entry);
+                NGX_CONF_OK
+            }
+            Err(CompileError::Invalid(e)) => conf_error(cf, format_args!("{e}")),
+            Err(CompileError::Logged) => NGX_CONF_ERROR,
+        }
+    })
+}
+
+extern "C" fn cmd_param(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard_conf(|| {
+        // SAFETY: nginx passes a valid cf and this module's location conf.
+        let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+        let args = args(cf);
+        let mut options = sources::ParamOptions::default();
+        for arg in &args[2..] {
+            if let Err(e) = options.apply(arg.as_bytes()) {
+                return conf_error(cf, format_args!("{e} \"{arg}\""));
+            }
+        }
+        let hashed = options.hashed;
+        match ParamEntry::compile(cf, args[1], options) {
+            Ok(entry) => {
+                lcf.params.get_or_insert_with(Vec::new).push(entry);
+                if hashed {
+                    main_conf(cf).hash_used = true;
+                }
+                NGX_CONF_OK
+            }
+            Err(CompileError::Invalid(e)) => conf_error(cf, format_args!("{e}")),
+            Err(CompileError::Logged) => NGX_CONF_ERROR,
+        }
+    })
+}
+
+/// Flow names: the documented ones or a custom word.
+fn valid_flow(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+extern "C" fn cmd_flow(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard_conf(|| {
+        // SAFETY: nginx passes a valid cf and this module's location conf.
+        let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+        if lcf.flows.is_some() {
+            return DUPLICATE;
+        }
+        let args = args(cf);
+        if args.len() == 2 && args[1].as_bytes() == b"off" {
+            lcf.flows = Some(Vec::new());
+            return NGX_CONF_OK;
+        }
+        let mut flows: Vec<String> = Vec::new();
+        for arg in &args[1..] {
+            if !valid_flow(arg.as_bytes()) {
+                return conf_error(cf, format_args!("invalid value \"{arg}\""));
+            }
+            let flow = conf_str(arg.as_bytes());
+            if !flows.contains(&flow) {
+                flows.push(flow);
+            }
+        }
+        lcf.flows = Some(flows);
+        NGX_CONF_OK
+    })
+}
+
+extern "C" fn cmd_secret(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard_conf(|| {
+        // SAFETY: nginx passes a valid cf and this module's main conf.
+        let (cf, amcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+        if amcf.secret.is_some() {
+            return DUPLICATE;
+        }
+        let mut path = args(cf)[1];
+        // Relative to the configuration prefix, as ssl_certificate is.
+        // SAFETY: cf->cycle is valid; path is an ngx_str_t from the config.
+        if unsafe { nginx_sys::ngx_conf_full_name(cf.cycle, &mut path, 1) } != 0 {
+            return NGX_CONF_ERROR;
+        }
+        let path = conf_str(path.as_bytes());
+        let contents = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                return conf_error(cf, format_args!("cannot read secret file \"{path}\" ({e})"))
+            }
+        };
+        match Secret::from_file_contents(&contents) {
+            Ok(secret) => {
+                amcf.secret = Some(secret);
+                NGX_CONF_OK
+            }
+            Err(e) => conf_error(cf, format_args!("secret file \"{path}\": {e}")),
+        }
+    })
+}
+
+extern "C" fn cmd_node(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard_conf(|| {
+        // SAFETY: nginx passes a valid cf and this module's main conf.
+        let (cf, amcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+        if amcf.node.is_some() {
+            return DUPLICATE;
+        }
+        let name = args(cf)[1];
+        if name.is_empty() {
+            return conf_error(cf, format_args!("invalid value \"{name}\""));
+        }
+        amcf.node = Some(conf_str(name.as_bytes()));
+        NGX_CONF_OK
+    })
+}
+
+/// A complex value compiled from configuration text.
+pub fn compile_complex_value(
+    cf: &mut ngx_conf_t,
+    mut text: ngx_str_t,
+) -> Option<NonNull<ngx_http_complex_value_t>> {
+    // SAFETY: allocation from the configuration pool, zeroed as nginx expects.
+    let cv = unsafe {
+        nginx_sys::ngx_pcalloc(cf.pool, core::mem::size_of::<ngx_http_complex_value_t>())
+    };
+    let cv = NonNull::new(cv.cast::<ngx_http_complex_value_t>())?;
+    // SAFETY: an all-zero compile request is the documented starting point.
+    let mut ccv: nginx_sys::ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
+    ccv.cf = cf;
+    ccv.value = &mut text;
+    ccv.complex_value = cv.as_ptr();
+    // SAFETY: ccv is fully set up; nginx logs its own errors.
+    if unsafe { nginx_sys::ngx_http_compile_complex_value(&mut ccv) } != 0 {
+        return None;
+    }
+    Some(cv)
+}

@@ -1,0 +1,102 @@
+//! Header and body filters: collect the response body for `response_body:` sources.
+//!
+//! Every buffer is passed on untouched; the filter only copies up to
+//! `api_sessions_body_limit` bytes of JSON-looking, unencoded responses of main requests.
+//! Being registered after nginx's own filters puts it first in the chain, so it sees the
+//! body before gzip.
+
+use nginx_sys::{
+    ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
+    ngx_http_request_t, ngx_int_t, NGX_ERROR,
+};
+use ngx::core::Status;
+
+use crate::request::{copy_buf, Request, ResponseCapture};
+use crate::util::guard;
+
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
+
+pub fn postconfiguration() -> Result<(), Status> {
+    // SAFETY: configuration runs single-threaded; the chain is nginx's documented pattern.
+    unsafe {
+        NEXT_HEADER_FILTER = nginx_sys::ngx_http_top_header_filter;
+        nginx_sys::ngx_http_top_header_filter = Some(header_filter);
+        NEXT_BODY_FILTER = nginx_sys::ngx_http_top_body_filter;
+        nginx_sys::ngx_http_top_body_filter = Some(body_filter);
+    }
+    Ok(())
+}
+
+/// JSON by its Content-Type, or no Content-Type at all (then the exporter sniffs).
+fn json_like(content_type: &[u8]) -> bool {
+    content_type.is_empty() || content_type.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"))
+}
+
+extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard((), || {
+        // SAFETY: nginx passes a valid request.
+        let mut req = unsafe { Request::from_raw(r) };
+        let Some(profile) = req.loc_conf().and_then(|lcf| lcf.profile.as_ref()) else { return };
+        // SAFETY: reading fields of a valid request.
+        let (header_only, encoded, length) = unsafe {
+            (
+                (*r).header_only() != 0,
+                !(*r).headers_out.content_encoding.is_null(),
+                (*r).headers_out.content_length_n,
+            )
+        };
+        if !req.is_main()
+            || !profile.needs_response_body()
+            || header_only
+            || encoded
+            || !json_like(req.response_content_type())
+        {
+            return;
+        }
+        let limit = profile.body_limit;
+        if let Some(ctx) = req.ctx() {
+            let expected = usize::try_from(length).unwrap_or(4096);
+            ctx.response = Some(ResponseCapture {
+                bytes: Vec::with_capacity(expected.min(limit)),
+                limit,
+                truncated: false,
+            });
+        }
+    });
+    // SAFETY: the saved next filter of the chain.
+    match unsafe { NEXT_HEADER_FILTER } {
+        Some(next) => unsafe { next(r) },
+        None => NGX_ERROR as ngx_int_t,
+    }
+}
+
+extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
+    guard((), || {
+        // SAFETY: nginx passes a valid request.
+        let req = unsafe { Request::from_raw(r) };
+        if !req.is_main() {
+            return;
+        }
+        let Some(capture) = req.existing_ctx().and_then(|ctx| ctx.response.as_mut()) else {
+            return;
+        };
+        let mut cl = chain;
+        // SAFETY: the chain and its buffers are valid for this call.
+        while let Some(link) = unsafe { cl.as_ref() } {
+            if let Some(buf) = unsafe { link.buf.as_ref() } {
+                let room = capture.limit - capture.bytes.len();
+                let size = copy_buf(buf, room, &mut capture.bytes);
+                if size > room {
+                    capture.truncated = true;
+                }
+            }
+            cl = link.next;
+        }
+    });
+    // SAFETY: the saved next filter of the chain.
+    match unsafe { NEXT_BODY_FILTER } {
+        Some(next) => unsafe { next(r, chain) },
+        None => NGX_ERROR as ngx_int_t,
+    }
+}

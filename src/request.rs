@@ -1,0 +1,282 @@
+//! Plain views of an `ngx_http_request_t`: the few accessors the hooks need, turning nginx
+//! structures into byte slices and nothing more.
+
+use api_sessions_core::capture::Body;
+use nginx_sys::{ngx_buf_t, ngx_http_complex_value_t, ngx_http_request_t, ngx_str_t};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
+
+use crate::conf::{LocConf, MainConf};
+use crate::Module;
+
+pub struct Request<'r>(&'r mut ngx_http_request_t);
+
+/// The bytes of a string that lives as long as the request (`'r`).
+///
+/// # Safety
+///
+/// `s` must point into memory owned by the request, its connection or the cycle.
+unsafe fn request_bytes<'r>(s: &ngx_str_t) -> &'r [u8] {
+    if s.data.is_null() || s.len == 0 {
+        return &[];
+    }
+    // SAFETY: per the contract.
+    unsafe { core::slice::from_raw_parts(s.data, s.len) }
+}
+
+impl<'r> Request<'r> {
+    /// # Safety
+    ///
+    /// `r` is a valid request, used only on nginx's event loop for the duration of a hook.
+    pub unsafe fn from_raw(r: *mut ngx_http_request_t) -> Request<'r> {
+        // SAFETY: per the contract.
+        Request(unsafe { &mut *r })
+    }
+
+    pub fn raw(&mut self) -> *mut ngx_http_request_t {
+        self.0
+    }
+
+    pub fn is_main(&self) -> bool {
+        core::ptr::eq(self.0.main, &*self.0)
+    }
+
+    pub fn log(&self) -> *mut nginx_sys::ngx_log_t {
+        // SAFETY: a request always has a connection.
+        unsafe { (*self.0.connection).log }
+    }
+
+    pub fn loc_conf(&self) -> Option<&'static LocConf> {
+        Module::location_conf(&*self.0)
+    }
+
+    pub fn main_conf(&self) -> Option<&'static MainConf> {
+        Module::main_conf(&*self.0)
+    }
+
+    /// The module's per-request context, created on first use in the request pool.
+    pub fn ctx(&mut self) -> Option<&'r mut RequestCtx> {
+        let module = Module::module();
+        // SAFETY: r->ctx has one slot per HTTP module.
+        let slot = unsafe { self.0.ctx.add(module.ctx_index) };
+        // SAFETY: the slot holds null or a RequestCtx this module allocated.
+        if let Some(ctx) = unsafe { (*slot).cast::<RequestCtx>().as_mut() } {
+            return Some(ctx);
+        }
+        // SAFETY: the request pool is valid; allocate() registers a cleanup that drops it.
+        let pool = unsafe { ngx::core::Pool::from_ngx_pool(self.0.pool) };
+        let ctx = pool.allocate(RequestCtx::default());
+        if ctx.is_null() {
+            return None;
+        }
+        // SAFETY: storing our own context in our slot.
+        unsafe { *slot = ctx.cast() };
+        // SAFETY: freshly allocated and initialised.
+        Some(unsafe { &mut *ctx })
+    }
+
+    /// The context, if one was created.
+    pub fn existing_ctx(&self) -> Option<&'r mut RequestCtx> {
+        let module = Module::module();
+        // SAFETY: as in ctx().
+        unsafe { (*self.0.ctx.add(module.ctx_index)).cast::<RequestCtx>().as_mut() }
+    }
+
+    /// Evaluates a complex value; empty on error.
+    pub fn complex_value(&mut self, cv: *mut ngx_http_complex_value_t) -> &'r [u8] {
+        let mut value = ngx_str_t::default();
+        // SAFETY: cv was compiled at configuration time; the result lives in the request pool.
+        if unsafe { nginx_sys::ngx_http_complex_value(self.0, cv, &mut value) } != 0 {
+            return &[];
+        }
+        // SAFETY: the value lives in the request pool or in the request itself.
+        unsafe { request_bytes(&value) }
+    }
+
+    /// The value of an indexed variable; empty when not found.
+    pub fn variable(&mut self, index: nginx_sys::ngx_int_t) -> &'r [u8] {
+        let Ok(index) = nginx_sys::ngx_uint_t::try_from(index) else { return &[] };
+        // SAFETY: index was obtained with ngx_http_get_variable_index at configuration time.
+        let v = unsafe { nginx_sys::ngx_http_get_indexed_variable(self.0, index) };
+        // SAFETY: null or a variable value of this request.
+        match unsafe { v.as_ref() } {
+            Some(v) if v.not_found() == 0 && !v.data.is_null() => {
+                // SAFETY: the value lives in the request.
+                unsafe { core::slice::from_raw_parts(v.data, v.len() as usize) }
+            }
+            _ => &[],
+        }
+    }
+
+    /// Request start, at nginx's millisecond resolution.
+    pub fn start(&self) -> api_sessions_core::time::Millis {
+        let ms = self.0.start_sec as i64 * 1000 + self.0.start_msec as i64;
+        api_sessions_core::time::Millis(ms)
+    }
+
+    /// `$request_length` and `$bytes_sent`.
+    pub fn sizes(&self) -> (u64, u64) {
+        // SAFETY: a request always has a connection.
+        let sent = unsafe { (*self.0.connection).sent };
+        (u64::try_from(self.0.request_length).unwrap_or(0), u64::try_from(sent).unwrap_or(0))
+    }
+
+    pub fn request_line(&self) -> &'r [u8] {
+        // SAFETY: request strings live as long as the request.
+        unsafe { request_bytes(&self.0.request_line) }
+    }
+
+    pub fn method(&self) -> &'r [u8] {
+        // SAFETY: as above.
+        unsafe { request_bytes(&self.0.method_name) }
+    }
+
+    /// The path as the client sent it, without the query string.
+    pub fn path(&self) -> &'r [u8] {
+        // SAFETY: request strings live as long as the request.
+        let unparsed = unsafe { request_bytes(&self.0.unparsed_uri) };
+        match unparsed.iter().position(|&b| b == b'?') {
+            Some(q) => &unparsed[..q],
+            // SAFETY: as above.
+            None if unparsed.is_empty() => unsafe { request_bytes(&self.0.uri) },
+            None => unparsed,
+        }
+    }
+
+    pub fn args(&self) -> &'r [u8] {
+        // SAFETY: as above.
+        unsafe { request_bytes(&self.0.args) }
+    }
+
+    /// `$host`: the Host header, else the server name.
+    pub fn server(&self) -> &'r [u8] {
+        // SAFETY: the Host header lives in the request, the server name in the cycle.
+        let host = unsafe { request_bytes(&self.0.headers_in.server) };
+        if !host.is_empty() {
+            return host;
+        }
+        let cscf = ngx::http::NgxHttpCoreModule::server_conf(&*self.0);
+        cscf.map(|c| unsafe { request_bytes(&c.server_name) }).unwrap_or_default()
+    }
+
+    /// The client address (after realip).
+    pub fn ip(&self) -> &'r [u8] {
+        // SAFETY: a request always has a connection; addr_text lives as long as it.
+        unsafe { request_bytes(&(*self.0.connection).addr_text) }
+    }
+
+    pub fn user_agent(&self) -> Option<&'r [u8]> {
+        // SAFETY: header entries live as long as the request.
+        let ua = unsafe { self.0.headers_in.user_agent.as_ref() }?;
+        // SAFETY: as above.
+        Some(unsafe { request_bytes(&ua.value) })
+    }
+
+    /// Request headers in received order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'r [u8], &'r [u8])> {
+        // SAFETY: headers_in.headers is a valid list for the life of the request.
+        let list =
+            unsafe { ngx::http::list_iterator(&*core::ptr::addr_of!(self.0.headers_in.headers)) };
+        list.map(|(k, v)| {
+            let (k, v) = (k.as_bytes(), v.as_bytes());
+            // SAFETY: header strings live as long as the request.
+            unsafe {
+                (
+                    core::slice::from_raw_parts(k.as_ptr(), k.len()),
+                    core::slice::from_raw_parts(v.as_ptr(), v.len()),
+                )
+            }
+        })
+    }
+
+    pub fn request_content_type(&self) -> &'r [u8] {
+        // SAFETY: header entries live as long as the request.
+        match unsafe { self.0.headers_in.content_type.as_ref() } {
+            // SAFETY: as above.
+            Some(h) => unsafe { request_bytes(&h.value) },
+            None => &[],
+        }
+    }
+
+    pub fn response_content_type(&self) -> &'r [u8] {
+        // SAFETY: as above.
+        unsafe { request_bytes(&self.0.headers_out.content_type) }
+    }
+
+    /// `$status`.
+    pub fn status(&self) -> u16 {
+        let status =
+            if self.0.err_status != 0 { self.0.err_status } else { self.0.headers_out.status };
+        u16::try_from(status).unwrap_or(0)
+    }
+
+    /// The request has (or announced) a body.
+    pub fn has_body(&self) -> bool {
+        self.0.headers_in.content_length_n > 0 || self.0.headers_in.chunked() != 0
+    }
+
+    /// The request body read so far, up to `limit` bytes, from memory or the temporary file.
+    pub fn body(&self, limit: usize) -> Option<Body> {
+        // SAFETY: request_body is null or valid for the life of the request.
+        let rb = unsafe { self.0.request_body.as_ref() }?;
+        let announced = usize::try_from(self.0.headers_in.content_length_n).unwrap_or(0);
+        let mut bytes = Vec::with_capacity(announced.clamp(0, limit));
+        let mut total = 0usize;
+        let mut cl = rb.bufs;
+        // SAFETY: the chain and its buffers belong to the request.
+        while let Some(link) = unsafe { cl.as_ref() } {
+            if let Some(buf) = unsafe { link.buf.as_ref() } {
+                total += copy_buf(buf, limit.saturating_sub(bytes.len()), &mut bytes);
+            }
+            cl = link.next;
+        }
+        let truncated = total.max(announced) > limit;
+        Some(Body { bytes, truncated, content_type: Default::default() })
+    }
+}
+
+/// Appends up to `room` bytes of `buf` to `out`; returns the buffer's full size.
+pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
+    let in_memory = buf.temporary() != 0 || buf.memory() != 0 || buf.mmap() != 0;
+    if in_memory {
+        // SAFETY: pos..last is the buffer's valid data.
+        let size = unsafe { buf.last.offset_from(buf.pos) }.max(0) as usize;
+        let take = size.min(room);
+        if take > 0 {
+            // SAFETY: as above.
+            out.extend_from_slice(unsafe { core::slice::from_raw_parts(buf.pos, take) });
+        }
+        return size;
+    }
+    if buf.in_file() == 0 {
+        return 0;
+    }
+    let size = (buf.file_last - buf.file_pos).max(0) as usize;
+    let take = size.min(room);
+    // SAFETY: an in-file buffer has a valid file.
+    let Some(file) = (unsafe { buf.file.as_ref() }) else { return size };
+    if take > 0 {
+        let start = out.len();
+        out.resize(start + take, 0);
+        // pread leaves nginx's idea of the file offset alone.
+        // SAFETY: the destination has room for take bytes.
+        let n =
+            unsafe { libc::pread(file.fd, out[start..].as_mut_ptr().cast(), take, buf.file_pos) };
+        out.truncate(start + usize::try_from(n).unwrap_or(0));
+    }
+    size
+}
+
+/// What the module remembers about a request between hooks.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// Response body collected by the body filter.
+    pub response: Option<ResponseCapture>,
+    /// `$api_session_*` as computed for this request.
+    pub session: Option<crate::variables::SessionVars>,
+}
+
+pub struct ResponseCapture {
+    pub bytes: Vec<u8>,
+    pub limit: usize,
+    pub truncated: bool,
+}

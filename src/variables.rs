@@ -1,0 +1,138 @@
+//! `$api_session_id` and `$api_session_key`.
+//!
+//! They resolve the key from what is known when they are evaluated: request-side keys at the
+//! access phase (and the request body once it has been read), the response body as well at
+//! the log phase. The record, built later by the exporter, always has the final value. The
+//! result is computed once per request, and once more if the response body has arrived
+//! since.
+
+use api_sessions_core::assemble::{body_values, resolve_key, BodyDocument};
+use api_sessions_core::keys::BuiltinScanner;
+use api_sessions_core::profile::Source;
+use nginx_sys::{
+    ngx_conf_t, ngx_http_request_t, ngx_http_variable_t, ngx_uint_t, ngx_variable_value_t,
+    NGX_HTTP_VAR_NOCACHEABLE,
+};
+use ngx::core::Status;
+use ngx::ngx_string;
+
+use crate::conf::MainConf;
+use crate::request::Request;
+use crate::util::guard;
+
+/// A request's session as the variables see it.
+pub struct SessionVars {
+    id: String,
+    key: String,
+    with_response: bool,
+}
+
+const ID: usize = 0;
+const KEY: usize = 1;
+
+pub fn register(cf: &mut ngx_conf_t) -> Status {
+    let mut vars = [(ngx_string!("api_session_id"), ID), (ngx_string!("api_session_key"), KEY)];
+    for (name, data) in &mut vars {
+        // SAFETY: cf is valid in preconfiguration; nginx copies the name.
+        let var: *mut ngx_http_variable_t = unsafe {
+            nginx_sys::ngx_http_add_variable(cf, name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t)
+        };
+        // SAFETY: null or the variable nginx just added.
+        let Some(var) = (unsafe { var.as_mut() }) else { return Status::NGX_ERROR };
+        var.get_handler = Some(get_variable);
+        var.data = *data;
+    }
+    Status::NGX_OK
+}
+
+/// Looks up what the module needs from other modules' variables.
+pub fn postconfiguration(cf: &mut ngx_conf_t, amcf: &mut MainConf) -> Result<(), Status> {
+    let mut name = ngx_string!("request_id");
+    // SAFETY: cf is valid in postconfiguration.
+    let index = unsafe { nginx_sys::ngx_http_get_variable_index(cf, &mut name) };
+    if index < 0 {
+        return Err(Status::NGX_ERROR);
+    }
+    amcf.request_id_index = index;
+    Ok(())
+}
+
+extern "C" fn get_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> nginx_sys::ngx_int_t {
+    guard(Status::NGX_ERROR.into(), || {
+        // SAFETY: nginx passes a valid request and value.
+        let (mut req, v) = unsafe { (Request::from_raw(r), &mut *v) };
+        let Some(vars) = session(&mut req) else {
+            v.set_not_found(1);
+            return Status::NGX_OK.into();
+        };
+        let text = if data == ID { &vars.id } else { &vars.key };
+        v.set_valid(1);
+        v.set_no_cacheable(1);
+        v.set_not_found(0);
+        v.set_len(text.len() as u32);
+        // The string lives in the request context, freed with the request pool.
+        v.data = text.as_ptr().cast_mut();
+        Status::NGX_OK.into()
+    })
+}
+
+fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
+    let lcf = req.loc_conf()?;
+    let profile = lcf.profile.as_ref()?;
+    let amcf = req.main_conf()?;
+    let ctx = req.ctx()?;
+    let response_ready = ctx.response.is_some();
+    if ctx.session.as_ref().is_some_and(|s| s.with_response || !response_ready) {
+        return ctx.session.as_ref();
+    }
+
+    let values: Vec<Option<&[u8]>> = lcf
+        .keys()
+        .iter()
+        .map(|k| k.value.map(|cv| req.complex_value(cv.as_ptr())).filter(|v| !v.is_empty()))
+        .collect();
+    let wants_request_body =
+        profile.keys.iter().any(|k| matches!(k.source, Source::RequestBody(_)));
+    let request_body = if wants_request_body { req.body(profile.body_limit) } else { None };
+    let content_type = req.request_content_type();
+    let request = request_body.as_ref().map(|b| BodyDocument::new(content_type, &b.bytes));
+    let response_type = req.response_content_type();
+    let response = ctx.response.as_ref().map(|resp| BodyDocument::new(response_type, &resp.bytes));
+    let bodies = body_values(profile, request.as_ref(), req.args(), response.as_ref());
+
+    let builtin = profile.builtin_keys.then(|| {
+        let mut scanner = BuiltinScanner::new();
+        for (name, value) in req.headers() {
+            scanner.header(name, value);
+        }
+        scanner.finish(req.ip(), req.user_agent())
+    });
+    let builtin = builtin.flatten();
+    let secret = amcf.secret.as_ref()?;
+    let request_id = req.variable(amcf.request_id_index);
+    let key = resolve_key(
+        profile,
+        secret,
+        |i| values[i],
+        &bodies,
+        builtin.as_ref().map(|b| (b.entry, &b.value[..])),
+        request_id,
+    );
+
+    let start = req.start();
+    let session_start = match amcf.zone.as_ref().and_then(|z| z.table.as_ref().map(|t| (t, z))) {
+        Some((table, zone)) => table.peek(&key.hash, start, zone.policy),
+        None => start.day_start(),
+    };
+    let vars = SessionVars {
+        id: secret.session_id(&key.hash, session_start).to_hex(),
+        key: key.label.to_string(),
+        with_response: response_ready,
+    };
+    ctx.session = Some(vars);
+    ctx.session.as_ref()
+}

@@ -1,0 +1,216 @@
+//! The exporter of one worker process: started in `init_process`, stopped in `exit_process`.
+//!
+//! Besides owning the exporter thread's handle, the worker keeps the per-process record
+//! sequence, rate-limits the "queue is full" notice, relays the thread's messages to the
+//! error log and hands it the reopened file after `nginx -s reopen`. For that it runs a
+//! one-second timer marked cancelable, so it never holds up a graceful shutdown.
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use api_sessions_core::assemble::{Assembler, SessionSplit};
+use api_sessions_core::capture::Capture;
+use api_sessions_core::counters::WorkerCounters;
+use api_sessions_core::export::{Destination, Exporter, Level};
+use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_open_file_t, time_t};
+
+use crate::conf::export::Target;
+use crate::conf::MainConf;
+
+/// Set by nginx's reopen of the export file (through its `flush` hook, called right before
+/// the reopen); the worker then passes the new descriptor to the exporter.
+static FILE_REOPENED: AtomicBool = AtomicBool::new(false);
+
+/// `flush` hook of the export file's `ngx_open_file_t`.
+pub unsafe extern "C" fn file_reopened(_file: *mut ngx_open_file_t, _log: *mut ngx_log_t) {
+    FILE_REOPENED.store(true, Ordering::Relaxed);
+}
+
+const TICK_MS: nginx_sys::ngx_msec_t = 1000;
+
+pub struct Worker {
+    exporter: Exporter,
+    counters: WorkerCounters<'static>,
+    seq: Cell<u64>,
+    dropped_unreported: Cell<u64>,
+    last_drop_notice: Cell<time_t>,
+    file: Option<NonNull<ngx_open_file_t>>,
+    timer: Box<ngx_event_t>,
+    shutdown_deadline: std::time::Duration,
+}
+
+fn dup_file(fd: i32) -> std::io::Result<File> {
+    // SAFETY: duplicating a descriptor nginx keeps open; we own the duplicate.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: dup is a fresh descriptor we own.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(dup) }))
+}
+
+impl Worker {
+    pub fn start(cycle: &mut ngx_cycle_t, amcf: &mut MainConf) -> Result<Worker, String> {
+        let board = amcf.counters.board.as_ref().ok_or("counters zone is not available")?;
+        // SAFETY: the board lives in the main conf, which lives until the worker exits; the
+        // exporter thread is joined in exit_process, before the cycle is destroyed.
+        let board: &'static _ = unsafe { &*core::ptr::from_ref(board) };
+        let pid = std::process::id();
+        let counters = board.attach_worker(pid).ok_or("no free slot in the counters zone")?;
+
+        let split = match &amcf.zone {
+            Some(zone) => SessionSplit::Zone {
+                table: zone.table.clone().ok_or("session zone is not available")?,
+                policy: zone.policy,
+            },
+            None => SessionSplit::Daily,
+        };
+        let assembler = Assembler {
+            secret: amcf.secret.clone().unwrap_or_default(),
+            node: amcf.node.clone().unwrap_or_default(),
+            pid,
+            split,
+        };
+
+        let export = amcf.export.as_ref().ok_or("export is not configured")?;
+        let mut file = None;
+        let destination = match &export.target {
+            Target::File(f) => {
+                let f = NonNull::new(*f).ok_or("export file is not open")?;
+                // SAFETY: an entry of cycle->open_files, valid for the cycle.
+                let fd = unsafe { f.as_ref().fd };
+                file = Some(f);
+                Destination::File(dup_file(fd).map_err(|e| format!("dup() failed ({e})"))?)
+            }
+            Target::Url { url, headers } => {
+                Destination::Http { url: url.clone(), headers: headers.clone() }
+            }
+            Target::FilePath(_) => return Err("export file is not open".into()),
+        };
+        let settings = export.settings.clone();
+        let shutdown_deadline = settings.timeout;
+        let exporter = Exporter::start(settings, destination, assembler, counters)
+            .map_err(|e| format!("cannot start exporter thread ({e})"))?;
+
+        // SAFETY: zeroed is the initial state of an nginx event.
+        let mut timer: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+        timer.handler = Some(tick);
+        timer.log = cycle.log;
+        timer.set_cancelable(1);
+        let worker = Worker {
+            exporter,
+            counters,
+            seq: Cell::new(0),
+            dropped_unreported: Cell::new(0),
+            last_drop_notice: Cell::new(0),
+            file,
+            timer,
+            shutdown_deadline,
+        };
+        worker.arm_timer();
+        Ok(worker)
+    }
+
+    fn arm_timer(&self) {
+        let timer = core::ptr::from_ref(&*self.timer).cast_mut();
+        // SAFETY: the event lives in the Box for the life of the worker; nginx's timer tree
+        // is only used from this thread.
+        unsafe { nginx_sys::ngx_add_timer(timer, TICK_MS) };
+    }
+
+    /// The next record sequence number of this worker: from 1, without gaps, so that a gap
+    /// at the receiver is a lost record.
+    pub fn next_seq(&self) -> u64 {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        seq
+    }
+
+    /// Hands a capture to the exporter; when the queue is full, logs a notice at most once a
+    /// second with the number of records dropped since the last one.
+    pub fn submit(&self, log: *mut ngx_log_t, capture: Box<Capture>) {
+        self.pick_up_reopen();
+        if self.exporter.submit(capture).is_ok() {
+            return;
+        }
+        let dropped = self.dropped_unreported.get() + 1;
+        let now = nginx_sys::ngx_time();
+        if now == self.last_drop_notice.get() {
+            self.dropped_unreported.set(dropped);
+            return;
+        }
+        self.last_drop_notice.set(now);
+        self.dropped_unreported.set(0);
+        notice!(log, "api_sessions: export queue is full, {dropped} records dropped");
+    }
+
+    /// After `nginx -s reopen`, nginx has replaced the export file's descriptor.
+    fn pick_up_reopen(&self) {
+        if !FILE_REOPENED.load(Ordering::Relaxed) {
+            return;
+        }
+        FILE_REOPENED.store(false, Ordering::Relaxed);
+        let Some(file) = self.file else { return };
+        // SAFETY: an entry of cycle->open_files, valid for the cycle.
+        let fd = unsafe { file.as_ref().fd };
+        match dup_file(fd) {
+            Ok(f) => self.exporter.replace_file(f),
+            Err(e) => error!(
+                crate::log::cycle_log(),
+                "api_sessions: dup() failed ({e}) while reopening the export file"
+            ),
+        }
+    }
+
+    /// Copies the exporter thread's messages into the error log.
+    fn relay_log(&self, log: *mut ngx_log_t) {
+        self.exporter.drain_log(|line| {
+            let level = match line.level {
+                Level::Error => nginx_sys::NGX_LOG_ERR,
+                Level::Warn => nginx_sys::NGX_LOG_WARN,
+                Level::Notice => nginx_sys::NGX_LOG_NOTICE,
+                Level::Info => nginx_sys::NGX_LOG_INFO,
+            };
+            log_at!(level, log, "api_sessions: {}", line.message);
+        });
+    }
+
+    pub fn counters(&self) -> WorkerCounters<'static> {
+        self.counters
+    }
+
+    /// Worker exit: the exporter delivers what it holds within the export timeout.
+    pub fn stop(mut self) {
+        let log = crate::log::cycle_log();
+        if self.timer.timer_set() != 0 {
+            // SAFETY: the timer was armed by this worker on this thread.
+            unsafe { nginx_sys::ngx_del_timer(&mut *self.timer) };
+        }
+        self.pick_up_reopen();
+        self.exporter.shutdown(self.shutdown_deadline);
+        self.relay_log(log);
+        self.counters.detach();
+    }
+}
+
+extern "C" fn tick(ev: *mut ngx_event_t) {
+    crate::util::guard((), || {
+        use ngx::http::HttpModuleMainConf;
+        // SAFETY: ngx_cycle is valid in a worker.
+        let cycle = unsafe { &*nginx_sys::ngx_cycle };
+        let Some(worker) = crate::Module::main_conf(cycle).and_then(|m| m.worker.as_ref()) else {
+            return;
+        };
+        // SAFETY: the event passed is the worker's timer.
+        let log = unsafe { (*ev).log };
+        worker.pick_up_reopen();
+        worker.relay_log(log);
+        // SAFETY: reading nginx's process-wide flag.
+        if unsafe { nginx_sys::ngx_exiting } == 0 {
+            worker.arm_timer();
+        }
+    })
+}
