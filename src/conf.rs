@@ -390,7 +390,8 @@ extern "C" fn cmd_secret(
         let contents = match std::fs::read(&path) {
             Ok(c) => c,
             Err(e) => {
-                return conf_error(cf, format_args!("cannot read secret file \"{path}\" ({e})"))
+                let e = crate::util::os_error(&e);
+                return conf_error(cf, format_args!("cannot read secret file \"{path}\" ({e})"));
             }
         };
         match Secret::from_file_contents(&contents) {
