@@ -92,6 +92,18 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// An I/O error the way nginx prints one: `111: Connection refused`.
+fn os_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let suffix = format!(" (os error {code})");
+            format!("{code}: {}", text.strip_suffix(&suffix).unwrap_or(&text))
+        }
+        None => e.to_string(),
+    }
+}
+
 /// A capture did not fit in the queue.
 #[derive(Debug, PartialEq, Eq)]
 pub struct QueueFull;

@@ -41,6 +41,11 @@ impl HttpSink {
         HttpSink { agent, url, headers }
     }
 
+    /// The URL without its query string, for messages (the query may hold credentials).
+    fn target(&self) -> &str {
+        self.url.split('?').next().unwrap_or(&self.url)
+    }
+
     /// Posts one batch; `timeout` bounds the whole exchange.
     pub fn send(&mut self, batch: &[u8], timeout: Duration) -> Result<(), SendError> {
         let mut request = self
@@ -55,7 +60,22 @@ impl HttpSink {
         }
         let mut response = match request.send(batch) {
             Ok(response) => response,
-            Err(e) => return Err(SendError::Retryable(e.to_string())),
+            Err(ureq::Error::Io(e)) => {
+                let reason = super::os_error(&e);
+                return Err(SendError::Retryable(format!(
+                    "POST to {} failed ({reason})",
+                    self.target()
+                )));
+            }
+            Err(ureq::Error::Timeout(_)) => {
+                return Err(SendError::Retryable(format!("POST to {} timed out", self.target())));
+            }
+            Err(e) => {
+                return Err(SendError::Retryable(format!(
+                    "POST to {} failed ({e})",
+                    self.target()
+                )));
+            }
         };
         let status = response.status().as_u16();
         // Read the answer so the connection can be reused, and to quote it in errors.
@@ -65,7 +85,7 @@ impl HttpSink {
         }
         let body = body.unwrap_or_default();
         let quote = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_QUOTE)]);
-        let message = format!("receiver answered {status}: {}", quote.trim());
+        let message = format!("{} answered {status} \"{}\"", self.target(), quote.trim());
         if status == 429 || status >= 500 {
             Err(SendError::Retryable(message))
         } else {
