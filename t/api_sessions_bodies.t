@@ -26,7 +26,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy map gzip api_sessions/)->plan(84);
+	->has(qw/http proxy map gzip api_sessions/)->plan(85);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -87,6 +87,12 @@ http {
 
         location /tmpfile {
             client_body_buffer_size 1k;
+            proxy_pass http://127.0.0.1:%%PORT_8090%%;
+        }
+
+        location /tmpfile-limited {
+            client_body_buffer_size 1k;
+            api_sessions_body_limit 4k;
             proxy_pass http://127.0.0.1:%%PORT_8090%%;
         }
 
@@ -314,11 +320,15 @@ is_deeply(params($rec), { before => 'b-val', after => 'a-val' },
 is_deeply($rec->{truncated}, [], 'temp file: not truncated');
 is(upstream_body(), $long, 'temp file: upstream got the body unchanged');
 
-$r = post('/tmpfile?x=evil', 'application/json', $long);
+# a body in a temporary file, over the limit, with an attack
+
+$r = post('/tmpfile-limited?x=evil', 'application/json', $long);
 $rec = record($r);
 
-is(($rec->{attack} // {})->{request}{body}, $long,
-	'temp file: attack body');
+is(($rec->{attack} // {})->{request}{body}, substr($long, 0, 4096),
+	'temp file: attack body up to the limit');
+is_deeply([ params($rec)->{before}, @{$rec->{truncated} // []} ],
+	[ 'b-val', 'request_body' ], 'temp file: over the limit');
 is(upstream_body(), $long, 'temp file: attack upstream body');
 
 # a body over api_sessions_body_limit
@@ -530,14 +540,18 @@ for my $q ('x=zero', 'x=other', '') {
 
 # a location without body sources still reads the body for an attack
 
-$r = http($head =~ s!/limited!/nobody!r, body => $over);
+my $mid = '{"pad": "' . ('m' x 3000) . '"}';
+$head =~ s!/limited!/nobody!;
+$head =~ s!Content-Length: \d+!'Content-Length: ' . length($mid)!e;
+
+$r = http($head, body => $mid);
 $recorded++;
 $rec = record($r);
 
-is($rec->{attack}{request}{body}, $over,
+is($rec->{attack}{request}{body}, $mid,
 	'attack body read without body sources');
 is_deeply($rec->{params}, [], 'location without body sources: params');
-is(upstream_body(), $over, 'location without body sources: upstream body');
+is(upstream_body(), $mid, 'location without body sources: upstream body');
 
 ###############################################################################
 

@@ -25,7 +25,7 @@ use Test::ApiSessions;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(9);
+my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(7);
 
 my $rcv = Test::Receiver->new(port => port(8090));
 
