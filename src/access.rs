@@ -54,8 +54,12 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 
         debug!(req.log(), "api_sessions: reading request body");
         // SAFETY: a main request in the access phase whose body has not been touched.
-        let rc =
-            unsafe { nginx_sys::ngx_http_read_client_request_body(req.raw(), Some(body_read)) };
+        let rc = unsafe {
+            // Keep the body, and its temporary file, until the log phase copies it: the
+            // upstream module closes the file when the response starts otherwise.
+            (*req.raw()).set_preserve_body(1);
+            nginx_sys::ngx_http_read_client_request_body(req.raw(), Some(body_read))
+        };
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
             return rc;
         }

@@ -6,6 +6,7 @@
 //! response body collected by the filter (moved, not copied) and, for attacks, the request
 //! line and headers. The exporter thread does the rest.
 
+use api_sessions_core::assemble::early_zone_key;
 use api_sessions_core::capture::{Body, Capture, CapturedAttack};
 use api_sessions_core::keys::BuiltinScanner;
 use nginx_sys::{
@@ -64,25 +65,36 @@ fn capture(mut req: Request<'_>) {
     c.args = c.push(req.args());
 
     // Variable keys up to the first with a value: later keys cannot win.
-    let mut resolved = false;
+    let mut hit = None;
     for (i, key) in lcf.keys().iter().enumerate() {
         if let Some(cv) = key.value {
             let value = req.complex_value(cv.as_ptr());
             c.set_key_value(i, value);
             if !value.is_empty() {
-                resolved = true;
+                hit = Some((i, value));
                 break;
             }
         }
     }
-    if !resolved && profile.builtin_keys {
+    let mut builtin = None;
+    if hit.is_none() && profile.builtin_keys {
         let mut scanner = BuiltinScanner::new();
         for (name, value) in req.headers() {
             scanner.header(name, value);
         }
-        if let Some(key) = scanner.finish(req.ip(), req.user_agent()) {
+        builtin = scanner.finish(req.ip(), req.user_agent());
+        if let Some(key) = &builtin {
             let span = c.push(&key.value);
             c.builtin = Some((key.entry, span));
+        }
+    }
+    if let Some(zone) = &amcf.zone {
+        let builtin = builtin.as_ref().map(|b| (b.entry, &b.value[..]));
+        let secret = amcf.secret();
+        if let (Some(table), Some(key)) =
+            (&zone.table, early_zone_key(profile, secret, hit, builtin))
+        {
+            c.session_start = Some(table.touch(&key, c.ts, zone.policy));
         }
     }
     for (i, param) in lcf.params().iter().enumerate() {

@@ -12,7 +12,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use api_sessions_core::hash::Secret;
+use api_sessions_core::hash::{Secret, SecretError, MIN_SECRET_LEN};
 use api_sessions_core::profile::Profile;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_int_t, ngx_str_t,
@@ -42,8 +42,9 @@ pub struct MainConf {
     pub export: Option<ExportConf>,
     /// `api_sessions_node`, defaulting to the host name.
     pub node: Option<String>,
-    /// Some `api_sessions_param` uses `hash`: the secret is required.
-    pub hash_used: bool,
+    /// Where the first `api_sessions_param ... hash` is (file, line): the secret is
+    /// required, and a missing one is reported there.
+    pub hash_used: Option<(String, usize)>,
     /// Some location has `api_sessions on` or `api_sessions_status`.
     pub active: bool,
     /// Index of `$request_id`.
@@ -54,6 +55,13 @@ pub struct MainConf {
     pub worker: Option<crate::worker::Worker>,
 }
 
+impl MainConf {
+    /// The secret; after `init_main_conf` always set (the public fallback if unconfigured).
+    pub fn secret(&self) -> &Secret {
+        self.secret.as_ref().expect("secret set in init_main_conf")
+    }
+}
+
 impl Default for MainConf {
     fn default() -> Self {
         MainConf {
@@ -61,7 +69,7 @@ impl Default for MainConf {
             zone: None,
             export: None,
             node: None,
-            hash_used: false,
+            hash_used: None,
             active: false,
             request_id_index: NGX_CONF_UNSET as ngx_int_t,
             counters: zone::CountersZone::default(),
@@ -320,8 +328,12 @@ extern "C" fn cmd_param(
         match ParamEntry::compile(cf, args[1], options) {
             Ok(entry) => {
                 lcf.params.get_or_insert_with(Vec::new).push(entry);
-                if hashed {
-                    main_conf(cf).hash_used = true;
+                let amcf = main_conf(cf);
+                if hashed && amcf.hash_used.is_none() {
+                    // SAFETY: cf->conf_file is the file being parsed.
+                    let file = unsafe { &*cf.conf_file };
+                    let name = conf_str(crate::util::bytes(&file.file.name));
+                    amcf.hash_used = Some((name, file.line));
                 }
                 NGX_CONF_OK
             }
@@ -356,7 +368,8 @@ extern "C" fn cmd_flow(
         }
         let mut flows: Vec<String> = Vec::new();
         for arg in &args[1..] {
-            if !valid_flow(arg.as_bytes()) {
+            // "off" stands alone; "auth off" is a mistake, not a flow named "off".
+            if !valid_flow(arg.as_bytes()) || arg.as_bytes() == b"off" {
                 return conf_error(cf, format_args!("invalid value \"{arg}\""));
             }
             let flow = conf_str(arg.as_bytes());
@@ -399,7 +412,9 @@ extern "C" fn cmd_secret(
                 amcf.secret = Some(secret);
                 NGX_CONF_OK
             }
-            Err(e) => conf_error(cf, format_args!("secret file \"{path}\": {e}")),
+            Err(SecretError::TooShort(_)) => {
+                conf_error(cf, format_args!("\"{path}\" must be at least {MIN_SECRET_LEN} bytes"))
+            }
         }
     })
 }

@@ -24,7 +24,7 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
-    NGX_HTTP_MODULE, NGX_LOG_EMERG,
+    NGX_HTTP_MODULE,
 };
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
@@ -87,12 +87,13 @@ impl HttpModule for Module {
         guard(NGX_CONF_ERROR, || {
             // SAFETY: nginx passes a valid cf and this module's main conf.
             let (cf, amcf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
-            if amcf.hash_used && amcf.secret.is_none() {
-                ngx::ngx_conf_log_error!(
-                    NGX_LOG_EMERG,
-                    cf,
+            if let (Some((file, line)), None) = (&amcf.hash_used, &amcf.secret) {
+                // Reported at the parameter, as nginx reports directive errors; the secret
+                // may come anywhere in the http block, so this is known only now.
+                emerg!(
+                    cf.log,
                     "the \"hash\" parameter of \"api_sessions_param\" requires \
-                     \"api_sessions_secret\""
+                     \"api_sessions_secret\" in {file}:{line}"
                 );
                 return NGX_CONF_ERROR;
             }

@@ -57,6 +57,10 @@ macro_rules! log_at {
     }};
 }
 
+macro_rules! emerg {
+    ($log:expr, $($arg:tt)+) => { log_at!(nginx_sys::NGX_LOG_EMERG, $log, $($arg)+) };
+}
+
 macro_rules! alert {
     ($log:expr, $($arg:tt)+) => { log_at!(nginx_sys::NGX_LOG_ALERT, $log, $($arg)+) };
 }

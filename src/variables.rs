@@ -112,7 +112,7 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
         scanner.finish(req.ip(), req.user_agent())
     });
     let builtin = builtin.flatten();
-    let secret = amcf.secret.as_ref()?;
+    let secret = amcf.secret();
     let request_id = req.variable(amcf.request_id_index);
     let key = resolve_key(
         profile,
@@ -124,9 +124,13 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
     );
 
     let start = req.start();
-    let session_start = match amcf.zone.as_ref().and_then(|z| z.table.as_ref().map(|t| (t, z))) {
-        Some((table, zone)) => table.peek(&key.hash, start, zone.policy),
-        None => start.day_start(),
+    let session_start = match (&key.zone, amcf.zone.as_ref()) {
+        (None, _) => start,
+        (Some(zone_key), Some(zone)) => match &zone.table {
+            Some(table) => table.peek(zone_key, start, zone.policy),
+            None => start,
+        },
+        (Some(_), None) => start.day_start(),
     };
     let vars = SessionVars {
         id: secret.session_id(&key.hash, session_start).to_hex(),

@@ -69,7 +69,7 @@ impl Worker {
             None => SessionSplit::Daily,
         };
         let assembler = Assembler {
-            secret: amcf.secret.clone().unwrap_or_default(),
+            secret: amcf.secret().clone(),
             node: amcf.node.clone().unwrap_or_default(),
             pid,
             split,

@@ -32,7 +32,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy rewrite map ssi mirror api_sessions/)->plan(88);
+	->has(qw/http proxy rewrite map ssi mirror api_sessions/)->plan(89);
 
 my $conf = <<'EOF';
 
@@ -241,7 +241,8 @@ sub access_log_entry {
 $rcv->mode(slow => 0.3);
 
 my $body = '{"login":"alice","remember":true}';
-my $request = "POST /login?ctx=hello&user=bob&unlisted=qq-unlisted-arg HTTP/1.0\r\n"
+my $request = "POST /login?ctx=hello&user=bob&unlisted=qq-unlisted-arg"
+	. " HTTP/1.0\r\n"
 	. "Host: Api.Example.COM:8080\r\n"
 	. "User-Agent: record-test/1.0\r\n"
 	. "X-User: alice\r\n"
@@ -537,6 +538,8 @@ my $export = $t->read_file('api_sessions.ndjson');
 
 is(index($export, $password), -1, 'hashed value not in the export');
 is(scalar(() = $export =~ /\Q$hmac\E/g), 1, 'hashed value as hmac');
+is(index($t->read_file('error.log'), $password), -1,
+	'hashed value not in the error log');
 
 # api_sessions_node
 

@@ -5,7 +5,7 @@ use core::ffi::{c_char, c_void};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use api_sessions_core::export::ExportSettings;
+use api_sessions_core::export::{validate_url, ExportSettings};
 use nginx_sys::{ngx_command_t, ngx_conf_t, ngx_int_t, ngx_open_file_t, ngx_str_t, NGX_ERROR};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 
@@ -135,9 +135,11 @@ pub extern "C" fn cmd_export(
                 }
                 b"url" if file.is_none() && url.is_none() => {
                     let text = conf_str(value);
-                    let valid = text.starts_with("http://") || text.starts_with("https://");
+                    if let Err(reason) = validate_url(&text) {
+                        return conf_error(cf, format_args!("{reason} in \"{text}\""));
+                    }
                     url = Some(text);
-                    valid
+                    true
                 }
                 b"batch" => parse_count(value).map(|n| settings.batch = n).is_some(),
                 b"queue" => parse_count(value).map(|n| settings.queue = n).is_some(),

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use crate::body::{self, BodyFormat, Pointer, RequestDocument};
 use crate::capture::{Body, Capture};
-use crate::hash::{KeyHash, Secret};
+use crate::hash::{KeyHash, Secret, ZoneKey};
 use crate::keys::{Builtin, CUSTOM_SPACE};
 use crate::profile::{Profile, Source};
 use crate::record::{Attack, AttackRequest, Param, ParamKind, Record, Truncated, SCHEMA_VERSION};
@@ -28,20 +28,48 @@ pub enum SessionSplit {
 }
 
 impl SessionSplit {
-    /// Start of the session a request at `ts` belongs to, recording the request.
-    pub fn start(&self, key: &KeyHash, ts: Millis) -> Millis {
-        match self {
-            SessionSplit::Daily => ts.day_start(),
-            SessionSplit::Zone { table, policy } => table.touch(key, ts, *policy),
+    /// Start of the session a request at `ts` belongs to, recording the request. A request
+    /// without a key (`zone` is `None`) is a session of its own.
+    pub fn start(&self, zone: Option<&ZoneKey>, ts: Millis) -> Millis {
+        match (self, zone) {
+            (_, None) => ts,
+            (SessionSplit::Daily, Some(_)) => ts.day_start(),
+            (SessionSplit::Zone { table, policy }, Some(key)) => table.touch(key, ts, *policy),
         }
     }
 
     /// Start of the session a request at `ts` would belong to, without recording it.
-    pub fn peek(&self, key: &KeyHash, ts: Millis) -> Millis {
-        match self {
-            SessionSplit::Daily => ts.day_start(),
-            SessionSplit::Zone { table, policy } => table.peek(key, ts, *policy),
+    pub fn peek(&self, zone: Option<&ZoneKey>, ts: Millis) -> Millis {
+        match (self, zone) {
+            (_, None) => ts,
+            (SessionSplit::Daily, Some(_)) => ts.day_start(),
+            (SessionSplit::Zone { table, policy }, Some(key)) => table.peek(key, ts, *policy),
         }
+    }
+}
+
+/// The session table key of a request when the request path can tell the key on its own at
+/// the log phase: no body source comes before the first variable key with a value (`hit`),
+/// or, without one, no body key could still yield a value ahead of the built-in key.
+///
+/// Updating the table right there, in the order requests finish, keeps a session's start at
+/// its first request even when another worker's exporter would have got there first.
+pub fn early_zone_key(
+    profile: &Profile,
+    secret: &Secret,
+    hit: Option<(usize, &[u8])>,
+    builtin: Option<(Builtin, &[u8])>,
+) -> Option<ZoneKey> {
+    let is_variable = |k: &crate::profile::KeySpec| matches!(k.source, Source::Variable(_));
+    match hit {
+        Some((i, value)) => profile.keys[..i]
+            .iter()
+            .all(is_variable)
+            .then(|| secret.zone_key(CUSTOM_SPACE.as_bytes(), value)),
+        None if profile.keys.iter().all(is_variable) => {
+            builtin.map(|(entry, value)| secret.zone_key(entry.label().as_bytes(), value))
+        }
+        None => None,
     }
 }
 
@@ -118,6 +146,8 @@ pub struct ResolvedKey<'a> {
     pub label: &'a str,
     pub builtin: bool,
     pub hash: KeyHash,
+    /// The session table key; `None` for a request without a key.
+    pub zone: Option<ZoneKey>,
 }
 
 /// Resolves the session key: custom keys in order (variables from `variable`, body sources
@@ -137,25 +167,29 @@ pub fn resolve_key<'a>(
             _ => bodies[i].as_deref().map(str::as_bytes),
         };
         if let Some(value) = value.filter(|v| !v.is_empty()) {
+            let space = CUSTOM_SPACE.as_bytes();
             return ResolvedKey {
                 label: &key.label,
                 builtin: false,
-                hash: secret.key_hash(CUSTOM_SPACE.as_bytes(), value),
+                hash: secret.key_hash(space, value),
+                zone: Some(secret.zone_key(space, value)),
             };
         }
     }
     if let Some((entry, value)) = builtin {
-        let label = entry.label();
+        let space = entry.label().as_bytes();
         return ResolvedKey {
-            label,
+            label: entry.label(),
             builtin: true,
-            hash: secret.key_hash(label.as_bytes(), value),
+            hash: secret.key_hash(space, value),
+            zone: Some(secret.zone_key(space, value)),
         };
     }
     ResolvedKey {
         label: NO_KEY_LABEL,
         builtin: false,
         hash: secret.key_hash(NO_KEY_LABEL.as_bytes(), request_id),
+        zone: None,
     }
 }
 
@@ -183,7 +217,9 @@ impl Assembler {
             capture.builtin.map(|(entry, span)| (entry, capture.get(span))),
             capture.get(capture.request_id),
         );
-        let session_start = self.split.start(&key.hash, capture.ts);
+        let session_start = capture
+            .session_start
+            .unwrap_or_else(|| self.split.start(key.zone.as_ref(), capture.ts));
         let session_id = self.secret.session_id(&key.hash, session_start);
 
         let mut params = Vec::with_capacity(profile.params.len());
@@ -375,6 +411,39 @@ mod tests {
     }
 
     #[test]
+    fn request_path_knows_the_zone_key_only_without_bodies_ahead() {
+        let secret = assembler().secret;
+        let profile = Profile {
+            keys: vec![key("$arg_a"), key("request_body:/t"), key("$arg_b")],
+            ..Profile::default()
+        };
+        let cookie = Some((Builtin::Cookie(0), &b"php"[..]));
+        let custom = secret.zone_key(CUSTOM_SPACE.as_bytes(), b"v");
+        assert_eq!(early_zone_key(&profile, &secret, Some((0, b"v")), None), Some(custom));
+        assert_eq!(early_zone_key(&profile, &secret, Some((2, b"v")), None), None);
+        assert_eq!(early_zone_key(&profile, &secret, None, cookie), None);
+
+        let variables = Profile { keys: vec![key("$arg_a")], ..Profile::default() };
+        let builtin = secret.zone_key(b"cookie:PHPSESSID", b"php");
+        assert_eq!(early_zone_key(&variables, &secret, None, cookie), Some(builtin));
+        assert_eq!(early_zone_key(&variables, &secret, None, None), None);
+    }
+
+    #[test]
+    fn a_start_from_the_request_path_is_kept() {
+        let profile = Arc::new(Profile { keys: vec![key("$arg_t")], ..Profile::default() });
+        let mut c = Capture::new(profile, 64);
+        c.ts = Millis(1_795_341_600_500);
+        c.set_key_value(0, b"t1");
+        c.session_start = Some(Millis(1_795_341_600_100));
+        let r = assembler().assemble(&c);
+        assert_eq!(r.session_start, Millis(1_795_341_600_100));
+        let a = assembler();
+        let key = a.secret.key_hash(CUSTOM_SPACE.as_bytes(), b"t1");
+        assert_eq!(r.session_id, a.secret.session_id(&key, Millis(1_795_341_600_100)).to_hex());
+    }
+
+    #[test]
     fn no_key_makes_a_session_of_one_request() {
         let profile = Arc::new(Profile { builtin_keys: false, ..Profile::default() });
         let a = assembler();
@@ -382,8 +451,10 @@ mod tests {
         one.request_id = one.push(b"r1");
         let mut two = Capture::new(profile, 64);
         two.request_id = two.push(b"r2");
+        one.ts = Millis(1_795_341_600_123);
         let (one, two) = (a.assemble(&one), a.assemble(&two));
         assert_eq!(one.session_key, NO_KEY_LABEL);
+        assert_eq!(one.session_start, one.ts, "a session of one request starts with it");
         assert_ne!(one.session_id, two.session_id);
     }
 

@@ -59,6 +59,9 @@ pub struct Capture {
     values: Vec<Option<Span>>,
     /// The built-in key, looked up on the request path when no variable key had a value.
     pub builtin: Option<(Builtin, Span)>,
+    /// The session start, when the request path updated the session table itself (see
+    /// [`crate::assemble::early_zone_key`]).
+    pub session_start: Option<Millis>,
     pub request_body: Option<Body>,
     pub response_body: Option<Body>,
     pub attack: Option<CapturedAttack>,
@@ -86,6 +89,7 @@ impl Capture {
             args: Span::default(),
             values: vec![None; slots],
             builtin: None,
+            session_start: None,
             request_body: None,
             response_body: None,
             attack: None,

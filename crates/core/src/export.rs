@@ -92,6 +92,32 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// Checks an `api_sessions_export url=`; the error is worded like nginx's URL errors
+/// (`no host`, `invalid port`, `invalid URL prefix`).
+pub fn validate_url(url: &str) -> Result<(), &'static str> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    if rest.is_some_and(|r| r.is_empty() || r.starts_with(['/', '?', '#'])) {
+        return Err("no host");
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|_| "invalid URL")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("invalid URL prefix");
+    }
+    let authority = uri.authority().ok_or("no host")?;
+    if authority.host().is_empty() {
+        return Err("no host");
+    }
+    // The text after the host, if any, must be a port number.
+    let after_host = &authority.as_str()
+        [authority.as_str().rfind(authority.host()).unwrap_or(0) + authority.host().len()..];
+    if let Some(port) = after_host.strip_prefix(':') {
+        if port.parse::<u16>().is_err() {
+            return Err("invalid port");
+        }
+    }
+    Ok(())
+}
+
 /// An I/O error the way nginx prints one: `111: Connection refused`.
 fn os_error(e: &std::io::Error) -> String {
     match e.raw_os_error() {
@@ -642,6 +668,35 @@ impl Worker {
             if let Err(e) = spool.pop_front() {
                 self.log(Level::Error, format!("spool cleanup failed ({e})"));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_url;
+
+    #[test]
+    fn urls_are_checked_like_the_client_would() {
+        for good in [
+            "http://127.0.0.1:8707/v1/records",
+            "https://collector.example.com/v1/records?x=1",
+            "http://[::1]:8123/?query=INSERT%20INTO%20t%20FORMAT%20JSONEachRow",
+            "http://localhost",
+        ] {
+            assert_eq!(validate_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "http://",
+            "http://127.0.0.1:port/v1",
+            "http://[::1",
+            "https://a b",
+            "ftp://example.com/",
+            "http://host:/x",
+            "http://host:99999/x",
+            "/v1/records",
+        ] {
+            assert!(validate_url(bad).is_err(), "{bad}");
         }
     }
 }

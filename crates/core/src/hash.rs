@@ -6,8 +6,11 @@
 
 use core::fmt;
 
+use core::hash::Hasher;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::time::Millis;
 
@@ -23,11 +26,14 @@ const UNKEYED: &[u8] = b"nginx-api-sessions unkeyed; set api_sessions_secret";
 
 const KEY_HASH_DOMAIN: &[u8] = b"key\0";
 const SESSION_ID_DOMAIN: &[u8] = b"session\0";
+const ZONE_KEY_DOMAIN: &[u8] = b"zone\0";
 
 /// An HMAC key, pre-processed once so each hash only clones the keyed state.
 #[derive(Clone)]
 pub struct Secret {
     mac: HmacSha256,
+    /// SipHash key for the session table, derived from the secret.
+    zone: [u8; 16],
     keyed: bool,
 }
 
@@ -71,12 +77,19 @@ impl Secret {
         if key.len() < MIN_SECRET_LEN {
             return Err(SecretError::TooShort(key.len()));
         }
-        Ok(Secret { mac: new_mac(key), keyed: true })
+        Ok(Secret::new(key, true))
     }
 
     /// The public fallback key, used when no secret is configured.
     pub fn unkeyed() -> Secret {
-        Secret { mac: new_mac(UNKEYED), keyed: false }
+        Secret::new(UNKEYED, false)
+    }
+
+    fn new(key: &[u8], keyed: bool) -> Secret {
+        let mac = new_mac(key);
+        let mut zone_mac = mac.clone();
+        zone_mac.update(ZONE_KEY_DOMAIN);
+        Secret { zone: truncate(zone_mac), mac, keyed }
     }
 
     /// Whether this is a configured secret rather than the public fallback.
@@ -94,6 +107,16 @@ impl Secret {
         mac.update(space);
         mac.update(value);
         KeyHash(truncate(mac))
+    }
+
+    /// The session table's key for a key value: a keyed SipHash, cheap enough for the request
+    /// path, which updates the table when it can tell the key on its own.
+    pub fn zone_key(&self, space: &[u8], value: &[u8]) -> ZoneKey {
+        let mut sip = SipHasher13::new_with_key(&self.zone);
+        sip.write_usize(space.len());
+        sip.write(space);
+        sip.write(value);
+        ZoneKey(sip.finish128().as_bytes())
     }
 
     /// The session id for a key hash and a session start: the same on every worker, node and
@@ -145,6 +168,10 @@ fn push_hex(bytes: &[u8], out: &mut String) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct KeyHash(pub [u8; 16]);
 
+/// Key of the session table: 128 bits of keyed SipHash, never exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ZoneKey(pub [u8; 16]);
+
 /// 128-bit session id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct SessionId(pub [u8; 16]);
@@ -183,7 +210,7 @@ mod tests {
     fn param_is_plain_hmac_sha256() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?". The key is
         // shorter than the minimum, so build the Secret directly.
-        let jefe = Secret { mac: new_mac(b"Jefe"), keyed: true };
+        let jefe = Secret::new(b"Jefe", true);
         let mut out = String::new();
         jefe.param(b"what do ya want for nothing?", &mut out);
         assert_eq!(
@@ -213,6 +240,18 @@ mod tests {
         assert_ne!(base, s.key_hash(b"custom", b"aab"));
         assert_ne!(s.key_hash(b"ab", b"c"), s.key_hash(b"a", b"bc"));
         assert_ne!(base, Secret::unkeyed().key_hash(b"custom", b"aaa"));
+    }
+
+    #[test]
+    fn zone_key_separates_spaces_values_and_secrets() {
+        let s = secret();
+        let base = s.zone_key(b"custom", b"aaa");
+        assert_eq!(base, s.zone_key(b"custom", b"aaa"));
+        assert_ne!(base, s.zone_key(b"cookie:sid", b"aaa"));
+        assert_ne!(base, s.zone_key(b"custom", b"aab"));
+        assert_ne!(s.zone_key(b"ab", b"c"), s.zone_key(b"a", b"bc"));
+        assert_ne!(base, Secret::unkeyed().zone_key(b"custom", b"aaa"));
+        assert_ne!(base.0, s.key_hash(b"custom", b"aaa").0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use core::mem::{align_of, size_of};
 use core::sync::atomic::AtomicU32;
 
-use crate::hash::KeyHash;
+use crate::hash::ZoneKey;
 use crate::shm_lock;
 use crate::time::Millis;
 
@@ -164,7 +164,7 @@ impl SessionTable {
     }
 
     /// Records a request of `key` at `ts` and returns the start of the session it belongs to.
-    pub fn touch(&self, key: &KeyHash, ts: Millis, policy: SplitPolicy) -> Millis {
+    pub fn touch(&self, key: &ZoneKey, ts: Millis, policy: SplitPolicy) -> Millis {
         let inner = self.lock();
         inner.set_dirty(true);
         let start = match inner.find(key) {
@@ -193,7 +193,7 @@ impl SessionTable {
 
     /// The start of the session a request of `key` at `ts` would belong to, without recording
     /// it (for `$api_session_id`, evaluated before the request is logged).
-    pub fn peek(&self, key: &KeyHash, ts: Millis, policy: SplitPolicy) -> Millis {
+    pub fn peek(&self, key: &ZoneKey, ts: Millis, policy: SplitPolicy) -> Millis {
         let inner = self.lock();
         match inner.find(key) {
             Some(i) if policy.continues(inner.entry(i), ts) => Millis(inner.entry(i).start),
@@ -277,7 +277,7 @@ impl Locked<'_> {
     }
 
     #[allow(clippy::mut_from_ref)]
-    fn bucket(&self, key: &KeyHash) -> &mut u32 {
+    fn bucket(&self, key: &ZoneKey) -> &mut u32 {
         // Key hashes are HMAC output, uniformly distributed.
         let h = u64::from_le_bytes(key.0[..8].try_into().expect("8 bytes"));
         let b = (h % u64::from(self.header_ref().buckets)) as usize;
@@ -289,7 +289,7 @@ impl Locked<'_> {
         self.header().dirty = u32::from(dirty);
     }
 
-    fn find(&self, key: &KeyHash) -> Option<u32> {
+    fn find(&self, key: &ZoneKey) -> Option<u32> {
         let mut i = *self.bucket(key);
         // Bounded walk: even a corrupted chain cannot loop forever.
         for _ in 0..self.header_ref().capacity {
@@ -305,7 +305,7 @@ impl Locked<'_> {
         None
     }
 
-    fn insert(&self, key: &KeyHash, ts: i64) {
+    fn insert(&self, key: &ZoneKey, ts: i64) {
         let h = self.header();
         let i = if h.free_head != NIL {
             let i = h.free_head;
@@ -370,7 +370,7 @@ impl Locked<'_> {
     }
 
     fn unlink_bucket(&self, i: u32) {
-        let key = KeyHash(self.entry(i).key);
+        let key = ZoneKey(self.entry(i).key);
         let mut link: *mut u32 = self.bucket(&key);
         for _ in 0..self.header_ref().capacity {
             // SAFETY: link points at a bucket head or an entry's bucket_next, under the lock.
@@ -407,11 +407,11 @@ mod tests {
         }
     }
 
-    fn key(n: u32) -> KeyHash {
+    fn key(n: u32) -> ZoneKey {
         let mut k = [0u8; 16];
         k[..4].copy_from_slice(&n.to_le_bytes());
         k[8..12].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_le_bytes());
-        KeyHash(k)
+        ZoneKey(k)
     }
 
     fn policy() -> SplitPolicy {
@@ -521,7 +521,7 @@ mod tests {
             // SAFETY: the lock is held.
             let mut i = unsafe { *t.buckets.add(b) };
             while i != NIL {
-                assert_eq!(inner.find(&KeyHash(inner.entry(i).key)), Some(i));
+                assert_eq!(inner.find(&ZoneKey(inner.entry(i).key)), Some(i));
                 chained += 1;
                 i = inner.entry(i).bucket_next;
             }

@@ -719,8 +719,11 @@ sub _read_records {
 	my $text = <$fh> // '';
 	close $fh;
 
-	# a line still being written has no newline yet
-	my $partial = $text =~ s/([^\n]+)\z// ? $1 : '';
+	# a line still being written has no newline yet (cut at the last newline:
+	# a regex anchored at the end would be quadratic in the line length)
+	my $cut = rindex($text, "\n") + 1;
+	my $partial = substr($text, $cut);
+	substr($text, $cut) = '';
 
 	# every line counts, an empty one too; the last field is what
 	# follows the final newline
