@@ -27,11 +27,23 @@ pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
 }
 
 extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(Status::NGX_OK.into(), || {
+    let captured = guard(false, || {
         // SAFETY: nginx passes a valid request.
         capture(unsafe { Request::from_raw(r) });
-        Status::NGX_OK.into()
-    })
+        true
+    });
+    if !captured {
+        // A record that could not be built still takes its sequence number and is counted
+        // as dropped, so the loss shows at the receiver and in the counters.
+        // SAFETY: nginx passes a valid request.
+        let req = unsafe { Request::from_raw(r) };
+        if let Some(worker) = req.main_conf().and_then(|amcf| amcf.worker.as_ref()) {
+            if req.loc_conf().is_some_and(|lcf| lcf.profile.is_some()) && req.is_main() {
+                worker.lost();
+            }
+        }
+    }
+    Status::NGX_OK.into()
 }
 
 fn now_us() -> i64 {
@@ -50,7 +62,6 @@ fn capture(mut req: Request<'_>) {
     let Some(worker) = amcf.worker.as_ref() else { return };
 
     let mut c = Box::new(Capture::new(profile.clone(), ARENA));
-    c.seq = worker.next_seq();
     let start = req.start();
     c.ts = start;
     c.duration_us = (now_us() - start.0 * 1000).max(0) as u64;

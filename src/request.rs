@@ -109,7 +109,10 @@ impl<'r> Request<'r> {
 
     /// Request start, at nginx's millisecond resolution.
     pub fn start(&self) -> api_sessions_core::time::Millis {
-        let ms = self.0.start_sec as i64 * 1000 + self.0.start_msec as i64;
+        // time_t is i64 where the module is built, but not everywhere.
+        #[allow(clippy::useless_conversion)]
+        let sec = i64::from(self.0.start_sec);
+        let ms = sec * 1000 + self.0.start_msec as i64;
         api_sessions_core::time::Millis(ms)
     }
 

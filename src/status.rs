@@ -64,9 +64,9 @@ pub fn json(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
     json_counters(&mut out, &snapshot.total);
     match zone {
         Some(z) => {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                ",\"zone\":{{\"entries\":{},\"evictions\":{},\"capacity\":{}}}}}\n",
+                ",\"zone\":{{\"entries\":{},\"evictions\":{},\"capacity\":{}}}}}",
                 z.entries, z.evictions, z.capacity
             );
         }

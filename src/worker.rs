@@ -123,7 +123,7 @@ impl Worker {
 
     /// The next record sequence number of this worker: from 1, without gaps, so that a gap
     /// at the receiver is a lost record.
-    pub fn next_seq(&self) -> u64 {
+    fn next_seq(&self) -> u64 {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         seq
@@ -131,8 +131,9 @@ impl Worker {
 
     /// Hands a capture to the exporter; when the queue is full, logs a notice at most once a
     /// second with the number of records dropped since the last one.
-    pub fn submit(&self, log: *mut ngx_log_t, capture: Box<Capture>) {
+    pub fn submit(&self, log: *mut ngx_log_t, mut capture: Box<Capture>) {
         self.pick_up_reopen();
+        capture.seq = self.next_seq();
         if self.exporter.submit(capture).is_ok() {
             return;
         }
@@ -145,6 +146,13 @@ impl Worker {
         self.last_drop_notice.set(now);
         self.dropped_unreported.set(0);
         notice!(log, "api_sessions: export queue is full, {dropped} records dropped");
+    }
+
+    /// A record that could not be captured: its sequence number is skipped and it is counted
+    /// as dropped.
+    pub fn lost(&self) {
+        self.next_seq();
+        self.counters.captured_but_dropped();
     }
 
     /// After `nginx -s reopen`, nginx has replaced the export file's descriptor.

@@ -487,7 +487,7 @@ impl Worker {
         }
         // Spooled batches go first: new ones queue behind them to keep the order.
         if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
-            self.to_spool(&payload, records);
+            self.spool_batch(&payload, records);
             return;
         }
         loop {
@@ -521,7 +521,7 @@ impl Worker {
                             Level::Warn,
                             format!("{reason} while exporting, spooling"),
                         );
-                        self.to_spool(&payload, records);
+                        self.spool_batch(&payload, records);
                         return;
                     }
                     if self.shutdown.is_some_and(|d| Instant::now() >= d) {
@@ -562,7 +562,7 @@ impl Worker {
         }
     }
 
-    fn to_spool(&mut self, payload: &[u8], records: u64) {
+    fn spool_batch(&mut self, payload: &[u8], records: u64) {
         let Some(spool) = &mut self.spool else {
             self.counters.dropped(records);
             return;
