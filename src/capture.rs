@@ -67,7 +67,7 @@ fn capture(mut req: Request<'_>) {
     c.duration_us = (now_us() - start.0 * 1000).max(0) as u64;
     c.status = req.status();
     (c.request_bytes, c.response_bytes) = req.sizes();
-    c.request_id = c.push(req.variable(amcf.request_id_index));
+    c.request_id = c.push(req.request_id(amcf.request_id_index, &mut worker.rng()));
     c.server = c.push(req.server());
     c.method = c.push(req.method());
     c.path = c.push(req.path());

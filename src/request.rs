@@ -107,6 +107,36 @@ impl<'r> Request<'r> {
         }
     }
 
+    /// `$request_id`. When nothing has evaluated it yet, it is made here from the worker's
+    /// generator and stored in the request's variable slot, so whatever evaluates it later
+    /// sees the same value. nginx's own handler calls OpenSSL's `RAND_bytes` for each
+    /// request (falling back to a non-cryptographic generator itself): the id only has to
+    /// be unique, and this keeps a microsecond off the request path.
+    pub fn request_id(&mut self, index: nginx_sys::ngx_int_t, rng: &mut fastrand::Rng) -> &'r [u8] {
+        let Ok(index) = usize::try_from(index) else { return &[] };
+        // SAFETY: r->variables has one slot per indexed variable, index came from
+        // ngx_http_get_variable_index.
+        let v = unsafe { &mut *self.0.variables.add(index) };
+        if v.valid() == 0 && v.not_found() == 0 {
+            // SAFETY: an allocation from the request pool, which outlives the request.
+            let id = unsafe { nginx_sys::ngx_pnalloc(self.0.pool, 32) }.cast::<u8>();
+            if id.is_null() {
+                return &[];
+            }
+            let random = rng.u128(..).to_le_bytes();
+            let mut hex = Vec::with_capacity(32);
+            api_sessions_core::hash::hex_into(&random, &mut hex);
+            // SAFETY: id has room for 32 bytes.
+            unsafe { core::ptr::copy_nonoverlapping(hex.as_ptr(), id, 32) };
+            v.set_len(32);
+            v.set_valid(1);
+            v.set_no_cacheable(0);
+            v.set_not_found(0);
+            v.data = id;
+        }
+        self.variable(index as nginx_sys::ngx_int_t)
+    }
+
     /// Request start, at nginx's millisecond resolution.
     pub fn start(&self) -> api_sessions_core::time::Millis {
         // time_t is i64 where the module is built, but not everywhere.

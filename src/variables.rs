@@ -6,7 +6,9 @@
 //! result is computed once per request, and once more if the response body has arrived
 //! since.
 
-use api_sessions_core::assemble::{body_values, resolve_key, BodyDocument};
+use api_sessions_core::assemble::{
+    body_values, choose_key, no_key_hash, BodyDocument, NO_KEY_LABEL,
+};
 use api_sessions_core::keys::BuiltinScanner;
 use api_sessions_core::profile::Source;
 use nginx_sys::{
@@ -113,30 +115,28 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
     });
     let builtin = builtin.flatten();
     let secret = amcf.secret();
-    let request_id = req.variable(amcf.request_id_index);
-    let key = resolve_key(
-        profile,
-        secret,
-        |i| values[i],
-        &bodies,
-        builtin.as_ref().map(|b| (b.entry, &b.value[..])),
-        request_id,
-    );
-
+    let builtin = builtin.as_ref().map(|b| (b.entry, &b.value[..]));
     let start = req.start();
-    let session_start = match (&key.zone, amcf.zone.as_ref()) {
-        (None, _) => start,
-        (Some(zone_key), Some(zone)) => match &zone.table {
-            Some(table) => table.peek(zone_key, start, zone.policy),
-            None => start,
-        },
-        (Some(_), None) => start.day_start(),
+    let (label, id) = match choose_key(profile, |i| values[i], &bodies, builtin) {
+        Some(key) => {
+            let (space, value) = (key.space.as_bytes(), key.value);
+            let hash = secret.key_hash(space, value);
+            let session_start = match &amcf.zone {
+                Some(zone) => match &zone.table {
+                    Some(table) => table.peek(&secret.zone_key(space, value), start, zone.policy),
+                    None => start,
+                },
+                None => start.day_start(),
+            };
+            (key.label, secret.session_id(&hash, session_start))
+        }
+        None => {
+            let hash = no_key_hash(secret, req.variable(amcf.request_id_index));
+            (NO_KEY_LABEL, secret.session_id(&hash, start))
+        }
     };
-    let vars = SessionVars {
-        id: secret.session_id(&key.hash, session_start).to_hex(),
-        key: key.label.to_string(),
-        with_response: response_ready,
-    };
+    let vars =
+        SessionVars { id: id.to_hex(), key: label.to_string(), with_response: response_ready };
     ctx.session = Some(vars);
     ctx.session.as_ref()
 }

@@ -5,7 +5,7 @@
 //! error log and hands it the reopened file after `nginx -s reopen`. For that it runs a
 //! one-second timer marked cancelable, so it never holds up a graceful shutdown.
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -40,6 +40,8 @@ pub struct Worker {
     file: Option<NonNull<ngx_open_file_t>>,
     timer: Box<ngx_event_t>,
     shutdown_deadline: std::time::Duration,
+    /// Request ids for requests nothing else asked one for.
+    rng: RefCell<fastrand::Rng>,
 }
 
 fn dup_file(fd: i32) -> std::io::Result<File> {
@@ -50,6 +52,19 @@ fn dup_file(fd: i32) -> std::io::Result<File> {
     }
     // SAFETY: dup is a fresh descriptor we own.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(dup) }))
+}
+
+fn os_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom fills the buffer it is given.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != seed.len() as isize {
+        // Without getrandom(2): the clock and the pid still differ between workers.
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let nanos = clock.unwrap_or_default().as_nanos() as u64;
+        return nanos ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_le_bytes(seed)
 }
 
 impl Worker {
@@ -68,12 +83,8 @@ impl Worker {
             },
             None => SessionSplit::Daily,
         };
-        let assembler = Assembler {
-            secret: amcf.secret().clone(),
-            node: amcf.node.clone().unwrap_or_default(),
-            pid,
-            split,
-        };
+        let node = amcf.node.clone().unwrap_or_default();
+        let assembler = Assembler::new(amcf.secret().clone(), node, pid, split);
 
         let export = amcf.export.as_ref().ok_or("export is not configured")?;
         let mut file = None;
@@ -109,6 +120,8 @@ impl Worker {
             file,
             timer,
             shutdown_deadline,
+            // Seeded from the OS, so no two workers or restarts share a sequence.
+            rng: RefCell::new(fastrand::Rng::with_seed(os_seed())),
         };
         worker.arm_timer();
         Ok(worker)
@@ -186,8 +199,8 @@ impl Worker {
         });
     }
 
-    pub fn counters(&self) -> WorkerCounters<'static> {
-        self.counters
+    pub fn rng(&self) -> std::cell::RefMut<'_, fastrand::Rng> {
+        self.rng.borrow_mut()
     }
 
     /// Worker exit: the exporter delivers what it holds within the export timeout.

@@ -1,17 +1,20 @@
-//! Where a record is built: a [`Capture`] becomes a [`Record`] on the exporter thread.
+//! Where a record is built: a [`Capture`] becomes an NDJSON line on the exporter thread.
 //!
 //! This is where body values are extracted, the session key is resolved across custom keys
 //! and the built-in chain, key values are hashed, the session is split by time and the
-//! parameters are filled in.
+//! parameters are filled in. The line is written straight into the batch buffer in the
+//! field order of [`crate::record::Record`] (schema 1), which parses it back.
 
-use std::borrow::Cow;
+mod cache;
+mod json;
 
+use self::cache::HashCache;
 use crate::body::{self, BodyFormat, Pointer, RequestDocument};
 use crate::capture::{Body, Capture};
-use crate::hash::{KeyHash, Secret, ZoneKey};
+use crate::hash::{hex_into, KeyHash, Secret, ZoneKey, PARAM_PREFIX};
 use crate::keys::{Builtin, CUSTOM_SPACE};
 use crate::profile::{Profile, Source};
-use crate::record::{Attack, AttackRequest, Param, ParamKind, Record, Truncated, SCHEMA_VERSION};
+use crate::record::{ParamKind, Truncated, SCHEMA_VERSION};
 use crate::session_table::{SessionTable, SplitPolicy};
 use crate::time::Millis;
 
@@ -79,6 +82,7 @@ pub struct Assembler {
     pub node: String,
     pub pid: u32,
     pub split: SessionSplit,
+    cache: HashCache,
 }
 
 /// A request or response body offered for value extraction.
@@ -141,60 +145,49 @@ pub fn body_values(
     values
 }
 
-/// The key that identified a request.
-pub struct ResolvedKey<'a> {
+/// The key that identified a request, before hashing.
+pub struct KeyChoice<'a> {
     pub label: &'a str,
     pub builtin: bool,
-    pub hash: KeyHash,
-    /// The session table key; `None` for a request without a key.
-    pub zone: Option<ZoneKey>,
+    /// Value space: [`CUSTOM_SPACE`] or the built-in entry's label.
+    pub space: &'a str,
+    pub value: &'a [u8],
 }
 
-/// Resolves the session key: custom keys in order (variables from `variable`, body sources
-/// from `bodies` as returned by [`body_values`]), then the built-in key, then, with neither,
-/// a key of the request alone.
-pub fn resolve_key<'a>(
+/// Chooses the session key: custom keys in order (variables from `variable`, body sources
+/// from `bodies` as returned by [`body_values`]), then the built-in key. `None` when no key
+/// has a value: the request is then a session of its own.
+pub fn choose_key<'a>(
     profile: &'a Profile,
-    secret: &Secret,
     variable: impl Fn(usize) -> Option<&'a [u8]>,
-    bodies: &[Option<String>],
-    builtin: Option<(Builtin, &[u8])>,
-    request_id: &[u8],
-) -> ResolvedKey<'a> {
+    bodies: &'a [Option<String>],
+    builtin: Option<(Builtin, &'a [u8])>,
+) -> Option<KeyChoice<'a>> {
     for (i, key) in profile.keys.iter().enumerate() {
         let value = match key.source {
             Source::Variable(_) => variable(i),
             _ => bodies[i].as_deref().map(str::as_bytes),
         };
         if let Some(value) = value.filter(|v| !v.is_empty()) {
-            let space = CUSTOM_SPACE.as_bytes();
-            return ResolvedKey {
+            return Some(KeyChoice {
                 label: &key.label,
                 builtin: false,
-                hash: secret.key_hash(space, value),
-                zone: Some(secret.zone_key(space, value)),
-            };
+                space: CUSTOM_SPACE,
+                value,
+            });
         }
     }
-    if let Some((entry, value)) = builtin {
-        let space = entry.label().as_bytes();
-        return ResolvedKey {
-            label: entry.label(),
-            builtin: true,
-            hash: secret.key_hash(space, value),
-            zone: Some(secret.zone_key(space, value)),
-        };
-    }
-    ResolvedKey {
-        label: NO_KEY_LABEL,
-        builtin: false,
-        hash: secret.key_hash(NO_KEY_LABEL.as_bytes(), request_id),
-        zone: None,
-    }
+    builtin.map(|(entry, value)| KeyChoice {
+        label: entry.label(),
+        builtin: true,
+        space: entry.label(),
+        value,
+    })
 }
 
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// The key hash of a request without a key: its own, from its request id.
+pub fn no_key_hash(secret: &Secret, request_id: &[u8]) -> KeyHash {
+    secret.key_hash(NO_KEY_LABEL.as_bytes(), request_id)
 }
 
 fn document<'c>(capture: &'c Capture, body: &'c Option<Body>) -> Option<BodyDocument<'c>> {
@@ -202,108 +195,193 @@ fn document<'c>(capture: &'c Capture, body: &'c Option<Body>) -> Option<BodyDocu
 }
 
 impl Assembler {
-    /// Builds the record of a capture.
-    pub fn assemble(&self, capture: &Capture) -> Record {
+    pub fn new(secret: Secret, node: String, pid: u32, split: SessionSplit) -> Assembler {
+        Assembler { secret, node, pid, split, cache: HashCache::default() }
+    }
+
+    /// Appends the record of a capture as one NDJSON line.
+    pub fn write_record(&mut self, capture: &Capture, out: &mut Vec<u8>) {
         let profile = &capture.profile;
         let request = document(capture, &capture.request_body);
         let response = document(capture, &capture.response_body);
-        let args = capture.get(capture.args);
-        let bodies = body_values(profile, request.as_ref(), args, response.as_ref());
-        let key = resolve_key(
-            profile,
-            &self.secret,
-            |i| capture.key_value(i),
-            &bodies,
-            capture.builtin.map(|(entry, span)| (entry, capture.get(span))),
-            capture.get(capture.request_id),
-        );
-        let session_start = capture
-            .session_start
-            .unwrap_or_else(|| self.split.start(key.zone.as_ref(), capture.ts));
-        let session_id = self.secret.session_id(&key.hash, session_start);
+        let needs_bodies =
+            request.is_some() || response.is_some() || !capture.get(capture.args).is_empty();
+        let bodies = if needs_bodies && profile.has_body_sources() {
+            body_values(profile, request.as_ref(), capture.get(capture.args), response.as_ref())
+        } else {
+            vec![None; profile.keys.len() + profile.params.len()]
+        };
+        let builtin = capture.builtin.map(|(entry, span)| (entry, capture.get(span)));
+        let choice = choose_key(profile, |i| capture.key_value(i), &bodies, builtin);
 
-        let mut params = Vec::with_capacity(profile.params.len());
-        let mut user = None;
-        let mut role = None;
-        for (i, spec) in profile.params.iter().enumerate() {
-            let raw: Option<Cow<'_, [u8]>> = match spec.source {
-                Source::Variable(_) => capture.param_value(i).map(Cow::Borrowed),
-                _ => bodies[profile.keys.len() + i].as_deref().map(|v| Cow::Borrowed(v.as_bytes())),
-            };
-            let Some(raw) = raw.filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            let value = if spec.hashed {
-                let mut out = String::new();
-                self.secret.param(&raw, &mut out);
-                out
-            } else {
-                lossy(&raw)
-            };
-            match spec.kind {
-                ParamKind::User => user = Some(value.clone()),
-                ParamKind::Role => role = Some(value.clone()),
-                ParamKind::Context => {}
+        let (label, builtin, key_hash, session_start, session_id);
+        match &choice {
+            Some(k) => {
+                let zone = self.secret.zone_key(k.space.as_bytes(), k.value);
+                let hash = self.cache.key_hash(&self.secret, &zone, k.space.as_bytes(), k.value);
+                let start = match capture.session_start {
+                    Some(start) => start,
+                    None => self.split.start(Some(&zone), capture.ts),
+                };
+                (label, builtin, key_hash, session_start) = (k.label, k.builtin, hash, start);
+                session_id = self.cache.session_id(&self.secret, &zone, &hash, start);
             }
-            params.push(Param {
-                name: spec.name.clone(),
-                source: spec.source_text.clone(),
-                kind: spec.kind,
-                value,
-                hashed: spec.hashed,
-            });
+            None => {
+                let hash = no_key_hash(&self.secret, capture.get(capture.request_id));
+                (label, builtin, key_hash, session_start) = (NO_KEY_LABEL, false, hash, capture.ts);
+                session_id = self.secret.session_id(&hash, capture.ts);
+            }
         }
 
-        let mut truncated = Vec::new();
-        if capture.request_body.as_ref().is_some_and(|b| b.truncated) {
-            truncated.push(Truncated::RequestBody);
+        out.extend_from_slice(b"{\"v\":");
+        json::uint(out, u64::from(SCHEMA_VERSION));
+        out.extend_from_slice(b",\"ts\":\"");
+        capture.ts.write_rfc3339(out);
+        out.extend_from_slice(b"\",\"request_id\":");
+        json::string(out, capture.get(capture.request_id));
+        out.extend_from_slice(b",\"node\":");
+        json::string(out, self.node.as_bytes());
+        out.extend_from_slice(b",\"pid\":");
+        json::uint(out, u64::from(self.pid));
+        out.extend_from_slice(b",\"seq\":");
+        json::uint(out, capture.seq);
+        out.extend_from_slice(b",\"session_id\":\"");
+        hex_into(&session_id.0, out);
+        out.extend_from_slice(b"\",\"session_key\":");
+        json::string(out, label.as_bytes());
+        out.extend_from_slice(b",\"session_key_builtin\":");
+        json::boolean(out, builtin);
+        out.extend_from_slice(b",\"key_hash\":\"");
+        hex_into(&key_hash.0, out);
+        out.extend_from_slice(b"\",\"session_start\":\"");
+        session_start.write_rfc3339(out);
+        out.extend_from_slice(b"\",\"server\":");
+        json::string(out, capture.get(capture.server));
+        out.extend_from_slice(b",\"method\":");
+        json::string(out, capture.get(capture.method));
+        out.extend_from_slice(b",\"path\":");
+        json::string(out, capture.get(capture.path));
+        out.extend_from_slice(b",\"status\":");
+        json::uint(out, u64::from(capture.status));
+        out.extend_from_slice(b",\"duration_ms\":");
+        json::micros_as_ms(out, capture.duration_us);
+        out.extend_from_slice(b",\"request_bytes\":");
+        json::uint(out, capture.request_bytes);
+        out.extend_from_slice(b",\"response_bytes\":");
+        json::uint(out, capture.response_bytes);
+        out.extend_from_slice(b",\"ip\":");
+        json::string(out, capture.get(capture.ip));
+        out.extend_from_slice(b",\"user_agent\":");
+        json::optional(out, capture.user_agent.map(|s| capture.get(s)));
+
+        // user and role come first in the line but are decided by the parameters.
+        let mut user: Option<(&[u8], bool)> = None;
+        let mut role: Option<(&[u8], bool)> = None;
+        let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(profile.params.len());
+        for (i, spec) in profile.params.iter().enumerate() {
+            let raw = match spec.source {
+                Source::Variable(_) => capture.param_value(i),
+                _ => bodies[profile.keys.len() + i].as_deref().map(str::as_bytes),
+            };
+            let raw = raw.filter(|v| !v.is_empty());
+            if let Some(raw) = raw {
+                match spec.kind {
+                    ParamKind::User => user = Some((raw, spec.hashed)),
+                    ParamKind::Role => role = Some((raw, spec.hashed)),
+                    ParamKind::Context => {}
+                }
+            }
+            values.push(raw);
         }
-        if capture.response_body.as_ref().is_some_and(|b| b.truncated) {
-            truncated.push(Truncated::ResponseBody);
+        for (name, found) in [("user", user), ("role", role)] {
+            out.extend_from_slice(b",");
+            json::key(out, name);
+            match found {
+                Some((raw, true)) => self.hashed_value(raw, out),
+                Some((raw, false)) => json::string(out, raw),
+                None => out.extend_from_slice(b"null"),
+            }
         }
 
-        let attack = capture.attack.as_ref().map(|a| Attack {
-            kind: lossy(capture.get(a.kind)),
-            request: AttackRequest {
-                line: lossy(capture.get(a.line)),
-                headers: a
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (lossy(capture.get(*n)), lossy(capture.get(*v))))
-                    .collect(),
-                body: capture.request_body.as_ref().map(|b| lossy(&b.bytes)).unwrap_or_default(),
-                body_truncated: capture.request_body.as_ref().is_some_and(|b| b.truncated),
-            },
-        });
-
-        Record {
-            v: SCHEMA_VERSION,
-            ts: capture.ts,
-            request_id: lossy(capture.get(capture.request_id)),
-            node: self.node.clone(),
-            pid: self.pid,
-            seq: capture.seq,
-            session_id: session_id.to_hex(),
-            session_key: key.label.to_string(),
-            session_key_builtin: key.builtin,
-            key_hash: key.hash.to_hex(),
-            session_start,
-            server: lossy(capture.get(capture.server)),
-            method: lossy(capture.get(capture.method)),
-            path: lossy(capture.get(capture.path)),
-            status: capture.status,
-            duration_ms: capture.duration_us as f64 / 1000.0,
-            request_bytes: capture.request_bytes,
-            response_bytes: capture.response_bytes,
-            ip: lossy(capture.get(capture.ip)),
-            user_agent: capture.user_agent.map(|s| lossy(capture.get(s))),
-            user,
-            role,
-            flows: profile.flows.clone(),
-            params,
-            attack,
-            truncated,
+        out.extend_from_slice(b",\"flows\":[");
+        for (i, flow) in profile.flows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::string(out, flow.as_bytes());
         }
+        out.extend_from_slice(b"],\"params\":[");
+        let mut first = true;
+        for (spec, raw) in profile.params.iter().zip(values) {
+            let Some(raw) = raw else { continue };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(b"{\"name\":");
+            json::string(out, spec.name.as_bytes());
+            out.extend_from_slice(b",\"source\":");
+            json::string(out, spec.source_text.as_bytes());
+            out.extend_from_slice(b",\"type\":\"");
+            out.extend_from_slice(spec.kind.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"value\":");
+            if spec.hashed {
+                self.hashed_value(raw, out);
+            } else {
+                json::string(out, raw);
+            }
+            out.extend_from_slice(b",\"hashed\":");
+            json::boolean(out, spec.hashed);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"attack\":");
+        match &capture.attack {
+            None => out.extend_from_slice(b"null"),
+            Some(a) => {
+                out.extend_from_slice(b"{\"type\":");
+                json::string(out, capture.get(a.kind));
+                out.extend_from_slice(b",\"request\":{\"line\":");
+                json::string(out, capture.get(a.line));
+                out.extend_from_slice(b",\"headers\":[");
+                for (i, (name, value)) in a.headers.iter().enumerate() {
+                    out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
+                    json::string(out, capture.get(*name));
+                    out.push(b',');
+                    json::string(out, capture.get(*value));
+                    out.push(b']');
+                }
+                out.extend_from_slice(b"],\"body\":");
+                let body = capture.request_body.as_ref();
+                json::string(out, body.map_or(&[][..], |b| &b.bytes));
+                out.extend_from_slice(b",\"body_truncated\":");
+                json::boolean(out, body.is_some_and(|b| b.truncated));
+                out.extend_from_slice(b"}}");
+            }
+        }
+        out.extend_from_slice(b",\"truncated\":[");
+        let cut = [
+            (capture.request_body.as_ref(), Truncated::RequestBody),
+            (capture.response_body.as_ref(), Truncated::ResponseBody),
+        ];
+        let mut first = true;
+        for (body, which) in cut {
+            if body.is_some_and(|b| b.truncated) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                json::string(out, which.as_str().as_bytes());
+            }
+        }
+        out.extend_from_slice(b"]}\n");
+    }
+
+    fn hashed_value(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        let digest = self.cache.param(&self.secret, raw);
+        out.push(b'"');
+        out.extend_from_slice(PARAM_PREFIX.as_bytes());
+        hex_into(&digest, out);
+        out.push(b'"');
     }
 }
 
@@ -315,12 +393,21 @@ mod tests {
     use crate::keys::BuiltinScanner;
     use crate::profile::{KeySpec, ParamSpec, Profile};
 
+    use crate::record::Record;
+
     fn assembler() -> Assembler {
-        Assembler {
-            secret: Secret::from_file_contents(&[b's'; 32]).unwrap(),
-            node: "web-1".into(),
-            pid: 42,
-            split: SessionSplit::Daily,
+        let secret = Secret::from_file_contents(&[b's'; 32]).unwrap();
+        Assembler::new(secret, "web-1".into(), 42, SessionSplit::Daily)
+    }
+
+    impl Assembler {
+        /// The record as a receiver reads it.
+        fn assemble(&mut self, capture: &Capture) -> Record {
+            let mut line = Vec::new();
+            self.write_record(capture, &mut line);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            serde_json::from_slice(&line).expect("a record line parses")
         }
     }
 
@@ -358,7 +445,7 @@ mod tests {
             ],
             ..Profile::default()
         });
-        let a = assembler();
+        let mut a = assembler();
         let ts = Millis(1_795_341_600_000);
 
         // 1. login: the response carries the token.
@@ -394,7 +481,7 @@ mod tests {
     #[test]
     fn builtin_chain_follows_custom_keys_in_its_own_space() {
         let profile = Arc::new(Profile { keys: vec![key("$arg_token")], ..Profile::default() });
-        let a = assembler();
+        let mut a = assembler();
 
         let mut custom = Capture::new(profile.clone(), 64);
         custom.set_key_value(0, b"abc");
@@ -446,7 +533,7 @@ mod tests {
     #[test]
     fn no_key_makes_a_session_of_one_request() {
         let profile = Arc::new(Profile { builtin_keys: false, ..Profile::default() });
-        let a = assembler();
+        let mut a = assembler();
         let mut one = Capture::new(profile.clone(), 64);
         one.request_id = one.push(b"r1");
         let mut two = Capture::new(profile, 64);
@@ -471,7 +558,7 @@ mod tests {
             flows: vec!["auth".into()],
             ..Profile::default()
         });
-        let a = assembler();
+        let mut a = assembler();
         let mut c = Capture::new(profile, 256);
         c.set_param_value(0, b"alice");
         let mut req = json_body(&mut c, r#"{"role":"admin","password":"hunter2"}"#);
@@ -498,7 +585,7 @@ mod tests {
     #[test]
     fn attack_carries_the_full_request() {
         let profile = Arc::new(Profile { attack: true, ..Profile::default() });
-        let a = assembler();
+        let mut a = assembler();
         let mut c = Capture::new(profile, 256);
         let kind = c.push(b"sqli");
         let line = c.push(b"POST /search?q=1'-- HTTP/1.1");

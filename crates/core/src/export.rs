@@ -1,8 +1,10 @@
 //! Where a batch leaves the process: the per-worker exporter thread.
 //!
 //! The request path hands each [`Capture`] to [`Exporter::submit`], which only tries to
-//! enqueue it on a bounded channel: when the queue is full (in records or in bytes) the
-//! record is dropped and counted, and the caller logs a rate-limited notice. The thread
+//! push it onto a bounded lock-free queue: when the queue is full (in records or in bytes)
+//! the record is dropped and counted, and the caller logs a rate-limited notice. The push
+//! never wakes the thread — a wake-up per record would cost a context switch per request on
+//! the worker's core — the thread looks at the queue every few milliseconds instead. It
 //! builds records, collects them into batches of `batch=` records or `flush=` time, and
 //! delivers them to a file or over HTTP, with retries and, for HTTP, a disk spool.
 //!
@@ -22,7 +24,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_queue::ArrayQueue;
 
 use self::backoff::Backoff;
 use self::file::FileSink;
@@ -139,9 +142,14 @@ enum Control {
     Shutdown,
 }
 
+/// How often the thread looks at the queue.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
 /// The request path's handle on its worker's exporter thread.
 pub struct Exporter {
-    captures: Option<Sender<Box<Capture>>>,
+    queue: Arc<ArrayQueue<Box<Capture>>>,
+    /// Set by shutdown: the thread is draining, nothing more is accepted.
+    closed: bool,
     control: Sender<Control>,
     log: Receiver<LogLine>,
     counters: WorkerCounters<'static>,
@@ -158,7 +166,7 @@ impl Exporter {
         assembler: Assembler,
         counters: WorkerCounters<'static>,
     ) -> std::io::Result<Exporter> {
-        let (captures_tx, captures) = bounded(settings.queue.max(1));
+        let queue = Arc::new(ArrayQueue::new(settings.queue.max(1)));
         let (control_tx, control) = bounded(16);
         let (log_tx, log) = bounded(256);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -170,7 +178,7 @@ impl Exporter {
         let seed = u64::from(assembler.pid) ^ clock.unwrap_or_default().as_nanos() as u64;
         let queue_memory = settings.queue_memory;
         let worker = Worker {
-            captures,
+            queue: queue.clone(),
             control,
             log: log_tx,
             counters,
@@ -190,7 +198,8 @@ impl Exporter {
             .name("api_sessions exporter".into())
             .spawn(move || worker.run())?;
         Ok(Exporter {
-            captures: Some(captures_tx),
+            queue,
+            closed: false,
             control: control_tx,
             log,
             counters,
@@ -203,25 +212,18 @@ impl Exporter {
     /// Hands a capture to the exporter without waiting.
     pub fn submit(&self, capture: Box<Capture>) -> Result<(), QueueFull> {
         let size = capture.heap_size();
-        let Some(captures) = &self.captures else {
-            self.counters.captured_but_dropped();
-            return Err(QueueFull);
-        };
-        if self.in_flight.load(Ordering::Relaxed) + size > self.queue_memory {
+        if self.closed || self.in_flight.load(Ordering::Relaxed) + size > self.queue_memory {
             self.counters.captured_but_dropped();
             return Err(QueueFull);
         }
         self.in_flight.fetch_add(size, Ordering::Relaxed);
-        // Count before sending: once sent, the exporter may count it as taken at once.
+        // Count before pushing: once pushed, the exporter may count it as taken at once.
         self.counters.captured();
-        match captures.try_send(capture) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
-                self.in_flight.fetch_sub(c.heap_size(), Ordering::Relaxed);
-                self.counters.queue_rejected();
-                Err(QueueFull)
-            }
-        }
+        self.queue.push(capture).map_err(|capture| {
+            self.in_flight.fetch_sub(capture.heap_size(), Ordering::Relaxed);
+            self.counters.queue_rejected();
+            QueueFull
+        })
     }
 
     /// Switches the file sink to a reopened file (`nginx -s reopen`).
@@ -238,15 +240,14 @@ impl Exporter {
 
     /// Records waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.captures.as_ref().map_or(0, Sender::len)
+        self.queue.len()
     }
 
     /// Stops taking captures, lets the thread deliver what it holds within `deadline`
     /// (spooling or dropping and counting what it cannot), and waits for it.
     pub fn shutdown(&mut self, deadline: Duration) {
+        self.closed = true;
         let _ = self.control.send_timeout(Control::Shutdown, deadline);
-        // Disconnecting wakes a thread blocked on the queue; what is queued is still read.
-        self.captures = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -307,7 +308,7 @@ const REPLAY_BURST: usize = 8;
 const ADOPTION_INTERVAL: Duration = Duration::from_secs(5);
 
 struct Worker {
-    captures: Receiver<Box<Capture>>,
+    queue: Arc<ArrayQueue<Box<Capture>>>,
     control: Receiver<Control>,
     log: Sender<LogLine>,
     counters: WorkerCounters<'static>,
@@ -362,39 +363,29 @@ impl Worker {
 
         while self.shutdown.is_none() {
             self.adopt_orphans();
-            let wait = self.next_wake().saturating_duration_since(Instant::now());
-            select! {
-                recv(self.captures) -> msg => match msg {
-                    Ok(capture) => self.take(capture),
-                    Err(_) => self.shutdown = Some(Instant::now() + self.settings.timeout),
-                },
-                recv(self.control) -> msg => match msg {
-                    Ok(Control::ReplaceFile(file)) => {
-                        if let Sink::File(sink) = &mut self.sink {
-                            sink.replace(file);
-                        }
-                    }
-                    Ok(Control::Shutdown) | Err(_) => {
-                        self.shutdown = Some(Instant::now() + self.settings.timeout);
-                    }
-                },
-                default(wait) => {}
-            }
+            self.drain();
             if self.batch_due() {
                 self.deliver();
             }
             if self.next_replay.is_some_and(|at| Instant::now() >= at) {
                 self.replay();
             }
+            let wait = self.next_wake().saturating_duration_since(Instant::now());
+            match self.control.recv_timeout(wait.min(POLL_INTERVAL)) {
+                Ok(Control::ReplaceFile(file)) => {
+                    if let Sink::File(sink) = &mut self.sink {
+                        sink.replace(file);
+                    }
+                }
+                Ok(Control::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                    self.shutdown = Some(Instant::now() + self.settings.timeout);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
         }
 
         // Shutdown: everything still queued is turned into records and delivered.
-        while let Ok(capture) = self.captures.try_recv() {
-            self.take(capture);
-            if self.batch_due() {
-                self.deliver();
-            }
-        }
+        self.drain();
         self.deliver();
     }
 
@@ -415,34 +406,35 @@ impl Worker {
             || self.batch.started.is_some_and(|s| s.elapsed() >= self.settings.flush)
     }
 
-    /// Turns a capture, and whatever else is already waiting up to a full batch, into
-    /// records of the current batch.
-    fn take(&mut self, first: Box<Capture>) {
-        let mut next = Some(first);
-        while let Some(capture) = next.take() {
-            self.counters.taken(1);
-            self.in_flight.fetch_sub(capture.heap_size(), Ordering::Relaxed);
-            let payload = &mut self.batch.payload;
-            let mark = payload.len();
-            let assembler = &self.assembler;
-            let built = catch_unwind(AssertUnwindSafe(|| {
-                assembler.assemble(&capture).write_ndjson(payload);
-            }));
-            if built.is_ok() {
-                self.batch.records += 1;
-                self.batch.started.get_or_insert_with(Instant::now);
-            } else {
-                self.batch.payload.truncate(mark);
-                self.counters.dropped(1);
-                self.log_repeated(
-                    Repeat::Internal,
-                    Level::Error,
-                    format!("record {} could not be built and was dropped", capture.seq),
-                );
+    /// Turns everything waiting in the queue into records, delivering full batches.
+    fn drain(&mut self) {
+        while let Some(capture) = self.queue.pop() {
+            self.take(capture);
+            if self.batch.records as usize >= self.settings.batch {
+                self.deliver();
             }
-            if !self.batch_due() {
-                next = self.captures.try_recv().ok();
-            }
+        }
+    }
+
+    /// Turns a capture into a record of the current batch.
+    fn take(&mut self, capture: Box<Capture>) {
+        self.counters.taken(1);
+        self.in_flight.fetch_sub(capture.heap_size(), Ordering::Relaxed);
+        let payload = &mut self.batch.payload;
+        let mark = payload.len();
+        let assembler = &mut self.assembler;
+        let built = catch_unwind(AssertUnwindSafe(|| assembler.write_record(&capture, payload)));
+        if built.is_ok() {
+            self.batch.records += 1;
+            self.batch.started.get_or_insert_with(Instant::now);
+        } else {
+            self.batch.payload.truncate(mark);
+            self.counters.dropped(1);
+            self.log_repeated(
+                Repeat::Internal,
+                Level::Error,
+                format!("record {} could not be built and was dropped", capture.seq),
+            );
         }
     }
 

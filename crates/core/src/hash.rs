@@ -131,10 +131,15 @@ impl Secret {
 
     /// A `hash` parameter: plain HMAC-SHA-256 of the value, so an analyst holding the secret
     /// can compute the hash of a known value and search for it.
-    pub fn param(&self, value: &[u8], out: &mut String) {
+    pub fn param_digest(&self, value: &[u8]) -> [u8; 32] {
         let mut mac = self.mac.clone();
         mac.update(value);
-        let digest = mac.finalize().into_bytes();
+        mac.finalize().into_bytes().into()
+    }
+
+    /// [`Self::param_digest`] as exported: `hmac-sha256:<hex>`.
+    pub fn param(&self, value: &[u8], out: &mut String) {
+        let digest = self.param_digest(value);
         out.reserve(PARAM_PREFIX.len() + 64);
         out.push_str(PARAM_PREFIX);
         push_hex(&digest, out);
@@ -156,11 +161,20 @@ fn truncate(mac: HmacSha256) -> [u8; 16] {
     out
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 fn push_hex(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+}
+
+/// Appends lowercase hex.
+pub fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
     }
 }
 

@@ -122,6 +122,11 @@ impl Profile {
         self.keys.iter().map(|k| &k.source).chain(self.params.iter().map(|p| &p.source))
     }
 
+    /// Some key or parameter reads a body (or the GraphQL arguments of a GET).
+    pub fn has_body_sources(&self) -> bool {
+        self.sources().any(|s| !matches!(s, Source::Variable(_)))
+    }
+
     /// The request body must be read and kept.
     pub fn needs_request_body(&self) -> bool {
         self.attack || self.sources().any(|s| matches!(s, Source::RequestBody(_)))

@@ -1,0 +1,163 @@
+//! The command line: `api-sessions serve` and `api-sessions ingest`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::ingest;
+use crate::server::{self, ServeOptions};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "api-sessions",
+    version,
+    about = "Receive, store and explore API sessions recorded by ngx_http_api_sessions_module"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive records (POST /v1/records, --follow) and serve the web UI and JSON API.
+    Serve {
+        /// SQLite database file, created if missing.
+        #[arg(long, default_value = "api-sessions.db")]
+        db: PathBuf,
+        /// Address to listen on. Keep it on loopback unless a proxy in front authenticates.
+        #[arg(long, default_value = "127.0.0.1:8707")]
+        listen: String,
+        /// How long records are kept: a number with s, m, h, d or w (36h, 7d).
+        #[arg(long, default_value = "7d", value_parser = parse_retention)]
+        retention: Retention,
+        /// Bearer token POST /v1/records requires.
+        #[arg(long, env = "API_SESSIONS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// NDJSON file written by the module (api_sessions_export file=) to tail; repeatable.
+        #[arg(long, value_name = "FILE")]
+        follow: Vec<PathBuf>,
+    },
+    /// Load NDJSON files into the database; loading a file again adds nothing.
+    Ingest {
+        /// SQLite database file, created if missing.
+        #[arg(long, default_value = "api-sessions.db")]
+        db: PathBuf,
+        /// NDJSON files (gzip-compressed when named *.gz).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Retention {
+    ms: i64,
+    text: String,
+}
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    let invalid =
+        || format!("invalid retention \"{text}\": use a number and s, m, h, d or w, e.g. 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    let unit_ms: i64 = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Err(invalid()),
+    };
+    match number.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(Retention { ms, text: text.to_owned() }),
+        _ => Err(invalid()),
+    }
+}
+
+pub fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { db, listen, retention, token, follow } => {
+            let options = ServeOptions {
+                db,
+                listen,
+                retention_ms: retention.ms,
+                retention_text: retention.text,
+                token: token.filter(|token| !token.is_empty()),
+                follow,
+            };
+            match server::serve(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(&message),
+            }
+        }
+        Command::Ingest { db, files } => ingest_files(&db, &files),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("api-sessions: {message}");
+    ExitCode::FAILURE
+}
+
+/// Loads every file; exits non-zero if any file failed or had bad lines (the good lines of
+/// such a file are stored all the same).
+fn ingest_files(db: &std::path::Path, files: &[PathBuf]) -> ExitCode {
+    // Retention does not apply to loading: `serve` purges what is too old.
+    let store: Arc<dyn Store> = match SqliteStore::open(db, i64::MAX / 2) {
+        Ok(store) => Arc::new(store),
+        Err(err) => return fail(&err.to_string()),
+    };
+    let mut clean = true;
+    for file in files {
+        match ingest::ingest_file(&*store, file) {
+            Ok(report) => {
+                eprintln!(
+                    "api-sessions: {}: {} accepted, {} duplicates, {} rejected",
+                    file.display(),
+                    report.counts.accepted,
+                    report.counts.duplicates,
+                    report.rejected_total
+                );
+                for rejected in &report.rejected {
+                    eprintln!(
+                        "api-sessions: {}:{}: {}",
+                        file.display(),
+                        rejected.line,
+                        rejected.error
+                    );
+                }
+                clean &= report.rejected_total == 0;
+            }
+            Err(err) => {
+                eprintln!("api-sessions: {}: {err}", file.display());
+                clean = false;
+            }
+        }
+    }
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_takes_one_unit() {
+        assert_eq!(parse_retention("7d").unwrap().ms, 7 * 86_400_000);
+        assert_eq!(parse_retention("36h").unwrap().ms, 36 * 3_600_000);
+        assert_eq!(parse_retention("90s").unwrap().ms, 90_000);
+        assert_eq!(parse_retention("2w").unwrap().ms, 14 * 86_400_000);
+        for bad in ["", "7", "d", "0d", "7x", "-1d", "1.5d", "7dd", "99999999999999999w"] {
+            assert!(parse_retention(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Filters in URLs: parsing the query string of the API and the UI, and writing it back for
+//! links, so that every view can be shared by copying its address.
+
+use api_sessions_core::time::Millis;
+use serde::Deserialize;
+
+use crate::store::{AttackFilter, Cursor, Filter, StatusFilter};
+
+/// The query parameters every view accepts. Empty values mean "not set", as HTML forms send
+/// every field.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct QueryParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub user: Option<String>,
+    pub role: Option<String>,
+    pub flow: Option<String>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<String>,
+    pub attack: Option<String>,
+    pub q: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+fn set(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|value| !value.is_empty())
+}
+
+impl QueryParams {
+    pub fn filter(&self) -> Result<Filter, String> {
+        let time = |name: &str, value: &Option<String>| {
+            set(value)
+                .map(|text| {
+                    Millis::parse(text).ok_or_else(|| {
+                        format!(
+                            "invalid \"{name}\" \"{text}\": expected RFC 3339 \
+                             (2026-11-22T10:00:00Z), YYYY-MM-DDTHH:MM or YYYY-MM-DD"
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let text = |value: &Option<String>| set(value).map(str::to_owned);
+        let status = set(&self.status)
+            .map(|text| {
+                StatusFilter::parse(text).ok_or_else(|| {
+                    format!("invalid \"status\" \"{text}\": expected a code (404) or a class (4xx)")
+                })
+            })
+            .transpose()?;
+        Ok(Filter {
+            from: time("from", &self.from)?,
+            to: time("to", &self.to)?,
+            user: text(&self.user),
+            role: text(&self.role),
+            flow: text(&self.flow),
+            request_id: text(&self.request_id),
+            ip: text(&self.ip),
+            method: set(&self.method).map(str::to_ascii_uppercase),
+            status,
+            attack: set(&self.attack).map(AttackFilter::parse),
+            q: text(&self.q),
+        })
+    }
+
+    /// `limit`, between 1 and `max`.
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, String> {
+        match set(&self.limit) {
+            None => Ok(default),
+            Some(text) => match text.parse::<usize>() {
+                Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+                _ => Err(format!("invalid \"limit\" \"{text}\": expected 1 to {max}")),
+            },
+        }
+    }
+
+    pub fn cursor(&self) -> Result<Option<Cursor>, String> {
+        set(&self.cursor)
+            .map(|text| Cursor::parse(text).ok_or_else(|| format!("invalid \"cursor\" \"{text}\"")))
+            .transpose()
+    }
+}
+
+/// The filter as `name=value` pairs, in the order the forms show them.
+pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    let mut push = |name, value: Option<String>| {
+        if let Some(value) = value {
+            pairs.push((name, value));
+        }
+    };
+    push("from", filter.from.map(|t| t.to_rfc3339()));
+    push("to", filter.to.map(|t| t.to_rfc3339()));
+    push("user", filter.user.clone());
+    push("role", filter.role.clone());
+    push("flow", filter.flow.clone());
+    push("request_id", filter.request_id.clone());
+    push("ip", filter.ip.clone());
+    push("method", filter.method.clone());
+    push("status", filter.status.map(|s| s.to_string()));
+    push("attack", filter.attack.as_ref().map(|a| a.as_str().to_owned()));
+    push("q", filter.q.clone());
+    pairs
+}
+
+/// `?name=value&...` for a filter and extra pairs, or an empty string when there is nothing.
+pub fn query_string(filter: &Filter, extra: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs(filter) {
+        query.append_pair(name, &value);
+    }
+    for (name, value) in extra {
+        query.append_pair(name, value);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        query
+    } else {
+        format!("?{query}")
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded, for ids in URLs.
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes a query string the way the handlers receive it.
+    fn params(query: &str) -> QueryParams {
+        let uri: axum::http::Uri = format!("/?{query}").parse().unwrap();
+        axum::extract::Query::<QueryParams>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn a_filter_survives_the_round_trip_through_its_url() {
+        let filter = params(
+            "from=2026-11-22T10:00&to=2026-11-22&user=al+ice%26x&status=4xx&method=post\
+             &attack=any&q=%3Cscript%3E",
+        )
+        .filter()
+        .unwrap();
+        assert_eq!(filter.from, Millis::parse("2026-11-22T10:00:00Z"));
+        assert_eq!(filter.user.as_deref(), Some("al ice&x"));
+        assert_eq!(filter.method.as_deref(), Some("POST"));
+        assert_eq!(filter.status, Some(StatusFilter::Class(4)));
+        assert_eq!(filter.attack, Some(AttackFilter::Any));
+
+        let url = query_string(&filter, &[]);
+        assert!(!url.contains('<') && !url.contains(' '), "{url}");
+        let again = params(&url[1..]).filter().unwrap();
+        assert_eq!(again, filter);
+    }
+
+    #[test]
+    fn empty_fields_are_unset_and_bad_values_are_explained() {
+        let filter = params("from=&user=+&status=").filter().unwrap();
+        assert_eq!(filter, Filter::default());
+        assert_eq!(query_string(&filter, &[]), "");
+
+        let err = params("from=yesterday").filter().unwrap_err();
+        assert!(err.starts_with("invalid \"from\" \"yesterday\""), "{err}");
+        let err = params("status=abc").filter().unwrap_err();
+        assert!(err.contains("expected a code (404) or a class (4xx)"), "{err}");
+        for bad in ["0", "501", "x"] {
+            let params = QueryParams { limit: Some(bad.into()), ..Default::default() };
+            assert!(params.limit(50, 500).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_cannot_break_out_of_the_path() {
+        assert_eq!(path_segment("3f9a-b_c.d"), "3f9a-b_c.d");
+        assert_eq!(path_segment("../x?y#\"<"), "..%2Fx%3Fy%23%22%3C");
+    }
+}

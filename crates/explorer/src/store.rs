@@ -1,0 +1,350 @@
+//! Where records live: the storage interface the API, the UI and the ingest paths share.
+//!
+//! Everything above this module talks to `dyn Store`, so a second backend (ClickHouse, for
+//! many nodes; SPEC §7 `--store clickhouse=URL`) plugs in without touching the API or the UI.
+//! The default backend is SQLite ([`sqlite::SqliteStore`]).
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use api_sessions_core::record::Record;
+use api_sessions_core::time::Millis;
+use serde::Serialize;
+
+/// A record that passed validation, with the JSON text it arrived as.
+///
+/// The text is stored verbatim so optional extras the explorer does not know about
+/// (`traceparent`, fields of later minor versions) survive into the API output.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub record: Record,
+    pub json: String,
+}
+
+/// What one ingest call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IngestCounts {
+    pub accepted: u64,
+    pub duplicates: u64,
+}
+
+impl std::ops::AddAssign for IngestCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// How far a followed file has been read; committed together with the records it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowPosition {
+    pub path: String,
+    pub inode: u64,
+    pub offset: u64,
+    /// The last line read, to notice the file being rewritten under the offset.
+    pub last_line: LineMark,
+}
+
+/// Identifies a line by its length and a checksum of its start (where a record keeps its
+/// time and request id).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineMark {
+    pub len: u64,
+    pub crc: u32,
+}
+
+/// Which statuses a filter selects: one code (`404`) or a class (`4xx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFilter {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusFilter {
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
+            let class: u16 = class.parse().ok()?;
+            return (1..=5).contains(&class).then_some(StatusFilter::Class(class));
+        }
+        let code: u16 = text.parse().ok()?;
+        (100..=999).contains(&code).then_some(StatusFilter::Code(code))
+    }
+
+    /// The inclusive range of codes selected.
+    pub fn range(self) -> (u16, u16) {
+        match self {
+            StatusFilter::Code(code) => (code, code),
+            StatusFilter::Class(class) => (class * 100, class * 100 + 99),
+        }
+    }
+}
+
+impl fmt::Display for StatusFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusFilter::Code(code) => write!(f, "{code}"),
+            StatusFilter::Class(class) => write!(f, "{class}xx"),
+        }
+    }
+}
+
+/// Which malicious requests a filter selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttackFilter {
+    /// Any malicious request (`attack=any`).
+    Any,
+    Kind(String),
+}
+
+impl AttackFilter {
+    pub const ANY: &'static str = "any";
+
+    pub fn parse(text: &str) -> Self {
+        if text == Self::ANY {
+            AttackFilter::Any
+        } else {
+            AttackFilter::Kind(text.to_owned())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AttackFilter::Any => Self::ANY,
+            AttackFilter::Kind(kind) => kind,
+        }
+    }
+}
+
+/// The filters of `GET /api/sessions` and of the session page.
+///
+/// `user`, `role` and `flow` describe the session as a whole (its last known user and role,
+/// the flows it touched), so they select sessions and leave their requests alone. Every other
+/// field is a predicate on requests: a session is listed when at least one of its requests
+/// matches, and only the matching requests are counted and shown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub from: Option<Millis>,
+    /// Inclusive.
+    pub to: Option<Millis>,
+    pub user: Option<String>,
+    pub role: Option<String>,
+    pub flow: Option<String>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<StatusFilter>,
+    pub attack: Option<AttackFilter>,
+    /// Free text over path, parameters, user and the attack request line; ASCII case-insensitive.
+    pub q: Option<String>,
+}
+
+impl Filter {
+    /// Whether any request-level predicate is set.
+    pub fn selects_requests(&self) -> bool {
+        self.from.is_some()
+            || self.to.is_some()
+            || self.request_id.is_some()
+            || self.ip.is_some()
+            || self.method.is_some()
+            || self.status.is_some()
+            || self.attack.is_some()
+            || self.q.is_some()
+    }
+
+    /// The same filter without its request-level predicates ("Show all requests").
+    pub fn session_level(&self) -> Filter {
+        Filter {
+            user: self.user.clone(),
+            role: self.role.clone(),
+            flow: self.flow.clone(),
+            ..Filter::default()
+        }
+    }
+}
+
+/// A position in the sessions list: the sort key of the last session on a page.
+///
+/// Sessions are ordered by their last matching request, newest first, then by an internal id.
+/// Keyset pagination keeps pages stable while records keep arriving: a session is never shown
+/// twice, and one that did not change since the first page is never skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub ts: i64,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (ts, id) = text.split_once('.')?;
+        Some(Cursor { ts: ts.parse().ok()?, id: id.parse().ok()? })
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.ts, self.id)
+    }
+}
+
+/// One session as listed, counted over the requests the filter selects.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub first_ts: Millis,
+    pub last_ts: Millis,
+    pub requests: u64,
+    pub user: Option<String>,
+    pub role: Option<String>,
+    pub flows: BTreeMap<String, u64>,
+    pub ips: Vec<String>,
+    pub attacks: u64,
+    pub nodes: Vec<String>,
+    pub key_hash: String,
+    /// Label of the key that resolved the session, e.g. `cookie:PHPSESSID`.
+    pub session_key: String,
+    pub session_start: Millis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// Distributions over the selected requests of one session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub methods: BTreeMap<String, u64>,
+    pub statuses: BTreeMap<String, u64>,
+    pub ips: BTreeMap<String, u64>,
+    pub attacks: BTreeMap<String, u64>,
+    pub flows: BTreeMap<String, u64>,
+}
+
+/// A stored request: its position in the session and the record as received.
+#[derive(Clone, Debug)]
+pub struct StoredRequest {
+    pub position: Cursor,
+    pub json: String,
+}
+
+/// A page of one session's selected requests, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct RequestPage {
+    pub requests: Vec<StoredRequest>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<Cursor>,
+}
+
+/// When a session's selected requests happened: equal slices of time from the first to the
+/// last, each counting its requests by outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    pub start: Millis,
+    pub end: Millis,
+    pub bins: Vec<TimelineBin>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TimelineBin {
+    /// Status below 400.
+    pub ok: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    /// Malicious requests, whatever their status.
+    pub attacks: u64,
+}
+
+/// One session with its statistics, related sessions and a page of its requests.
+#[derive(Clone, Debug)]
+pub struct SessionDetail {
+    pub session: SessionSummary,
+    pub stats: Stats,
+    pub timeline: Timeline,
+    /// Other sessions with the same key hash, most recent first.
+    pub related: Vec<String>,
+    pub requests: RequestPage,
+}
+
+/// What a retention purge removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub requests: u64,
+    pub sessions: u64,
+}
+
+#[derive(Debug)]
+pub struct StoreError(String);
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError(message.into())
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError(err.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A session store. Calls block (disk, network): async callers go through `spawn_blocking`.
+///
+/// Nothing older than the store's retention is ever returned, purged yet or not.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a batch atomically. Records already stored (same `node`,`pid`,`seq` or same
+    /// `request_id`) are counted as duplicates. A `position` is committed with the batch, so a
+    /// follower that restarts neither skips nor repeats lines.
+    fn ingest(
+        &self,
+        batch: Vec<Received>,
+        position: Option<FollowPosition>,
+    ) -> Result<IngestCounts>;
+
+    /// The last committed position of a followed file.
+    fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>>;
+
+    /// Sessions matching `filter`, most recently active first, `limit` per page.
+    fn list_sessions(
+        &self,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<SessionPage>;
+
+    /// One session with its requests selected by the request-level predicates of `filter`;
+    /// `None` when the session does not exist (or is older than the retention).
+    fn session(
+        &self,
+        session_id: &str,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Option<SessionDetail>>;
+
+    /// A page of a session's selected requests, for exports that walk all of them; `None`
+    /// when the session does not exist (or is older than the retention).
+    fn session_requests(
+        &self,
+        session_id: &str,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Option<RequestPage>>;
+
+    /// Deletes everything older than the retention.
+    fn purge(&self) -> Result<PurgeCounts>;
+}

@@ -1,0 +1,133 @@
+//! The SQLite store: one file, WAL mode, one writer thread and a pool of readers.
+//!
+//! SQLite allows one writer at a time, so every write (batches from every sender and follower,
+//! the purge) goes through one thread ([`writer`]). Readers each get their own connection and
+//! see committed snapshots without waiting for it.
+
+mod query;
+mod schema;
+mod search;
+mod tally;
+mod write;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use api_sessions_core::time::Millis;
+use rusqlite::Connection;
+
+use super::{
+    Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, Received, RequestPage, Result,
+    SessionDetail, SessionPage, Store, StoreError,
+};
+
+/// Page cache of the writer, in KiB: the unique and filter indexes of a few million requests
+/// stay in memory, so an insert does not wait for reads.
+const WRITER_CACHE_KIB: i64 = 256 * 1024;
+const READER_CACHE_KIB: i64 = 32 * 1024;
+/// Idle reader connections kept open.
+const IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: writer::Writer,
+    readers: Mutex<Vec<Connection>>,
+    retention_ms: i64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path, retention_ms: i64) -> Result<Self> {
+        let fail = |err: StoreError| {
+            StoreError::new(format!("cannot open database \"{}\": {err}", path.display()))
+        };
+        let mut conn = Connection::open(path).map_err(|err| fail(err.into()))?;
+        schema::configure_writer(&conn, WRITER_CACHE_KIB).map_err(fail)?;
+        schema::migrate(&mut conn).map_err(fail)?;
+        let checkpointer = Connection::open(path).map_err(|err| fail(err.into()))?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: writer::Writer::start(conn, checkpointer, wal.into()),
+            readers: Mutex::new(Vec::new()),
+            retention_ms,
+        })
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.path)?;
+                schema::configure_reader(&conn, READER_CACHE_KIB)?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// The oldest timestamp still served.
+    fn floor(&self) -> i64 {
+        Millis::now().0 - self.retention_ms
+    }
+}
+
+impl Store for SqliteStore {
+    fn ingest(
+        &self,
+        batch: Vec<Received>,
+        position: Option<FollowPosition>,
+    ) -> Result<IngestCounts> {
+        self.writer.ingest(write::IngestJob { batch, position })
+    }
+
+    fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {
+        self.with_reader(|conn| write::follow_position(conn, path))
+    }
+
+    fn list_sessions(
+        &self,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<SessionPage> {
+        let floor = self.floor();
+        self.with_reader(|conn| query::list(conn, filter, after, limit, floor))
+    }
+
+    fn session(
+        &self,
+        session_id: &str,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Option<SessionDetail>> {
+        let floor = self.floor();
+        self.with_reader(|conn| query::session(conn, session_id, filter, after, limit, floor))
+    }
+
+    fn session_requests(
+        &self,
+        session_id: &str,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Option<RequestPage>> {
+        let floor = self.floor();
+        self.with_reader(|conn| {
+            query::session_requests(conn, session_id, filter, after, limit, floor)
+        })
+    }
+
+    fn purge(&self) -> Result<PurgeCounts> {
+        self.writer.purge(self.floor())
+    }
+}

@@ -1,0 +1,165 @@
+//! The writer thread: every write goes through it, with group commit.
+//!
+//! Senders (HTTP handlers, followers, `ingest`) hand over a batch and wait for its commit, so a
+//! 200 from `POST /v1/records` means stored. Batches that queue up while a commit is under way
+//! are written together in the next transaction: each commit writes the pages it touched once,
+//! however many batches changed them, so many small batches from many nginx workers cost about
+//! what one large batch does.
+//!
+//! Checkpoints (copying the WAL back into the database file) run on a second thread with its
+//! own connection, so the writer does not stop for them; the writer only steps in when the WAL
+//! grows past [`WAL_LIMIT`] because ingest never pauses.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::write::{self, IngestJob};
+use crate::store::{IngestCounts, PurgeCounts, Result, StoreError};
+
+/// Records written per transaction at most, however many batches wait.
+const GROUP_RECORDS: usize = 200_000;
+/// WAL growth that wakes the checkpointer.
+const CHECKPOINT_STEP: u64 = 64 << 20;
+/// WAL size at which the writer checkpoints and truncates it itself.
+const WAL_LIMIT: u64 = 1 << 30;
+/// How often the checkpointer runs without being woken.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+enum Job {
+    Ingest(IngestJob, mpsc::SyncSender<Result<IngestCounts>>),
+    Purge(i64, mpsc::SyncSender<Result<PurgeCounts>>),
+}
+
+pub struct Writer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer on `conn` and a checkpointer on `checkpointer`.
+    pub fn start(conn: Connection, checkpointer: Connection, wal: PathBuf) -> Writer {
+        let (jobs, queue) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("api-sessions-writer".into())
+            .spawn(move || run(conn, checkpointer, wal, &queue))
+            .expect("spawn the writer thread");
+        Writer { jobs: Some(jobs), thread: Some(thread) }
+    }
+
+    pub fn ingest(&self, job: IngestJob) -> Result<IngestCounts> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.send(Job::Ingest(job, reply))?;
+        result.recv().map_err(|_| stopped())?
+    }
+
+    pub fn purge(&self, cutoff: i64) -> Result<PurgeCounts> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.send(Job::Purge(cutoff, reply))?;
+        result.recv().map_err(|_| stopped())?
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the jobs already queued.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::new("the database writer has stopped")
+}
+
+fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mpsc::Receiver<Job>) {
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    let checkpoints = thread::Builder::new()
+        .name("api-sessions-checkpoint".into())
+        .spawn(move || checkpoint_periodically(&checkpointer, &woken))
+        .expect("spawn the checkpoint thread");
+    let mut signalled_at = 0u64;
+
+    let mut next = queue.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            Job::Purge(cutoff, reply) => {
+                let _ = reply.send(write::purge(&mut conn, cutoff));
+            }
+            Job::Ingest(job, reply) => {
+                let mut records = job.batch.len();
+                let mut group = vec![(job, reply)];
+                while records < GROUP_RECORDS {
+                    match queue.try_recv() {
+                        Ok(Job::Ingest(job, reply)) => {
+                            records += job.batch.len();
+                            group.push((job, reply));
+                        }
+                        Ok(purge) => {
+                            next = Some(purge);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                match write::ingest(&mut conn, &jobs) {
+                    Ok(counts) => {
+                        for (reply, counts) in replies.into_iter().zip(counts) {
+                            let _ = reply.send(Ok(counts));
+                        }
+                    }
+                    Err(err) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::new(err.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+
+        let size = fs::metadata(&wal).map_or(0, |meta| meta.len());
+        if size > WAL_LIMIT {
+            // Ingest never paused long enough for passive checkpoints to finish; catch up and
+            // start the WAL over, waiting for readers if need be.
+            if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                eprintln!("api-sessions: checkpoint failed: {err}");
+            }
+            signalled_at = 0;
+        } else if size >= signalled_at + CHECKPOINT_STEP {
+            let _ = wake.try_send(());
+            signalled_at = size;
+        } else if size < signalled_at {
+            // The WAL was restarted from its beginning.
+            signalled_at = size;
+        }
+        if next.is_none() {
+            next = queue.recv().ok();
+        }
+    }
+    drop(wake);
+    let _ = checkpoints.join();
+}
+
+fn checkpoint_periodically(conn: &Connection, woken: &mpsc::Receiver<()>) {
+    loop {
+        match woken.recv_timeout(CHECKPOINT_INTERVAL) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // PASSIVE copies what it can without blocking the writer or readers.
+        if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            eprintln!("api-sessions: checkpoint failed: {err}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The filter form the list and the session page share.
+
+use api_sessions_core::time::Millis;
+
+use super::html::Html;
+use crate::params::QueryParams;
+
+/// The business flows SPEC §2 names; custom ones can be typed.
+const KNOWN_FLOWS: [&str; 7] =
+    ["auth", "account_creation", "account_management", "admin", "billing", "sms_gateway", "ai_llm"];
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    From,
+    To,
+    User,
+    Role,
+    Flow,
+    RequestId,
+    Ip,
+    Method,
+    Status,
+    Attack,
+    Q,
+}
+
+/// Everything the sessions list filters on.
+pub const GLOBAL: &[Field] = &[
+    Field::From,
+    Field::To,
+    Field::User,
+    Field::Role,
+    Field::Flow,
+    Field::RequestId,
+    Field::Ip,
+    Field::Method,
+    Field::Status,
+    Field::Attack,
+    Field::Q,
+];
+/// What selects requests inside a session.
+pub const IN_SESSION: &[Field] = &[
+    Field::From,
+    Field::To,
+    Field::RequestId,
+    Field::Ip,
+    Field::Method,
+    Field::Status,
+    Field::Attack,
+    Field::Q,
+];
+/// What describes a whole session; carried through the session page unchanged.
+pub const SESSION_LEVEL: &[Field] = &[Field::User, Field::Role, Field::Flow];
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::From => "from",
+            Field::To => "to",
+            Field::User => "user",
+            Field::Role => "role",
+            Field::Flow => "flow",
+            Field::RequestId => "request_id",
+            Field::Ip => "ip",
+            Field::Method => "method",
+            Field::Status => "status",
+            Field::Attack => "attack",
+            Field::Q => "q",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Field::From => "From (UTC)",
+            Field::To => "To (UTC)",
+            Field::User => "User",
+            Field::Role => "Role",
+            Field::Flow => "Business flow",
+            Field::RequestId => "Request ID",
+            Field::Ip => "IP",
+            Field::Method => "Method",
+            Field::Status => "Status",
+            Field::Attack => "Attack",
+            Field::Q => "Search",
+        }
+    }
+
+    fn value(self, params: &QueryParams) -> String {
+        let raw = match self {
+            Field::From => &params.from,
+            Field::To => &params.to,
+            Field::User => &params.user,
+            Field::Role => &params.role,
+            Field::Flow => &params.flow,
+            Field::RequestId => &params.request_id,
+            Field::Ip => &params.ip,
+            Field::Method => &params.method,
+            Field::Status => &params.status,
+            Field::Attack => &params.attack,
+            Field::Q => &params.q,
+        };
+        let raw = raw.as_deref().unwrap_or("").trim();
+        match self {
+            // A datetime-local input shows only its own format; keep what does not parse as
+            // typed so it can be corrected.
+            Field::From | Field::To => Millis::parse(raw).map_or(raw.to_owned(), datetime_local),
+            Field::Method => raw.to_ascii_uppercase(),
+            _ => raw.to_owned(),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.mmm]`, what `<input type="datetime-local">` takes.
+fn datetime_local(ts: Millis) -> String {
+    let mut text = ts.to_rfc3339();
+    text.pop();
+    if text.ends_with(".000") {
+        text.truncate(text.len() - 4);
+    }
+    text
+}
+
+/// A GET form for `fields`, carrying `hidden` ones unchanged.
+pub fn filter_form(
+    html: &mut Html,
+    action: &str,
+    params: &QueryParams,
+    fields: &[Field],
+    hidden: &[Field],
+    reset: &str,
+) {
+    html.open("form", &[("class", "filters"), ("method", "get"), ("action", action)]);
+    for &field in hidden {
+        let value = field.value(params);
+        if !value.is_empty() {
+            html.open("input", &[("type", "hidden"), ("name", field.name()), ("value", &value)]);
+        }
+    }
+    for &field in fields {
+        let value = field.value(params);
+        let id = format!("f-{}", field.name());
+        html.open("div", &[("class", "field")]);
+        html.open("label", &[("for", &id)]).text(field.label()).close("label");
+        if field == Field::Method {
+            method_select(html, &id, &value);
+        } else {
+            let mut attributes =
+                vec![("id", id.as_str()), ("name", field.name()), ("value", &value)];
+            attributes.extend_from_slice(match field {
+                Field::From | Field::To => &[("type", "datetime-local"), ("step", "0.001")],
+                Field::Flow => &[("list", "known-flows")],
+                Field::Status => &[("placeholder", "404 or 4xx")],
+                Field::Attack => &[("placeholder", "any, or a type")],
+                Field::Q => &[("type", "search"), ("placeholder", "path, parameter, user")],
+                _ => &[],
+            });
+            html.open("input", &attributes);
+        }
+        html.close("div");
+    }
+    if fields.contains(&Field::Flow) {
+        html.open("datalist", &[("id", "known-flows")]);
+        for flow in KNOWN_FLOWS {
+            html.open("option", &[("value", flow)]);
+        }
+        html.close("datalist");
+    }
+    html.open("div", &[("class", "buttons")])
+        .element("button", &[("type", "submit")], "Apply filters")
+        .element("a", &[("class", "button secondary"), ("href", reset)], "Reset")
+        .close("div")
+        .close("form");
+}
+
+/// The method picker; a method outside the usual ones stays selectable when it is filtered on.
+fn method_select(html: &mut Html, id: &str, value: &str) {
+    html.open("select", &[("id", id), ("name", Field::Method.name())]);
+    html.element("option", &[("value", "")], "any");
+    let custom = (!value.is_empty() && !METHODS.contains(&value)).then_some(value);
+    for method in METHODS.into_iter().chain(custom) {
+        if method == value {
+            html.element("option", &[("value", method), ("selected", "selected")], method);
+        } else {
+            html.element("option", &[("value", method)], method);
+        }
+    }
+    html.close("select");
+}

@@ -1,0 +1,164 @@
+//! `/`: the sessions list with every filter.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::form::{self, filter_form};
+use super::html::Html;
+use super::{duration, error_box, page as render, time};
+use crate::api::{blocking, Failure, LIST_LIMIT};
+use crate::params::{path_segment, query_string, QueryParams};
+use crate::server::AppState;
+use crate::store::{Filter, SessionPage, SessionSummary};
+
+/// IPs listed per session before "+N".
+const IPS_SHOWN: usize = 2;
+
+pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryParams>) -> Response {
+    let request = params.filter().and_then(|filter| {
+        Ok((filter, params.cursor()?, params.limit(LIST_LIMIT.0, LIST_LIMIT.1)?))
+    });
+    let (filter, cursor, limit) = match request {
+        Ok(request) => request,
+        Err(message) => {
+            return render(StatusCode::BAD_REQUEST, "Sessions", |html| {
+                heading(html, &params);
+                error_box(html, &message);
+            })
+        }
+    };
+    let store = app.store.clone();
+    let listed = {
+        let filter = filter.clone();
+        blocking(move || store.list_sessions(&filter, cursor, limit).map_err(Failure::store)).await
+    };
+    let sessions = match listed {
+        Ok(sessions) => sessions,
+        Err(failure) => return super::failure_page(failure),
+    };
+    render(StatusCode::OK, "Sessions", |html| {
+        heading(html, &params);
+        table(html, &filter, &sessions);
+        paging(html, &filter, limit, cursor.is_some(), sessions.next_cursor.as_deref());
+    })
+}
+
+fn heading(html: &mut Html, params: &QueryParams) {
+    html.element("h1", &[], "Sessions");
+    filter_form(html, "/", params, form::GLOBAL, &[], "/");
+}
+
+fn table(html: &mut Html, filter: &Filter, page: &SessionPage) {
+    if page.sessions.is_empty() {
+        let message = if *filter == Filter::default() {
+            "No sessions yet. Send the module's records to POST /v1/records, or start the \
+             explorer with --follow FILE."
+        } else {
+            "No sessions match these filters."
+        };
+        html.element("p", &[("class", "empty")], message);
+        return;
+    }
+    if filter.selects_requests() {
+        html.element(
+            "p",
+            &[("class", "muted")],
+            "Counts, times, flows and IPs cover only the requests that match the filters.",
+        );
+    }
+    html.open("div", &[("class", "scroll")]).open("table", &[("class", "sessions")]);
+    html.markup(
+        "<thead><tr><th>Session</th><th>Last request</th><th>Duration</th>\
+         <th class=\"num\">Requests</th><th>User</th><th>Role</th><th>Flows</th><th>IPs</th>\
+         <th class=\"num\">Attacks</th><th>Nodes</th></tr></thead><tbody>",
+    );
+    let query = query_string(filter, &[]);
+    for session in &page.sessions {
+        row(html, session, &query);
+    }
+    html.markup("</tbody>").close("table").close("div");
+}
+
+fn row(html: &mut Html, session: &SessionSummary, query: &str) {
+    let href = format!("/sessions/{}{query}", path_segment(&session.session_id));
+    html.open("tr", &[("class", if session.attacks > 0 { "malicious" } else { "" })]);
+    html.open("td", &[])
+        .open("a", &[("class", "session-link"), ("href", &href), ("title", &session.session_id)])
+        .element("code", &[], &short_id(&session.session_id))
+        .close("a")
+        .element("div", &[("class", "muted small")], &session.session_key)
+        .close("td");
+    html.open("td", &[("class", "nowrap")])
+        .text(&time(session.last_ts))
+        .close("td")
+        .element(
+            "td",
+            &[("class", "nowrap"), ("title", &format!("from {}", time(session.first_ts)))],
+            &duration(session.last_ts.0 - session.first_ts.0),
+        )
+        .element("td", &[("class", "num")], &session.requests.to_string())
+        .element("td", &[], session.user.as_deref().unwrap_or("—"))
+        .element("td", &[], session.role.as_deref().unwrap_or("—"));
+    html.open("td", &[]);
+    let mut flows: Vec<_> = session.flows.iter().collect();
+    flows.sort_by(|a, b| b.1.cmp(a.1));
+    for (flow, count) in flows {
+        html.element("span", &[("class", "tag")], &format!("{flow} {count}"));
+    }
+    html.close("td");
+    html.open("td", &[("class", "ips")]);
+    for ip in session.ips.iter().take(IPS_SHOWN) {
+        html.element("div", &[], ip);
+    }
+    if session.ips.len() > IPS_SHOWN {
+        let rest = session.ips[IPS_SHOWN..].join(", ");
+        html.element(
+            "div",
+            &[("class", "muted small"), ("title", &rest)],
+            &format!("+{} more", session.ips.len() - IPS_SHOWN),
+        );
+    }
+    html.close("td");
+    if session.attacks > 0 {
+        html.open("td", &[("class", "num")])
+            .element("span", &[("class", "badge attack")], &session.attacks.to_string())
+            .close("td");
+    } else {
+        html.element("td", &[("class", "num muted")], "0");
+    }
+    html.element("td", &[("class", "small")], &session.nodes.join(", "));
+    html.close("tr");
+}
+
+/// Session ids are long hashes; the start is enough to tell them apart on screen.
+fn short_id(id: &str) -> String {
+    if id.chars().count() > 16 {
+        let mut short: String = id.chars().take(16).collect();
+        short.push('…');
+        short
+    } else {
+        id.to_owned()
+    }
+}
+
+fn paging(html: &mut Html, filter: &Filter, limit: usize, paged: bool, next: Option<&str>) {
+    let limit_text = limit.to_string();
+    let mut extra = Vec::new();
+    if limit != LIST_LIMIT.0 {
+        extra.push(("limit", limit_text.as_str()));
+    }
+    html.open("nav", &[("class", "paging")]);
+    if paged {
+        let first = format!("/{}", query_string(filter, &extra));
+        html.element("a", &[("class", "button secondary"), ("href", &first)], "← First page");
+    }
+    if let Some(cursor) = next {
+        extra.push(("cursor", cursor));
+        let href = format!("/{}", query_string(filter, &extra));
+        html.element("a", &[("class", "button"), ("href", &href), ("rel", "next")], "Next page →");
+    }
+    html.close("nav");
+}

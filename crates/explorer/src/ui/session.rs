@@ -1,0 +1,414 @@
+//! `/sessions/{id}`: one session, its statistics, timeline, requests and related sessions.
+//!
+//! The page shares the list's filters: request-level ones select the requests shown (the
+//! in-session filters), session-level ones (user, role, flow) ride along unchanged so "back to
+//! sessions" returns to the same list. "Show all requests" drops the request-level ones.
+
+use std::sync::Arc;
+
+use api_sessions_core::record::Record;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::chart::{self, status_class};
+use super::form::{self, filter_form};
+use super::html::Html;
+use super::{duration, error_box, not_found, page as render, time};
+use crate::api::{blocking, Failure};
+use crate::params::{path_segment, query_string, QueryParams};
+use crate::server::AppState;
+use crate::store::{Cursor, Filter, SessionDetail};
+
+/// Requests per page on screen.
+const REQUESTS_PER_PAGE: usize = 200;
+
+pub async fn page(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(params): Query<QueryParams>,
+) -> Response {
+    let title = format!("Session {id}");
+    let request = params.filter().and_then(|filter| Ok((filter, params.cursor()?)));
+    let (filter, cursor) = match request {
+        Ok(request) => request,
+        Err(message) => {
+            return render(StatusCode::BAD_REQUEST, &title, |html| {
+                html.element("h1", &[], &title);
+                error_box(html, &message);
+                let action = format!("/sessions/{}", path_segment(&id));
+                filter_form(html, &action, &params, form::IN_SESSION, form::SESSION_LEVEL, &action);
+            })
+        }
+    };
+    let store = app.store.clone();
+    let loaded = {
+        let (id, filter) = (id.clone(), filter.clone());
+        blocking(move || {
+            store.session(&id, &filter, cursor, REQUESTS_PER_PAGE).map_err(Failure::store)
+        })
+        .await
+    };
+    let detail = match loaded {
+        Ok(Some(detail)) => detail,
+        Ok(None) => return not_found("No such session, or it is older than the retention."),
+        Err(failure) => return super::failure_page(failure),
+    };
+    render(StatusCode::OK, &title, |html| {
+        let view =
+            View { id: &id, path: format!("/sessions/{}", path_segment(&id)), filter: &filter };
+        view.header(html, &detail);
+        filter_form(
+            html,
+            &view.path,
+            &params,
+            form::IN_SESSION,
+            form::SESSION_LEVEL,
+            &view.all_requests(),
+        );
+        view.charts(html, &detail);
+        view.requests(html, &detail, cursor);
+        view.related(html, &detail);
+    })
+}
+
+struct View<'a> {
+    id: &'a str,
+    /// `/sessions/{id}`.
+    path: String,
+    filter: &'a Filter,
+}
+
+impl View<'_> {
+    /// This page without the in-session filters.
+    fn all_requests(&self) -> String {
+        format!("{}{}", self.path, query_string(&self.filter.session_level(), &[]))
+    }
+
+    fn header(&self, html: &mut Html, detail: &SessionDetail) {
+        let session = &detail.session;
+        let list = format!("/{}", query_string(self.filter, &[]));
+        html.open("nav", &[("class", "crumbs")])
+            .element("a", &[("href", &list)], "← Sessions")
+            .close("nav");
+        html.open("h1", &[]).text("Session ").element("code", &[], self.id).close("h1");
+
+        let link = format!("{}{}", self.path, query_string(self.filter, &[]));
+        let csv = format!(
+            "/api/sessions/{}.csv{}",
+            path_segment(self.id),
+            query_string(self.filter, &[])
+        );
+        let json =
+            format!("/api/sessions/{}{}", path_segment(self.id), query_string(self.filter, &[]));
+        html.open("div", &[("class", "actions")]);
+        html.open(
+            "input",
+            &[
+                ("id", "share-link"),
+                ("class", "share"),
+                ("readonly", "readonly"),
+                ("value", &link),
+                ("aria-label", "Link to this view"),
+            ],
+        );
+        html.element(
+            "button",
+            &[
+                ("type", "button"),
+                ("id", "copy-link"),
+                ("data-copy", "share-link"),
+                ("hidden", "hidden"),
+            ],
+            "Copy link",
+        );
+        html.element(
+            "a",
+            &[("class", "button"), ("id", "download-csv"), ("href", &csv), ("download", "")],
+            "Download CSV",
+        );
+        if self.filter.selects_requests() {
+            html.element(
+                "a",
+                &[
+                    ("class", "button secondary"),
+                    ("id", "show-all"),
+                    ("href", &self.all_requests()),
+                ],
+                "Show all requests",
+            );
+        }
+        html.element("a", &[("class", "button secondary"), ("href", &json)], "JSON");
+        html.close("div");
+
+        if self.filter.selects_requests() {
+            html.element(
+                "p",
+                &[("class", "notice")],
+                "Only the requests matching the filters are shown and counted.",
+            );
+        }
+        html.open("dl", &[("class", "facts")]);
+        let mut fact = |name: &str, value: &str| {
+            html.element("dt", &[], name).element("dd", &[], value);
+        };
+        fact("Requests", &session.requests.to_string());
+        fact("First request", &time(session.first_ts));
+        fact("Last request", &time(session.last_ts));
+        fact("Duration", &duration(session.last_ts.0 - session.first_ts.0));
+        fact("User", session.user.as_deref().unwrap_or("—"));
+        fact("Role", session.role.as_deref().unwrap_or("—"));
+        fact("Attacks", &session.attacks.to_string());
+        fact("Nodes", &session.nodes.join(", "));
+        fact("Grouped by", &session.session_key);
+        fact("Session start", &time(session.session_start));
+        fact("Key hash", &session.key_hash);
+        html.close("dl");
+    }
+
+    fn charts(&self, html: &mut Html, detail: &SessionDetail) {
+        let stats = &detail.stats;
+        html.open("section", &[("class", "charts")]);
+        chart::bars(html, "Methods", &stats.methods, |_| "method");
+        chart::bars(html, "Statuses", &stats.statuses, status_class);
+        chart::bars(html, "IPs", &stats.ips, |_| "ip");
+        chart::bars(html, "Attacks", &stats.attacks, |_| "attack");
+        html.close("section");
+
+        html.open("section", &[("class", "flows")]).element("h2", &[], "Business flows");
+        if stats.flows.is_empty() {
+            html.element("p", &[("class", "muted")], "This session touched no tagged flow.");
+        } else {
+            let total = detail.session.requests.max(1);
+            let mut flows: Vec<_> = stats.flows.iter().collect();
+            flows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            html.markup(
+                "<table class=\"flows\"><thead><tr><th>Flow</th><th class=\"num\">Requests</th>\
+                 <th class=\"num\">Share</th><th></th></tr></thead><tbody>",
+            );
+            for (flow, count) in flows {
+                let share = 100.0 * *count as f64 / total as f64;
+                html.open("tr", &[])
+                    .element("td", &[], flow)
+                    .element("td", &[("class", "num")], &count.to_string())
+                    .element("td", &[("class", "num")], &format!("{share:.1}%"))
+                    .open("td", &[])
+                    .open(
+                        "meter",
+                        &[("min", "0"), ("max", "100"), ("value", &format!("{share:.1}"))],
+                    )
+                    .close("meter")
+                    .close("td")
+                    .close("tr");
+            }
+            html.markup("</tbody></table>");
+        }
+        html.close("section");
+
+        html.open("section", &[]);
+        chart::timeline(html, &detail.timeline);
+        html.close("section");
+    }
+
+    fn requests(&self, html: &mut Html, detail: &SessionDetail, cursor: Option<Cursor>) {
+        let records: Vec<Record> = detail
+            .requests
+            .requests
+            .iter()
+            .filter_map(|request| serde_json::from_str(&request.json).ok())
+            .collect();
+        html.element("h2", &[], "Requests");
+        if records.is_empty() {
+            html.open("p", &[("class", "empty")])
+                .text("No request of this session matches the filters. ")
+                .element("a", &[("href", &self.all_requests())], "Show all requests")
+                .close("p");
+            return;
+        }
+        html.open("div", &[("class", "scroll")]).open("table", &[("class", "requests")]);
+        html.markup(
+            "<thead><tr><th>#</th><th>Time</th><th>Method</th><th>Path</th><th>Status</th>\
+             <th class=\"num\">Time, ms</th><th class=\"num\">Size, bytes</th><th>IP</th>\
+             <th>User</th><th>Role</th><th>Params</th><th>Attack</th></tr></thead><tbody>",
+        );
+        for (n, record) in records.iter().enumerate() {
+            let anchor = format!("#req-{}", n + 1);
+            html.open("tr", &[("class", if record.attack.is_some() { "malicious" } else { "" })]);
+            html.open("td", &[])
+                .element("a", &[("href", &anchor)], &(n + 1).to_string())
+                .close("td")
+                .element("td", &[("class", "nowrap")], &time(record.ts))
+                .element("td", &[], &record.method)
+                .element("td", &[("class", "path")], &record.path);
+            let status = record.status.to_string();
+            html.open("td", &[])
+                .element(
+                    "span",
+                    &[("class", &format!("status {}", status_class(&status)))],
+                    &status,
+                )
+                .close("td")
+                .element("td", &[("class", "num")], &format!("{:.1}", record.duration_ms))
+                .element(
+                    "td",
+                    &[
+                        ("class", "num"),
+                        ("title", &format!("request {} bytes", record.request_bytes)),
+                    ],
+                    &record.response_bytes.to_string(),
+                )
+                .element("td", &[], &record.ip)
+                .element("td", &[], record.user.as_deref().unwrap_or(""))
+                .element("td", &[], record.role.as_deref().unwrap_or(""));
+            html.open("td", &[("class", "params")]);
+            for param in &record.params {
+                html.element(
+                    "div",
+                    &[("title", &param.source)],
+                    &format!("{}={}", param.name, param.value),
+                );
+            }
+            html.close("td").open("td", &[]);
+            if let Some(attack) = &record.attack {
+                html.element("span", &[("class", "badge attack")], &attack.kind);
+            }
+            html.close("td").close("tr");
+        }
+        html.markup("</tbody>").close("table").close("div");
+
+        if cursor.is_some() || detail.requests.next.is_some() {
+            html.open("nav", &[("class", "paging")]);
+            if cursor.is_some() {
+                let first = format!("{}{}", self.path, query_string(self.filter, &[]));
+                html.element(
+                    "a",
+                    &[("class", "button secondary"), ("href", &first)],
+                    "← First requests",
+                );
+            }
+            if let Some(next) = detail.requests.next {
+                let next = next.to_string();
+                let href =
+                    format!("{}{}", self.path, query_string(self.filter, &[("cursor", &next)]));
+                html.element("a", &[("class", "button"), ("href", &href)], "Next requests →");
+            }
+            html.close("nav");
+        }
+
+        html.element("h2", &[], "Request details");
+        for (n, record) in records.iter().enumerate() {
+            details(html, n + 1, record);
+        }
+    }
+
+    fn related(&self, html: &mut Html, detail: &SessionDetail) {
+        html.element("h2", &[], "Related sessions");
+        if detail.related.is_empty() {
+            html.element("p", &[("class", "muted")], "No other session has the same key.");
+            return;
+        }
+        html.element(
+            "p",
+            &[("class", "muted")],
+            "Sessions with the same key value, split by idle time or maximum duration.",
+        );
+        html.open("ul", &[("class", "related")]);
+        let query = query_string(self.filter, &[]);
+        for id in &detail.related {
+            let href = format!("/sessions/{}{query}", path_segment(id));
+            html.open("li", &[])
+                .open("a", &[("href", &href)])
+                .element("code", &[], id)
+                .close("a")
+                .close("li");
+        }
+        html.close("ul");
+    }
+}
+
+/// Everything a record holds, malicious requests in full.
+fn details(html: &mut Html, n: usize, record: &Record) {
+    let id = format!("req-{n}");
+    let mut attributes = vec![("id", id.as_str()), ("class", "request")];
+    if record.attack.is_some() {
+        attributes.push(("open", "open"));
+    }
+    html.open("details", &attributes);
+    html.open("summary", &[]).text(&format!(
+        "#{n} {} {} {} → {}",
+        time(record.ts),
+        record.method,
+        record.path,
+        record.status
+    ));
+    if let Some(attack) = &record.attack {
+        html.text(" ").element("span", &[("class", "badge attack")], &attack.kind);
+    }
+    html.close("summary");
+
+    html.open("dl", &[("class", "facts")]);
+    let mut fact = |name: &str, value: &str| {
+        html.element("dt", &[], name).element("dd", &[], value);
+    };
+    fact("Request ID", &record.request_id);
+    fact("Server", &record.server);
+    fact("Node, pid, seq", &format!("{}, {}, {}", record.node, record.pid, record.seq));
+    fact("Time, ms", &format!("{:.3}", record.duration_ms));
+    fact("Request bytes", &record.request_bytes.to_string());
+    fact("Response bytes", &record.response_bytes.to_string());
+    fact("IP", &record.ip);
+    fact("User agent", record.user_agent.as_deref().unwrap_or("—"));
+    fact("Flows", &record.flows.join(", "));
+    let key = if record.session_key_builtin { "built-in" } else { "custom" };
+    fact("Grouped by", &format!("{} ({key})", record.session_key));
+    if !record.truncated.is_empty() {
+        let cut: Vec<_> = record.truncated.iter().map(|t| t.as_str()).collect();
+        fact("Truncated at the body limit", &cut.join(", "));
+    }
+    html.close("dl");
+
+    if !record.params.is_empty() {
+        html.markup(
+            "<table class=\"params\"><thead><tr><th>Parameter</th><th>Source</th><th>Type</th>\
+             <th>Value</th></tr></thead><tbody>",
+        );
+        for param in &record.params {
+            let value = if param.hashed {
+                format!("{} (hashed)", param.value)
+            } else {
+                param.value.clone()
+            };
+            html.open("tr", &[])
+                .element("td", &[], &param.name)
+                .element("td", &[], &param.source)
+                .element("td", &[], param.kind.as_str())
+                .element("td", &[("class", "value")], &value)
+                .close("tr");
+        }
+        html.markup("</tbody></table>");
+    }
+
+    if let Some(attack) = &record.attack {
+        html.open("div", &[("class", "attack-content")]).element(
+            "h3",
+            &[],
+            &format!("Malicious request: {}", attack.kind),
+        );
+        let mut raw = attack.request.line.clone();
+        raw.push('\n');
+        for (name, value) in &attack.request.headers {
+            raw.push_str(name);
+            raw.push_str(": ");
+            raw.push_str(value);
+            raw.push('\n');
+        }
+        raw.push('\n');
+        raw.push_str(&attack.request.body);
+        html.element("pre", &[("class", "raw")], &raw);
+        if attack.request.body_truncated {
+            html.element("p", &[("class", "muted")], "The body was cut at the body limit.");
+        }
+        html.close("div");
+    }
+    html.close("details");
+}

@@ -1,0 +1,115 @@
+//! Records and stores for the tests.
+
+#![allow(dead_code)] // Each test crate uses its own part of this file.
+
+use std::sync::Arc;
+
+use api_sessions::store::sqlite::SqliteStore;
+use api_sessions::store::{Received, Store};
+use api_sessions_core::record::{Attack, AttackRequest, Param, ParamKind, Record};
+use api_sessions_core::time::Millis;
+
+pub const HOUR: i64 = 3_600_000;
+pub const MINUTE: i64 = 60_000;
+pub const WEEK: i64 = 7 * 24 * HOUR;
+
+/// A store in a fresh temporary directory, kept alive with it.
+pub struct TempStore {
+    pub store: Arc<SqliteStore>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn store() -> TempStore {
+    store_with_retention(WEEK)
+}
+
+pub fn store_with_retention(retention_ms: i64) -> TempStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db"), retention_ms).unwrap();
+    TempStore { store: Arc::new(store), dir }
+}
+
+/// A moment two hours ago, on a whole minute: tests place records relative to it, inside the
+/// retention.
+pub fn base() -> i64 {
+    let now = Millis::now().0;
+    now - now % MINUTE - 2 * HOUR
+}
+
+/// A plain GET of session `session`; `n` makes request id and seq unique.
+pub fn record(session: &str, n: u64, ts: i64) -> Record {
+    Record {
+        v: 1,
+        ts: Millis(ts),
+        request_id: format!("{session}-req-{n}"),
+        node: "web-1".into(),
+        pid: 100,
+        seq: n,
+        session_id: session.into(),
+        session_key: "cookie:sid".into(),
+        session_key_builtin: true,
+        key_hash: format!("key-{session}"),
+        session_start: Millis(ts),
+        server: "api.example.com".into(),
+        method: "GET".into(),
+        path: format!("/items/{n}"),
+        status: 200,
+        duration_ms: 1.5,
+        request_bytes: 100,
+        response_bytes: 2000,
+        ip: "192.0.2.1".into(),
+        user_agent: Some("test-agent/1.0".into()),
+        user: None,
+        role: None,
+        flows: vec![],
+        params: vec![],
+        attack: None,
+        truncated: vec![],
+    }
+}
+
+pub fn param(name: &str, value: &str) -> Param {
+    Param {
+        name: name.into(),
+        source: format!("$arg_{name}"),
+        kind: ParamKind::Context,
+        value: value.into(),
+        hashed: false,
+    }
+}
+
+pub fn attack(kind: &str, line: &str, headers: &[(&str, &str)], body: &str) -> Option<Attack> {
+    Some(Attack {
+        kind: kind.into(),
+        request: AttackRequest {
+            line: line.into(),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            body: body.into(),
+            body_truncated: false,
+        },
+    })
+}
+
+pub fn ndjson(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in records {
+        record.write_ndjson(&mut out);
+    }
+    out
+}
+
+pub fn received(records: &[Record]) -> Vec<Received> {
+    records
+        .iter()
+        .map(|record| {
+            let mut json = Vec::new();
+            record.write_ndjson(&mut json);
+            json.pop();
+            Received { record: record.clone(), json: String::from_utf8(json).unwrap() }
+        })
+        .collect()
+}
+
+pub fn ingest(store: &dyn Store, records: &[Record]) -> api_sessions::store::IngestCounts {
+    store.ingest(received(records), None).unwrap()
+}

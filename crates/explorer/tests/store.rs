@@ -1,0 +1,572 @@
+//! The SQLite store against a temporary database: ingest, dedupe, aggregation, every filter,
+//! pagination, the session view and retention.
+
+mod fixtures;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api_sessions::store::{AttackFilter, Cursor, Filter, SessionSummary, StatusFilter, Store};
+use api_sessions_core::record::Record;
+use api_sessions_core::time::Millis;
+use fixtures::*;
+
+fn list_all(store: &dyn Store, filter: &Filter, page: usize) -> Vec<SessionSummary> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let listed = store.list_sessions(filter, cursor, page).unwrap();
+        assert!(listed.sessions.len() <= page);
+        all.extend(listed.sessions);
+        match listed.next_cursor {
+            Some(next) => cursor = Some(Cursor::parse(&next).unwrap()),
+            None => return all,
+        }
+    }
+}
+
+#[test]
+fn duplicates_are_stored_once_by_origin_or_request_id() {
+    let t = store();
+    let b = base();
+    let first = vec![record("s1", 1, b), record("s1", 2, b + 1000)];
+    assert_eq!(ingest(&*t.store, &first).accepted, 2);
+
+    // The same records again, one of them twice in the same batch.
+    let counts = ingest(&*t.store, &[first[0].clone(), first[1].clone(), first[1].clone()]);
+    assert_eq!((counts.accepted, counts.duplicates), (0, 3));
+
+    // Same node, pid and seq under another request id (a resent record).
+    let mut same_origin = record("s1", 3, b + 2000);
+    same_origin.seq = 1;
+    // Same request id from another worker (the same request exported twice).
+    let mut same_request = record("s1", 4, b + 1000);
+    same_request.request_id = first[1].request_id.clone();
+    same_request.pid = 999;
+    let fresh = record("s1", 5, b + 3000);
+    let counts = ingest(&*t.store, &[same_origin, same_request, fresh]);
+    assert_eq!((counts.accepted, counts.duplicates), (1, 2));
+
+    let sessions = list_all(&*t.store, &Filter::default(), 10);
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].requests, 3);
+
+    // A duplicate under a session id never seen leaves no empty session behind.
+    let mut elsewhere = first[0].clone();
+    elsewhere.session_id = "ghost".into();
+    assert_eq!(ingest(&*t.store, &[elsewhere]).duplicates, 1);
+    assert_eq!(list_all(&*t.store, &Filter::default(), 10).len(), 1);
+    assert!(t.store.session("ghost", &Filter::default(), None, 10).unwrap().is_none());
+}
+
+#[test]
+fn sessions_are_aggregated_at_ingest() {
+    let t = store();
+    let b = base();
+    let mut records = Vec::new();
+    let mut login = record("s1", 1, b);
+    login.method = "POST".into();
+    login.path = "/login".into();
+    login.flows = vec!["auth".into()];
+    records.push(login);
+    let mut r2 = record("s1", 2, b + 60_000);
+    r2.user = Some("alice".into());
+    r2.role = Some("admin".into());
+    r2.flows = vec!["admin".into(), "billing".into()];
+    r2.ip = "198.51.100.9".into();
+    records.push(r2);
+    let mut r3 = record("s1", 3, b + 120_000);
+    r3.user = Some("alice2".into());
+    r3.node = "web-2".into();
+    r3.attack = attack("sqli", "GET /?id=1' HTTP/1.1", &[], "");
+    r3.status = 403;
+    records.push(r3);
+    // Arrives last but happened first: it must not become the "last" user.
+    let mut early = record("s1", 4, b - 60_000);
+    early.user = Some("mallory".into());
+    early.flows = vec!["auth".into()];
+    ingest(&*t.store, &records);
+    ingest(&*t.store, &[early]);
+
+    let sessions = list_all(&*t.store, &Filter::default(), 10);
+    assert_eq!(sessions.len(), 1);
+    let s = &sessions[0];
+    assert_eq!(s.session_id, "s1");
+    assert_eq!(s.requests, 4);
+    assert_eq!(s.first_ts, Millis(b - 60_000));
+    assert_eq!(s.last_ts, Millis(b + 120_000));
+    assert_eq!(s.user.as_deref(), Some("alice2"));
+    assert_eq!(s.role.as_deref(), Some("admin"));
+    assert_eq!(
+        s.flows,
+        BTreeMap::from([("admin".into(), 1), ("auth".into(), 2), ("billing".into(), 1)])
+    );
+    assert_eq!(s.ips, vec!["192.0.2.1".to_string(), "198.51.100.9".to_string()]);
+    assert_eq!(s.attacks, 1);
+    assert_eq!(s.nodes, vec!["web-1".to_string(), "web-2".to_string()]);
+    assert_eq!(s.key_hash, "key-s1");
+    assert_eq!(s.session_key, "cookie:sid");
+}
+
+/// A small random world of sessions, and the list every filter should produce from it,
+/// computed the obvious way.
+struct World {
+    records: Vec<Record>,
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+impl World {
+    fn new(b: i64) -> World {
+        let mut rng = Lcg(7);
+        let mut records = Vec::new();
+        let mut n = 0;
+        let users = ["alice", "bob", "carol", "dave"];
+        let roles = ["admin", "customer"];
+        let flows = ["auth", "billing", "admin", "ai_llm"];
+        let methods = ["GET", "POST", "DELETE"];
+        let statuses = [200, 201, 404, 403, 500];
+        for s in 0..24 {
+            let session = format!("sess-{s:02}");
+            // Spread over five hours so hourly index walks cross hour boundaries.
+            let mut ts = b - 5 * HOUR + rng.next(4 * HOUR as u64) as i64;
+            let count = 1 + rng.next(9);
+            for k in 0..count {
+                n += 1;
+                ts += 1 + rng.next(10 * MINUTE as u64) as i64;
+                let mut r = record(&session, n, ts);
+                r.method = methods[rng.next(3) as usize].into();
+                r.status = statuses[rng.next(5) as usize];
+                r.ip = format!("203.0.113.{}", rng.next(6));
+                r.path =
+                    format!("/api/{}/{}", ["orders", "users", "Reports"][rng.next(3) as usize], n);
+                if k > 0 && rng.next(3) > 0 {
+                    r.user = Some(users[(s as usize + rng.next(2) as usize) % 4].into());
+                    r.role = Some(roles[s as usize % 2].into());
+                }
+                if rng.next(3) == 0 {
+                    r.flows = vec![flows[rng.next(4) as usize].into()];
+                }
+                if rng.next(2) == 0 {
+                    r.params = vec![param("order", &format!("ORD-{}", rng.next(50)))];
+                }
+                if rng.next(6) == 0 {
+                    r.attack = attack(
+                        ["sqli", "xss"][rng.next(2) as usize],
+                        &format!("GET /search?q=%27{n} HTTP/1.1"),
+                        &[],
+                        "",
+                    );
+                }
+                records.push(r);
+            }
+        }
+        // Make every timestamp distinct: the order of the list is then fully determined.
+        records.sort_by_key(|r| r.ts);
+        for i in 1..records.len() {
+            if records[i].ts <= records[i - 1].ts {
+                records[i].ts = Millis(records[i - 1].ts.0 + 1);
+            }
+        }
+        World { records }
+    }
+
+    fn matches(record: &Record, filter: &Filter) -> bool {
+        let search = {
+            let mut text = record.path.clone();
+            if let Some(user) = &record.user {
+                text += &format!("\n{user}");
+            }
+            for p in &record.params {
+                text += &format!("\n{}={}", p.name, p.value);
+            }
+            if let Some(a) = &record.attack {
+                text += &format!("\n{}", a.request.line);
+            }
+            text.to_ascii_lowercase()
+        };
+        filter.from.is_none_or(|from| record.ts >= from)
+            && filter.to.is_none_or(|to| record.ts <= to)
+            && filter.request_id.as_ref().is_none_or(|id| &record.request_id == id)
+            && filter.ip.as_ref().is_none_or(|ip| &record.ip == ip)
+            && filter.method.as_ref().is_none_or(|m| &record.method == m)
+            && filter.status.is_none_or(|status| {
+                let (low, high) = status.range();
+                (low..=high).contains(&record.status)
+            })
+            && filter.attack.as_ref().is_none_or(|attack| match (attack, &record.attack) {
+                (AttackFilter::Any, Some(_)) => true,
+                (AttackFilter::Kind(kind), Some(a)) => &a.kind == kind,
+                _ => false,
+            })
+            && filter.q.as_ref().is_none_or(|q| search.contains(&q.to_ascii_lowercase()))
+    }
+
+    /// (session id, requests, first, last, flows, ips, attacks, user, role), newest first.
+    fn expected(&self, filter: &Filter) -> Vec<Row> {
+        let mut by_session: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        for r in &self.records {
+            by_session.entry(&r.session_id).or_default().push(r);
+        }
+        let mut rows = Vec::new();
+        for (id, records) in by_session {
+            let last_of = |pick: fn(&Record) -> Option<&String>| {
+                records
+                    .iter()
+                    .filter(|r| pick(r).is_some())
+                    .max_by_key(|r| r.ts)
+                    .and_then(|r| pick(r).cloned())
+            };
+            let user = last_of(|r| r.user.as_ref());
+            let role = last_of(|r| r.role.as_ref());
+            if filter.user.is_some() && filter.user != user
+                || filter.role.is_some() && filter.role != role
+                || filter
+                    .flow
+                    .as_ref()
+                    .is_some_and(|f| !records.iter().any(|r| r.flows.contains(f)))
+            {
+                continue;
+            }
+            let selected: Vec<&&Record> =
+                records.iter().filter(|r| Self::matches(r, filter)).collect();
+            if selected.is_empty() {
+                continue;
+            }
+            let mut flows = BTreeMap::new();
+            for r in &selected {
+                for f in &r.flows {
+                    *flows.entry(f.clone()).or_insert(0) += 1;
+                }
+            }
+            rows.push(Row {
+                id: id.to_owned(),
+                requests: selected.len() as u64,
+                first: selected.iter().map(|r| r.ts).min().unwrap(),
+                last: selected.iter().map(|r| r.ts).max().unwrap(),
+                flows,
+                ips: selected
+                    .iter()
+                    .map(|r| r.ip.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                attacks: selected.iter().filter(|r| r.attack.is_some()).count() as u64,
+                user,
+                role,
+            });
+        }
+        rows.sort_by_key(|row| std::cmp::Reverse(row.last));
+        rows
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Row {
+    id: String,
+    requests: u64,
+    first: Millis,
+    last: Millis,
+    flows: BTreeMap<String, u64>,
+    ips: Vec<String>,
+    attacks: u64,
+    user: Option<String>,
+    role: Option<String>,
+}
+
+fn rows(sessions: &[SessionSummary]) -> Vec<Row> {
+    sessions
+        .iter()
+        .map(|s| Row {
+            id: s.session_id.clone(),
+            requests: s.requests,
+            first: s.first_ts,
+            last: s.last_ts,
+            flows: s.flows.clone(),
+            ips: s.ips.clone(),
+            attacks: s.attacks,
+            user: s.user.clone(),
+            role: s.role.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn every_filter_selects_sessions_and_counts_only_selected_requests() {
+    let t = store();
+    let b = base();
+    let world = World::new(b);
+    // Ingest in two batches, out of time order, as several nodes would deliver.
+    let (late, early) = world.records.split_at(world.records.len() / 2);
+    ingest(&*t.store, early);
+    ingest(&*t.store, late);
+
+    let pick = |i: usize| &world.records[i * 7 % world.records.len()];
+    let mid = world.records[world.records.len() / 2].ts.0;
+    let mut filters = vec![
+        ("none", Filter::default()),
+        ("from", Filter { from: Some(Millis(mid)), ..Default::default() }),
+        ("to", Filter { to: Some(Millis(mid)), ..Default::default() }),
+        (
+            "from+to",
+            Filter {
+                from: Some(Millis(mid - HOUR)),
+                to: Some(Millis(mid + 30 * MINUTE)),
+                ..Default::default()
+            },
+        ),
+        (
+            "request_id",
+            Filter { request_id: Some(pick(3).request_id.clone()), ..Default::default() },
+        ),
+        ("ip", Filter { ip: Some(pick(1).ip.clone()), ..Default::default() }),
+        ("method", Filter { method: Some("DELETE".into()), ..Default::default() }),
+        ("status code", Filter { status: Some(StatusFilter::Code(404)), ..Default::default() }),
+        ("status class", Filter { status: Some(StatusFilter::Class(5)), ..Default::default() }),
+        ("attack any", Filter { attack: Some(AttackFilter::Any), ..Default::default() }),
+        (
+            "attack kind",
+            Filter { attack: Some(AttackFilter::Kind("xss".into())), ..Default::default() },
+        ),
+        ("q path", Filter { q: Some("reports/".into()), ..Default::default() }),
+        ("q case", Filter { q: Some("ORD-1".into()), ..Default::default() }),
+        ("q user", Filter { q: Some("caro".into()), ..Default::default() }),
+        ("q attack line", Filter { q: Some("search?q=%27".into()), ..Default::default() }),
+        ("user", Filter { user: Some("bob".into()), ..Default::default() }),
+        ("role", Filter { role: Some("admin".into()), ..Default::default() }),
+        ("flow", Filter { flow: Some("billing".into()), ..Default::default() }),
+        (
+            "user+time",
+            Filter {
+                user: Some("alice".into()),
+                from: Some(Millis(b - 3 * HOUR)),
+                ..Default::default()
+            },
+        ),
+        (
+            "flow+time",
+            Filter { flow: Some("auth".into()), to: Some(Millis(mid)), ..Default::default() },
+        ),
+        (
+            "role+ip",
+            Filter {
+                role: Some("customer".into()),
+                ip: Some(pick(2).ip.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "ip+status+time",
+            Filter {
+                ip: Some(pick(5).ip.clone()),
+                status: Some(StatusFilter::Class(2)),
+                from: Some(Millis(b - 4 * HOUR)),
+                ..Default::default()
+            },
+        ),
+        ("nothing", Filter { user: Some("nobody".into()), ..Default::default() }),
+        ("nothing q", Filter { q: Some("no such text".into()), ..Default::default() }),
+    ];
+    filters.push((
+        "method+q",
+        Filter { method: Some("POST".into()), q: Some("users".into()), ..Default::default() },
+    ));
+
+    for (name, filter) in &filters {
+        let expected = world.expected(filter);
+        if !name.starts_with("nothing") {
+            assert!(!expected.is_empty(), "{name}: the world should have matches");
+        }
+        for page in [1, 3, 100] {
+            let got = rows(&list_all(&*t.store, filter, page));
+            assert_eq!(got, expected, "filter {name}, pages of {page}");
+        }
+    }
+}
+
+#[test]
+fn pages_stay_stable_while_records_arrive() {
+    let b = base();
+    // Both ways of paging: through the session rows, and through the requests.
+    for filter in [Filter::default(), Filter { from: Some(Millis(b - HOUR)), ..Default::default() }]
+    {
+        let t = store();
+        let records: Vec<Record> =
+            (0..10).map(|i| record(&format!("p{i}"), i + 1, b + i as i64 * MINUTE)).collect();
+        ingest(&*t.store, &records);
+
+        let first = t.store.list_sessions(&filter, None, 4).unwrap();
+        let ids: Vec<_> = first.sessions.iter().map(|s| s.session_id.clone()).collect();
+        assert_eq!(ids, ["p9", "p8", "p7", "p6"]);
+
+        // Meanwhile: a new session, and new activity in one shown already and one not yet.
+        ingest(
+            &*t.store,
+            &[
+                record("new", 100, b + HOUR),
+                record("p8", 101, b + HOUR),
+                record("p2", 102, b + HOUR),
+            ],
+        );
+
+        let mut rest = Vec::new();
+        let mut cursor = first.next_cursor.clone();
+        while let Some(next) = cursor {
+            let page = t.store.list_sessions(&filter, Cursor::parse(&next), 4).unwrap();
+            rest.extend(page.sessions.iter().map(|s| s.session_id.clone()));
+            cursor = page.next_cursor;
+        }
+        // Nothing repeats and nothing unchanged is skipped; p2 moved up, before the cursor.
+        assert_eq!(rest, ["p5", "p4", "p3", "p1", "p0"]);
+    }
+}
+
+#[test]
+fn session_view_has_stats_related_sessions_and_filtered_requests() {
+    let t = store();
+    let b = base();
+    let mut records = Vec::new();
+    for n in 1..=6u64 {
+        let mut r = record("main", n, b + n as i64 * MINUTE);
+        r.method = if n % 2 == 0 { "POST" } else { "GET" }.into();
+        r.status = if n == 6 { 403 } else { 200 };
+        r.ip = if n <= 4 { "192.0.2.1" } else { "192.0.2.2" }.into();
+        if n == 6 {
+            r.attack = attack("xss", "POST /c HTTP/1.1", &[("Host", "x")], "<script>");
+        }
+        if n <= 2 {
+            r.flows = vec!["auth".into()];
+        }
+        records.push(r);
+    }
+    // Same key value, later session; a session with another key.
+    let mut later = record("main-later", 10, b + HOUR);
+    later.key_hash = "key-main".into();
+    records.push(later);
+    records.push(record("other", 11, b + HOUR));
+    ingest(&*t.store, &records);
+
+    let detail = t.store.session("main", &Filter::default(), None, 100).unwrap().unwrap();
+    assert_eq!(detail.session.requests, 6);
+    assert_eq!(detail.stats.methods, BTreeMap::from([("GET".into(), 3), ("POST".into(), 3)]));
+    assert_eq!(detail.stats.statuses, BTreeMap::from([("200".into(), 5), ("403".into(), 1)]));
+    assert_eq!(
+        detail.stats.ips,
+        BTreeMap::from([("192.0.2.1".into(), 4), ("192.0.2.2".into(), 2)])
+    );
+    assert_eq!(detail.stats.attacks, BTreeMap::from([("xss".into(), 1)]));
+    assert_eq!(detail.stats.flows, BTreeMap::from([("auth".into(), 2)]));
+    assert_eq!(detail.related, ["main-later"]);
+    let times: Vec<_> = detail.requests.requests.iter().map(|r| r.position.ts).collect();
+    assert_eq!(times, (1..=6).map(|n| b + n * MINUTE).collect::<Vec<_>>());
+    assert_eq!(detail.timeline.bins.iter().map(|bin| bin.ok + bin.client_errors).sum::<u64>(), 6);
+    assert_eq!(detail.timeline.bins.iter().map(|bin| bin.attacks).sum::<u64>(), 1);
+
+    // In-session filters select the requests and everything counted from them.
+    let post =
+        Filter { method: Some("POST".into()), ip: Some("192.0.2.1".into()), ..Default::default() };
+    let detail = t.store.session("main", &post, None, 100).unwrap().unwrap();
+    assert_eq!(detail.session.requests, 2);
+    assert_eq!(detail.stats.methods, BTreeMap::from([("POST".into(), 2)]));
+    assert_eq!(detail.session.first_ts, Millis(b + 2 * MINUTE));
+    assert_eq!(detail.session.last_ts, Millis(b + 4 * MINUTE));
+    assert_eq!(detail.requests.requests.len(), 2);
+
+    // The request id filter shows just that request ("Explore in API Sessions").
+    let one = Filter { request_id: Some("main-req-6".into()), ..Default::default() };
+    let detail = t.store.session("main", &one, None, 100).unwrap().unwrap();
+    assert_eq!(detail.requests.requests.len(), 1);
+    assert!(detail.requests.requests[0].json.contains("\"request_id\":\"main-req-6\""));
+
+    // Requests come in pages.
+    let page = t.store.session("main", &Filter::default(), None, 4).unwrap().unwrap();
+    assert_eq!(page.requests.requests.len(), 4);
+    let next = t.store.session("main", &Filter::default(), page.requests.next, 4).unwrap().unwrap();
+    assert_eq!(next.requests.requests.len(), 2);
+    assert!(next.requests.next.is_none());
+    assert_eq!(next.requests.requests[0].position.ts, b + 5 * MINUTE);
+
+    assert!(t.store.session("nope", &Filter::default(), None, 10).unwrap().is_none());
+}
+
+#[test]
+fn nothing_older_than_the_retention_is_served_and_the_purge_removes_it() {
+    let t = store_with_retention(WEEK);
+    let now = Millis::now().0;
+    let old = now - WEEK - HOUR;
+    // Entirely expired; straddling the cutoff; recent.
+    let mut records = vec![record("expired", 1, old), record("expired", 2, old + MINUTE)];
+    let mut straddle_old = record("straddle", 3, old);
+    straddle_old.user = Some("old-user".into());
+    straddle_old.flows = vec!["admin".into()];
+    straddle_old.ip = "198.51.100.1".into();
+    records.push(straddle_old);
+    let mut straddle_new = record("straddle", 4, now - HOUR);
+    straddle_new.flows = vec!["auth".into()];
+    records.push(straddle_new);
+    records.push(record("recent", 5, now - MINUTE));
+    ingest(&*t.store, &records);
+
+    // Before any purge: hidden, and the straddling session counts only what is recent.
+    let check = |when: &str| {
+        let sessions = list_all(&*t.store, &Filter::default(), 10);
+        let ids: Vec<_> = sessions.iter().map(|s| s.session_id.as_str()).collect();
+        assert_eq!(ids, ["recent", "straddle"], "{when}");
+        let straddle = &sessions[1];
+        assert_eq!(straddle.requests, 1, "{when}");
+        assert_eq!(straddle.first_ts, Millis(now - HOUR), "{when}");
+        assert_eq!(straddle.flows, BTreeMap::from([("auth".into(), 1)]), "{when}");
+        assert_eq!(straddle.ips, ["192.0.2.1"], "{when}");
+        // Its user was only seen in the expired request.
+        assert_eq!(straddle.user, None, "{when}");
+        assert!(t.store.session("expired", &Filter::default(), None, 10).unwrap().is_none());
+        let detail = t.store.session("straddle", &Filter::default(), None, 10).unwrap().unwrap();
+        assert_eq!(detail.requests.requests.len(), 1, "{when}");
+        let old_hour = Filter { to: Some(Millis(old + HOUR)), ..Default::default() };
+        assert!(t.store.list_sessions(&old_hour, None, 10).unwrap().sessions.is_empty(), "{when}");
+    };
+    check("before the purge");
+
+    let purged = t.store.purge().unwrap();
+    assert_eq!((purged.requests, purged.sessions), (3, 1));
+    check("after the purge");
+
+    // A second purge finds nothing.
+    let again = t.store.purge().unwrap();
+    assert_eq!((again.requests, again.sessions), (0, 0));
+}
+
+#[test]
+fn ingest_file_is_idempotent_and_reports_bad_lines() {
+    let t = store();
+    let b = base();
+    let mut data = ndjson(&[record("f", 1, b), record("f", 2, b + 1)]);
+    data.extend_from_slice(b"{not json}\n\n");
+    data.extend_from_slice(&ndjson(&[record("f", 3, b + 2)]));
+    data.extend_from_slice(b"{\"v\":2}");
+    let path = t.dir.path().join("records.ndjson");
+    std::fs::write(&path, &data).unwrap();
+
+    let report = api_sessions::ingest::ingest_file(&*t.store, &path).unwrap();
+    assert_eq!((report.counts.accepted, report.counts.duplicates), (3, 0));
+    let lines: Vec<u64> = report.rejected.iter().map(|r| r.line).collect();
+    assert_eq!(lines, [3, 6]);
+    assert_eq!(report.rejected_total, 2);
+
+    let again = api_sessions::ingest::ingest_file(&*t.store, &path).unwrap();
+    assert_eq!((again.counts.accepted, again.counts.duplicates), (0, 3));
+
+    // gzip-compressed files too.
+    let gz = t.dir.path().join("records.ndjson.gz");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &ndjson(&[record("f", 4, b + 3)])).unwrap();
+    std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
+    let report = api_sessions::ingest::ingest_file(&*t.store, &gz).unwrap();
+    assert_eq!(report.counts.accepted, 1);
+}
