@@ -7,7 +7,7 @@
 //! line and headers. The exporter thread does the rest.
 
 use api_sessions_core::assemble::early_zone_key;
-use api_sessions_core::capture::{Body, Capture, CapturedAttack};
+use api_sessions_core::capture::{Body, CapturedAttack};
 use api_sessions_core::keys::BuiltinScanner;
 use nginx_sys::{
     ngx_conf_t, ngx_http_phases_NGX_HTTP_LOG_PHASE as NGX_HTTP_LOG_PHASE, ngx_http_request_t,
@@ -18,9 +18,6 @@ use ngx::core::Status;
 use crate::access::push_phase_handler;
 use crate::request::Request;
 use crate::util::guard;
-
-/// Initial arena size; most captures fit without growing.
-const ARENA: usize = 512;
 
 pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
     push_phase_handler(cf, NGX_HTTP_LOG_PHASE, Some(log_handler))
@@ -61,7 +58,7 @@ fn capture(mut req: Request<'_>) {
     let Some(amcf) = req.main_conf() else { return };
     let Some(worker) = amcf.worker.as_ref() else { return };
 
-    let mut c = Box::new(Capture::new(profile.clone(), ARENA));
+    let mut c = worker.capture(profile.clone());
     let start = req.start();
     c.ts = start;
     c.duration_us = (now_us() - start.0 * 1000).max(0) as u64;

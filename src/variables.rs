@@ -117,24 +117,27 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
     let secret = amcf.secret();
     let builtin = builtin.as_ref().map(|b| (b.entry, &b.value[..]));
     let start = req.start();
-    let (label, id) = match choose_key(profile, |i| values[i], &bodies, builtin) {
-        Some(key) => {
-            let (space, value) = (key.space.as_bytes(), key.value);
-            let hash = secret.key_hash(space, value);
-            let session_start = match &amcf.zone {
-                Some(zone) => match &zone.table {
-                    Some(table) => table.peek(&secret.zone_key(space, value), start, zone.policy),
-                    None => start,
-                },
-                None => start.day_start(),
-            };
-            (key.label, secret.session_id(&hash, session_start))
-        }
-        None => {
-            let hash = no_key_hash(secret, req.variable(amcf.request_id_index));
-            (NO_KEY_LABEL, secret.session_id(&hash, start))
-        }
-    };
+    let (label, id) =
+        match choose_key(profile, |i| values[i], |slot| bodies[slot].as_deref(), builtin) {
+            Some(key) => {
+                let (space, value) = (key.space.as_bytes(), key.value);
+                let hash = secret.key_hash(space, value);
+                let session_start = match &amcf.zone {
+                    Some(zone) => match &zone.table {
+                        Some(table) => {
+                            table.peek(&secret.zone_key(space, value), start, zone.policy)
+                        }
+                        None => start,
+                    },
+                    None => start.day_start(),
+                };
+                (key.label, secret.session_id(&hash, session_start))
+            }
+            None => {
+                let hash = no_key_hash(secret, req.variable(amcf.request_id_index));
+                (NO_KEY_LABEL, secret.session_id(&hash, start))
+            }
+        };
     let vars =
         SessionVars { id: id.to_hex(), key: label.to_string(), with_response: response_ready };
     ctx.session = Some(vars);

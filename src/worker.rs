@@ -199,6 +199,14 @@ impl Worker {
         });
     }
 
+    /// An empty capture for a request of a location with `profile`.
+    pub fn capture(
+        &self,
+        profile: std::sync::Arc<api_sessions_core::profile::Profile>,
+    ) -> Box<Capture> {
+        self.exporter.capture(profile)
+    }
+
     pub fn rng(&self) -> std::cell::RefMut<'_, fastrand::Rng> {
         self.rng.borrow_mut()
     }

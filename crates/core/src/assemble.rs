@@ -155,18 +155,18 @@ pub struct KeyChoice<'a> {
 }
 
 /// Chooses the session key: custom keys in order (variables from `variable`, body sources
-/// from `bodies` as returned by [`body_values`]), then the built-in key. `None` when no key
+/// from `body`, by slot of [`body_values`]), then the built-in key. `None` when no key
 /// has a value: the request is then a session of its own.
 pub fn choose_key<'a>(
     profile: &'a Profile,
     variable: impl Fn(usize) -> Option<&'a [u8]>,
-    bodies: &'a [Option<String>],
+    body: impl Fn(usize) -> Option<&'a str>,
     builtin: Option<(Builtin, &'a [u8])>,
 ) -> Option<KeyChoice<'a>> {
     for (i, key) in profile.keys.iter().enumerate() {
         let value = match key.source {
             Source::Variable(_) => variable(i),
-            _ => bodies[i].as_deref().map(str::as_bytes),
+            _ => body(i).map(str::as_bytes),
         };
         if let Some(value) = value.filter(|v| !v.is_empty()) {
             return Some(KeyChoice {
@@ -204,15 +204,15 @@ impl Assembler {
         let profile = &capture.profile;
         let request = document(capture, &capture.request_body);
         let response = document(capture, &capture.response_body);
-        let needs_bodies =
-            request.is_some() || response.is_some() || !capture.get(capture.args).is_empty();
-        let bodies = if needs_bodies && profile.has_body_sources() {
+        // Profiles without body sources skip the extraction and its allocation.
+        let bodies = if profile.has_body_sources() {
             body_values(profile, request.as_ref(), capture.get(capture.args), response.as_ref())
         } else {
-            vec![None; profile.keys.len() + profile.params.len()]
+            Vec::new()
         };
+        let body_value = |slot: usize| bodies.get(slot).and_then(|v| v.as_deref());
         let builtin = capture.builtin.map(|(entry, span)| (entry, capture.get(span)));
-        let choice = choose_key(profile, |i| capture.key_value(i), &bodies, builtin);
+        let choice = choose_key(profile, |i| capture.key_value(i), body_value, builtin);
 
         let (label, builtin, key_hash, session_start, session_id);
         match &choice {
@@ -274,24 +274,25 @@ impl Assembler {
         out.extend_from_slice(b",\"user_agent\":");
         json::optional(out, capture.user_agent.map(|s| capture.get(s)));
 
+        let param = |i: usize| -> Option<&[u8]> {
+            let raw = match profile.params[i].source {
+                Source::Variable(_) => capture.param_value(i),
+                _ => body_value(profile.keys.len() + i).map(str::as_bytes),
+            };
+            raw.filter(|v| !v.is_empty())
+        };
+
         // user and role come first in the line but are decided by the parameters.
         let mut user: Option<(&[u8], bool)> = None;
         let mut role: Option<(&[u8], bool)> = None;
-        let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(profile.params.len());
         for (i, spec) in profile.params.iter().enumerate() {
-            let raw = match spec.source {
-                Source::Variable(_) => capture.param_value(i),
-                _ => bodies[profile.keys.len() + i].as_deref().map(str::as_bytes),
-            };
-            let raw = raw.filter(|v| !v.is_empty());
-            if let Some(raw) = raw {
+            if let Some(raw) = param(i) {
                 match spec.kind {
                     ParamKind::User => user = Some((raw, spec.hashed)),
                     ParamKind::Role => role = Some((raw, spec.hashed)),
                     ParamKind::Context => {}
                 }
             }
-            values.push(raw);
         }
         for (name, found) in [("user", user), ("role", role)] {
             out.extend_from_slice(b",");
@@ -312,8 +313,8 @@ impl Assembler {
         }
         out.extend_from_slice(b"],\"params\":[");
         let mut first = true;
-        for (spec, raw) in profile.params.iter().zip(values) {
-            let Some(raw) = raw else { continue };
+        for (i, spec) in profile.params.iter().enumerate() {
+            let Some(raw) = param(i) else { continue };
             if !first {
                 out.push(b',');
             }

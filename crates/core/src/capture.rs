@@ -97,6 +97,37 @@ impl Capture {
         }
     }
 
+    /// Makes a used capture new again for a request with `profile`, keeping its buffers.
+    pub fn recycle(&mut self, profile: Arc<Profile>) {
+        let slots = profile.keys.len() + profile.params.len();
+        self.profile = profile;
+        self.seq = 0;
+        self.ts = Millis(0);
+        self.duration_us = 0;
+        self.status = 0;
+        self.request_bytes = 0;
+        self.response_bytes = 0;
+        self.request_id = Span::default();
+        self.server = Span::default();
+        self.method = Span::default();
+        self.path = Span::default();
+        self.ip = Span::default();
+        self.user_agent = None;
+        self.args = Span::default();
+        self.values.clear();
+        self.values.resize(slots, None);
+        self.builtin = None;
+        self.session_start = None;
+        self.request_body = None;
+        self.response_body = None;
+        self.attack = None;
+        self.arena.clear();
+    }
+
+    /// Arena bytes a capture may keep when it is recycled; bigger ones are freed so the
+    /// pool of recycled captures stays small.
+    pub const RECYCLE_LIMIT: usize = 16 * 1024;
+
     /// Copies `bytes` into the arena. Captures are bounded by nginx's header and body limits,
     /// far below 4 GiB; anything beyond is cut rather than wrapped.
     pub fn push(&mut self, bytes: &[u8]) -> Span {
@@ -151,6 +182,24 @@ mod tests {
     use super::*;
     use crate::profile::{KeySpec, ParamSpec, Source};
     use crate::record::ParamKind;
+
+    #[test]
+    fn a_recycled_capture_is_like_a_new_one() {
+        let profile = Arc::new(Profile {
+            keys: vec![KeySpec { source: Source::parse("$arg_t").unwrap(), label: "t".into() }],
+            ..Profile::default()
+        });
+        let mut c = Capture::new(profile.clone(), 64);
+        c.seq = 9;
+        c.path = c.push(b"/old");
+        c.set_key_value(0, b"old");
+        c.request_body = Some(Body::default());
+        c.recycle(Arc::new(Profile::default()));
+        assert_eq!((c.seq, c.get(c.path), c.request_body.is_none()), (0, &b""[..], true));
+        c.recycle(profile);
+        assert_eq!(c.key_value(0), None);
+        assert!(c.heap_size() >= 64, "buffers kept");
+    }
 
     #[test]
     fn values_land_in_their_slots() {

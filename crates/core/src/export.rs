@@ -34,6 +34,7 @@ pub use self::spool::{Replay, Spool};
 use crate::assemble::Assembler;
 use crate::capture::Capture;
 use crate::counters::WorkerCounters;
+use crate::profile::Profile;
 
 /// Where records go.
 pub enum Destination {
@@ -144,10 +145,17 @@ enum Control {
 
 /// How often the thread looks at the queue.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Captures kept for reuse.
+const RECYCLED: usize = 1024;
+/// Initial arena of a new capture; most requests fit without growing it.
+const ARENA: usize = 512;
 
 /// The request path's handle on its worker's exporter thread.
 pub struct Exporter {
     queue: Arc<ArrayQueue<Box<Capture>>>,
+    /// Captures the thread is done with, for the request path to fill again: in steady state
+    /// no capture is allocated on one thread and freed on the other.
+    recycled: Arc<ArrayQueue<Box<Capture>>>,
     /// Set by shutdown: the thread is draining, nothing more is accepted.
     closed: bool,
     control: Sender<Control>,
@@ -167,6 +175,7 @@ impl Exporter {
         counters: WorkerCounters<'static>,
     ) -> std::io::Result<Exporter> {
         let queue = Arc::new(ArrayQueue::new(settings.queue.max(1)));
+        let recycled = Arc::new(ArrayQueue::new(RECYCLED));
         let (control_tx, control) = bounded(16);
         let (log_tx, log) = bounded(256);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -179,6 +188,7 @@ impl Exporter {
         let queue_memory = settings.queue_memory;
         let worker = Worker {
             queue: queue.clone(),
+            recycled: recycled.clone(),
             control,
             log: log_tx,
             counters,
@@ -199,6 +209,7 @@ impl Exporter {
             .spawn(move || worker.run())?;
         Ok(Exporter {
             queue,
+            recycled,
             closed: false,
             control: control_tx,
             log,
@@ -207,6 +218,17 @@ impl Exporter {
             queue_memory,
             thread: Some(thread),
         })
+    }
+
+    /// An empty capture for a request of a location with `profile`, recycled when possible.
+    pub fn capture(&self, profile: Arc<Profile>) -> Box<Capture> {
+        match self.recycled.pop() {
+            Some(mut capture) => {
+                capture.recycle(profile);
+                capture
+            }
+            None => Box::new(Capture::new(profile, ARENA)),
+        }
     }
 
     /// Hands a capture to the exporter without waiting.
@@ -309,6 +331,7 @@ const ADOPTION_INTERVAL: Duration = Duration::from_secs(5);
 
 struct Worker {
     queue: Arc<ArrayQueue<Box<Capture>>>,
+    recycled: Arc<ArrayQueue<Box<Capture>>>,
     control: Receiver<Control>,
     log: Sender<LogLine>,
     counters: WorkerCounters<'static>,
@@ -435,6 +458,14 @@ impl Worker {
                 Level::Error,
                 format!("record {} could not be built and was dropped", capture.seq),
             );
+        }
+        // Bodies are freed here; the small buffers go back to the request path.
+        let mut capture = capture;
+        capture.request_body = None;
+        capture.response_body = None;
+        capture.attack = None;
+        if capture.heap_size() <= Capture::RECYCLE_LIMIT {
+            let _ = self.recycled.push(capture);
         }
     }
 

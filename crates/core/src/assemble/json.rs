@@ -11,9 +11,14 @@ fn needs_escape(b: u8) -> bool {
 /// Appends `bytes` as a JSON string (with the quotes).
 pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    match std::str::from_utf8(bytes) {
-        Ok(text) => escaped(out, text),
-        Err(_) => escaped(out, &String::from_utf8_lossy(bytes)),
+    // Most captured values are plain printable ASCII: copied as they are, after one scan.
+    if bytes.iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\') {
+        out.extend_from_slice(bytes);
+    } else {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => escaped(out, text),
+            Err(_) => escaped(out, &String::from_utf8_lossy(bytes)),
+        }
     }
     out.push(b'"');
 }
