@@ -113,7 +113,8 @@ fn capture(mut req: Request<'_>) {
     }
 
     if profile.needs_request_body() {
-        c.request_body = req.body(profile.body_limit).map(|mut body| {
+        let buffer = worker.body_buffer(0);
+        c.request_body = req.body(profile.body_limit, buffer).map(|mut body| {
             body.content_type = c.push(req.request_content_type());
             body
         });

@@ -152,6 +152,7 @@ impl LocConf {
                 flows: self.flows.clone().unwrap_or_default(),
                 body_limit: self.body_limit,
                 attack: !self.attack.is_null(),
+                fragments: Default::default(),
             })
         });
     }

@@ -55,10 +55,13 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             return;
         }
         let limit = profile.body_limit;
+        let Some(worker) = req.main_conf().and_then(|amcf| amcf.worker.as_ref()) else {
+            return;
+        };
         if let Some(ctx) = req.ctx() {
             let expected = usize::try_from(length).unwrap_or(4096);
             ctx.response = Some(ResponseCapture {
-                bytes: Vec::with_capacity(expected.min(limit)),
+                bytes: worker.body_buffer(expected.min(limit)),
                 limit,
                 truncated: false,
             });

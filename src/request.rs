@@ -247,12 +247,14 @@ impl<'r> Request<'r> {
         self.0.headers_in.content_length_n > 0 || self.0.headers_in.chunked() != 0
     }
 
-    /// The request body read so far, up to `limit` bytes, from memory or the temporary file.
-    pub fn body(&self, limit: usize) -> Option<Body> {
+    /// The request body read so far, up to `limit` bytes, from memory or the temporary file,
+    /// into `bytes` (an empty buffer, typically a recycled one).
+    pub fn body(&self, limit: usize, mut bytes: Vec<u8>) -> Option<Body> {
         // SAFETY: request_body is null or valid for the life of the request.
         let rb = unsafe { self.0.request_body.as_ref() }?;
         let announced = usize::try_from(self.0.headers_in.content_length_n).unwrap_or(0);
-        let mut bytes = Vec::with_capacity(announced.clamp(0, limit));
+        bytes.clear();
+        bytes.reserve(announced.min(limit));
         let mut total = 0usize;
         let mut cl = rb.bufs;
         // SAFETY: the chain and its buffers belong to the request.
@@ -288,13 +290,15 @@ pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
     // SAFETY: an in-file buffer has a valid file.
     let Some(file) = (unsafe { buf.file.as_ref() }) else { return size };
     if take > 0 {
-        let start = out.len();
-        out.resize(start + take, 0);
-        // pread leaves nginx's idea of the file offset alone.
-        // SAFETY: the destination has room for take bytes.
-        let n =
-            unsafe { libc::pread(file.fd, out[start..].as_mut_ptr().cast(), take, buf.file_pos) };
-        out.truncate(start + usize::try_from(n).unwrap_or(0));
+        out.reserve(take);
+        let spare = out.spare_capacity_mut();
+        // pread leaves nginx's idea of the file offset alone, and reads straight into the
+        // spare capacity (no zeroing first).
+        // SAFETY: spare has room for at least take bytes.
+        let n = unsafe { libc::pread(file.fd, spare.as_mut_ptr().cast(), take, buf.file_pos) };
+        let n = usize::try_from(n).unwrap_or(0).min(take);
+        // SAFETY: pread initialised the first n bytes of the spare capacity.
+        unsafe { out.set_len(out.len() + n) };
     }
     size
 }

@@ -99,7 +99,8 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
         .collect();
     let wants_request_body =
         profile.keys.iter().any(|k| matches!(k.source, Source::RequestBody(_)));
-    let request_body = if wants_request_body { req.body(profile.body_limit) } else { None };
+    let request_body =
+        if wants_request_body { req.body(profile.body_limit, Vec::new()) } else { None };
     let content_type = req.request_content_type();
     let request = request_body.as_ref().map(|b| BodyDocument::new(content_type, &b.bytes));
     let response_type = req.response_content_type();

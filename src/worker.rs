@@ -207,6 +207,11 @@ impl Worker {
         self.exporter.capture(profile)
     }
 
+    /// A buffer for a body of up to `capacity` bytes, recycled when possible.
+    pub fn body_buffer(&self, capacity: usize) -> Vec<u8> {
+        self.exporter.body_buffer(capacity)
+    }
+
     pub fn rng(&self) -> std::cell::RefMut<'_, fastrand::Rng> {
         self.rng.borrow_mut()
     }

@@ -6,7 +6,10 @@
 //! field order of [`crate::record::Record`] (schema 1), which parses it back.
 
 mod cache;
+mod fragments;
 mod json;
+
+pub use self::fragments::Fragments;
 
 use self::cache::HashCache;
 use crate::body::{self, BodyFormat, Pointer, RequestDocument};
@@ -304,14 +307,10 @@ impl Assembler {
             }
         }
 
-        out.extend_from_slice(b",\"flows\":[");
-        for (i, flow) in profile.flows.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json::string(out, flow.as_bytes());
-        }
-        out.extend_from_slice(b"],\"params\":[");
+        let fragments = profile.fragments.get(profile);
+        out.extend_from_slice(b",\"flows\":");
+        out.extend_from_slice(&fragments.flows);
+        out.extend_from_slice(b",\"params\":[");
         let mut first = true;
         for (i, spec) in profile.params.iter().enumerate() {
             let Some(raw) = param(i) else { continue };
@@ -319,21 +318,14 @@ impl Assembler {
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(b"{\"name\":");
-            json::string(out, spec.name.as_bytes());
-            out.extend_from_slice(b",\"source\":");
-            json::string(out, spec.source_text.as_bytes());
-            out.extend_from_slice(b",\"type\":\"");
-            out.extend_from_slice(spec.kind.as_str().as_bytes());
-            out.extend_from_slice(b"\",\"value\":");
+            out.extend_from_slice(&fragments.params[i]);
             if spec.hashed {
                 self.hashed_value(raw, out);
+                out.extend_from_slice(b",\"hashed\":true}");
             } else {
                 json::string(out, raw);
+                out.extend_from_slice(b",\"hashed\":false}");
             }
-            out.extend_from_slice(b",\"hashed\":");
-            json::boolean(out, spec.hashed);
-            out.push(b'}');
         }
         out.extend_from_slice(b"],\"attack\":");
         match &capture.attack {

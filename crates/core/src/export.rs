@@ -134,9 +134,9 @@ fn os_error(e: &std::io::Error) -> String {
     }
 }
 
-/// A capture did not fit in the queue.
-#[derive(Debug, PartialEq, Eq)]
-pub struct QueueFull;
+/// A capture did not fit in the queue (it is handed back); it has been counted as dropped.
+#[derive(Debug)]
+pub struct QueueFull(pub Box<Capture>);
 
 enum Control {
     ReplaceFile(File),
@@ -147,6 +147,9 @@ enum Control {
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Captures kept for reuse.
 const RECYCLED: usize = 1024;
+/// Body buffers kept for reuse, each up to `RECYCLED_BODY_BYTES`.
+const RECYCLED_BODIES: usize = 64;
+const RECYCLED_BODY_BYTES: usize = 1 << 20;
 /// Initial arena of a new capture; most requests fit without growing it.
 const ARENA: usize = 512;
 
@@ -156,6 +159,8 @@ pub struct Exporter {
     /// Captures the thread is done with, for the request path to fill again: in steady state
     /// no capture is allocated on one thread and freed on the other.
     recycled: Arc<ArrayQueue<Box<Capture>>>,
+    /// Body buffers likewise: a fresh 64 KB buffer per response would cost page faults.
+    bodies: Arc<ArrayQueue<Vec<u8>>>,
     /// Set by shutdown: the thread is draining, nothing more is accepted.
     closed: bool,
     control: Sender<Control>,
@@ -176,6 +181,7 @@ impl Exporter {
     ) -> std::io::Result<Exporter> {
         let queue = Arc::new(ArrayQueue::new(settings.queue.max(1)));
         let recycled = Arc::new(ArrayQueue::new(RECYCLED));
+        let bodies = Arc::new(ArrayQueue::new(RECYCLED_BODIES));
         let (control_tx, control) = bounded(16);
         let (log_tx, log) = bounded(256);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -189,6 +195,7 @@ impl Exporter {
         let worker = Worker {
             queue: queue.clone(),
             recycled: recycled.clone(),
+            bodies: bodies.clone(),
             control,
             log: log_tx,
             counters,
@@ -210,6 +217,7 @@ impl Exporter {
         Ok(Exporter {
             queue,
             recycled,
+            bodies,
             closed: false,
             control: control_tx,
             log,
@@ -231,12 +239,23 @@ impl Exporter {
         }
     }
 
+    /// An empty buffer for a body of up to `capacity` bytes, recycled when possible.
+    pub fn body_buffer(&self, capacity: usize) -> Vec<u8> {
+        match self.bodies.pop() {
+            Some(mut buffer) => {
+                buffer.reserve(capacity);
+                buffer
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
     /// Hands a capture to the exporter without waiting.
     pub fn submit(&self, capture: Box<Capture>) -> Result<(), QueueFull> {
         let size = capture.heap_size();
         if self.closed || self.in_flight.load(Ordering::Relaxed) + size > self.queue_memory {
             self.counters.captured_but_dropped();
-            return Err(QueueFull);
+            return Err(QueueFull(capture));
         }
         self.in_flight.fetch_add(size, Ordering::Relaxed);
         // Count before pushing: once pushed, the exporter may count it as taken at once.
@@ -244,7 +263,7 @@ impl Exporter {
         self.queue.push(capture).map_err(|capture| {
             self.in_flight.fetch_sub(capture.heap_size(), Ordering::Relaxed);
             self.counters.queue_rejected();
-            QueueFull
+            QueueFull(capture)
         })
     }
 
@@ -332,6 +351,7 @@ const ADOPTION_INTERVAL: Duration = Duration::from_secs(5);
 struct Worker {
     queue: Arc<ArrayQueue<Box<Capture>>>,
     recycled: Arc<ArrayQueue<Box<Capture>>>,
+    bodies: Arc<ArrayQueue<Vec<u8>>>,
     control: Receiver<Control>,
     log: Sender<LogLine>,
     counters: WorkerCounters<'static>,
@@ -459,10 +479,17 @@ impl Worker {
                 format!("record {} could not be built and was dropped", capture.seq),
             );
         }
-        // Bodies are freed here; the small buffers go back to the request path.
+        // Everything goes back to the request path for reuse, within bounds.
         let mut capture = capture;
-        capture.request_body = None;
-        capture.response_body = None;
+        for body in
+            [capture.request_body.take(), capture.response_body.take()].into_iter().flatten()
+        {
+            let mut buffer = body.bytes;
+            if buffer.capacity() <= RECYCLED_BODY_BYTES {
+                buffer.clear();
+                let _ = self.bodies.push(buffer);
+            }
+        }
         capture.attack = None;
         if capture.heap_size() <= Capture::RECYCLE_LIMIT {
             let _ = self.recycled.push(capture);

@@ -6,6 +6,7 @@
 
 use core::fmt;
 
+use crate::assemble::Fragments;
 use crate::body::{Pointer, PointerError};
 use crate::record::ParamKind;
 
@@ -102,6 +103,8 @@ pub struct Profile {
     pub body_limit: usize,
     /// `api_sessions_attack` is set: bodies are kept for the full content of attacks.
     pub attack: bool,
+    /// The parts of this location's records that only depend on the settings, written once.
+    pub fragments: Fragments,
 }
 
 impl Default for Profile {
@@ -113,6 +116,7 @@ impl Default for Profile {
             flows: Vec::new(),
             body_limit: 64 * 1024,
             attack: false,
+            fragments: Fragments::default(),
         }
     }
 }

@@ -11,8 +11,12 @@ fn needs_escape(b: u8) -> bool {
 /// Appends `bytes` as a JSON string (with the quotes).
 pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    // Most captured values are plain printable ASCII: copied as they are, after one scan.
-    if bytes.iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\') {
+    // Most captured values are plain printable ASCII: copied as they are, after one scan
+    // (without an early exit, so that it vectorises).
+    let special = bytes
+        .iter()
+        .fold(false, |acc, &b| acc | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\'));
+    if !special {
         out.extend_from_slice(bytes);
     } else {
         match std::str::from_utf8(bytes) {

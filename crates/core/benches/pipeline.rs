@@ -1,0 +1,177 @@
+//! The exporter's side of a record: key resolution, hashing, writing the NDJSON line, and
+//! the whole thread's throughput into the file sink.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_sessions_core::assemble::{Assembler, SessionSplit};
+use api_sessions_core::capture::Capture;
+use api_sessions_core::counters::CounterBoard;
+use api_sessions_core::export::{Destination, ExportSettings, Exporter};
+use api_sessions_core::hash::Secret;
+use api_sessions_core::keys::BuiltinScanner;
+use api_sessions_core::profile::{KeySpec, ParamSpec, Profile, Source};
+use api_sessions_core::record::ParamKind;
+use api_sessions_core::time::Millis;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn secret() -> Secret {
+    Secret::from_file_contents(b"0123456789abcdef0123456789abcdef").unwrap()
+}
+
+/// Scenario 1 of scripts/bench: a cookie key, user and role, a query argument, two hashed
+/// parameters.
+fn profile() -> Arc<Profile> {
+    let param = |source: &str, name: &str, kind, hashed| ParamSpec {
+        source: Source::parse(source).unwrap(),
+        name: name.into(),
+        source_text: source.into(),
+        kind,
+        hashed,
+    };
+    Arc::new(Profile {
+        keys: vec![KeySpec { source: Source::parse("$cookie_sid").unwrap(), label: "sid".into() }],
+        params: vec![
+            param("$http_x_user", "user", ParamKind::User, false),
+            param("$http_x_role", "role", ParamKind::Role, false),
+            param("$arg_q", "q", ParamKind::Context, false),
+            param("$http_x_account", "account", ParamKind::Context, true),
+            param("$arg_card", "card", ParamKind::Context, true),
+        ],
+        flows: vec!["billing".into()],
+        ..Profile::default()
+    })
+}
+
+/// A capture as the request path fills it; `n` varies the session key and the request id.
+fn capture(profile: &Arc<Profile>, n: u64) -> Box<Capture> {
+    let mut c = Box::new(Capture::new(profile.clone(), 512));
+    c.seq = n;
+    c.ts = Millis(1_795_341_600_000 + n as i64);
+    c.duration_us = 1_234;
+    c.status = 200;
+    c.request_bytes = 412;
+    c.response_bytes = 171;
+    c.request_id = c.push(format!("{n:032x}").as_bytes());
+    c.server = c.push(b"api.example.com");
+    c.method = c.push(b"GET");
+    c.path = c.push(b"/items");
+    c.ip = c.push(b"203.0.113.7");
+    c.user_agent = Some(c.push(b"Mozilla/5.0 (X11; Linux x86_64) DemoShop/1.0"));
+    c.args = c.push(b"q=lamp&card=4111111111111111");
+    c.set_key_value(0, format!("s-{:08x}", n % 1000).as_bytes());
+    c.set_param_value(0, b"alice");
+    c.set_param_value(1, b"admin");
+    c.set_param_value(2, b"lamp");
+    c.set_param_value(3, b"4000-1234");
+    c.set_param_value(4, b"4111111111111111");
+    c
+}
+
+fn hashing(c: &mut Criterion) {
+    let s = secret();
+    let mut group = c.benchmark_group("hash");
+    group.bench_function("key_hash", |b| {
+        b.iter(|| s.key_hash(b"custom", black_box(b"s-8f3a2c91d7")))
+    });
+    group.bench_function("zone_key", |b| {
+        b.iter(|| s.zone_key(b"custom", black_box(b"s-8f3a2c91d7")))
+    });
+    group.bench_function("param_hmac", |b| {
+        b.iter(|| s.param_digest(black_box(b"4111111111111111")))
+    });
+    group.finish();
+}
+
+fn keys(c: &mut Criterion) {
+    let headers: [(&[u8], &[u8]); 6] = [
+        (b"Host", b"api.example.com"),
+        (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64) DemoShop/1.0"),
+        (b"Accept", b"application/json"),
+        (b"Cookie", b"theme=dark; lang=en; PHPSESSID=7f3c9a2e51b04d6f"),
+        (b"X-Request-Id", b"abc"),
+        (b"Accept-Encoding", b"gzip"),
+    ];
+    c.bench_function("builtin_key_scan", |b| {
+        b.iter(|| {
+            let mut scanner = BuiltinScanner::new();
+            for (name, value) in black_box(&headers) {
+                scanner.header(name, value);
+            }
+            scanner.finish(b"203.0.113.7", Some(b"ua")).map(|k| k.entry)
+        })
+    });
+}
+
+fn records(c: &mut Criterion) {
+    let profile = profile();
+    let captures: Vec<Box<Capture>> = (0..1000).map(|n| capture(&profile, n)).collect();
+    let mut assembler = Assembler::new(secret(), "web-1".into(), 4242, SessionSplit::Daily);
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut group = c.benchmark_group("record");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("write_record", |b| {
+        b.iter(|| {
+            out.clear();
+            assembler.write_record(&captures[i % captures.len()], &mut out);
+            i += 1;
+        })
+    });
+    group.finish();
+}
+
+/// The whole exporter thread: captures pushed as fast as the queue takes them, records
+/// written in batches to a file, until all are counted as exported.
+fn exporter(c: &mut Criterion) {
+    let profile = profile();
+    // Leaked: the exporter thread needs 'static counters, as in a worker.
+    let region: &'static mut [u64] = vec![0u64; CounterBoard::SIZE / 8 + 1].leak();
+    // SAFETY: the region is valid, zeroed, 8-aligned and never freed.
+    let board: &'static CounterBoard =
+        Box::leak(Box::new(unsafe { CounterBoard::init(region.as_mut_ptr().cast()) }));
+    let counters = board.attach_worker(std::process::id()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("records.ndjson")).unwrap();
+    // A short flush, so a measurement does not wait out the default second at its end.
+    let settings = ExportSettings {
+        batch: 512,
+        flush: Duration::from_millis(5),
+        queue: 65_536,
+        ..ExportSettings::default()
+    };
+    let assembler = Assembler::new(secret(), "web-1".into(), 4242, SessionSplit::Daily);
+    let exporter = Exporter::start(settings, Destination::File(file), assembler, counters).unwrap();
+
+    // Copying prepared captures keeps the producer (this thread) well ahead of the exporter.
+    let templates: Vec<Box<Capture>> = (0..4096).map(|n| capture(&profile, n)).collect();
+    let mut group = c.benchmark_group("exporter");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    let mut n = 0usize;
+    group.bench_function("file_sink", |b| {
+        b.iter_custom(|iters| {
+            let target = counters.values().exported + iters;
+            let start = Instant::now();
+            for _ in 0..iters {
+                n += 1;
+                let mut c = templates[n % templates.len()].clone();
+                while let Err(full) = exporter.submit(c) {
+                    // Queue full: wait for the exporter (the drop is counted, the record
+                    // is sent again, so `exported` still reaches the target).
+                    c = full.0;
+                    std::thread::yield_now();
+                }
+            }
+            while counters.values().exported < target {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hashing, keys, records, exporter);
+criterion_main!(benches);
