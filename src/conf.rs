@@ -404,7 +404,7 @@ extern "C" fn cmd_secret(
         let contents = match std::fs::read(&path) {
             Ok(c) => c,
             Err(e) => {
-                let e = crate::util::os_error(&e);
+                let e = api_sessions_core::export::os_error(&e);
                 return conf_error(cf, format_args!("cannot read secret file \"{path}\" ({e})"));
             }
         };

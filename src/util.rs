@@ -43,15 +43,3 @@ pub fn bytes(s: &ngx_str_t) -> &[u8] {
     // SAFETY: a non-null ngx_str_t points at len bytes.
     unsafe { core::slice::from_raw_parts(s.data, s.len) }
 }
-
-/// An I/O error the way nginx prints one: `(2: No such file or directory)`.
-pub fn os_error(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => {
-            let text = e.to_string();
-            let suffix = format!(" (os error {code})");
-            format!("{code}: {}", text.strip_suffix(&suffix).unwrap_or(&text))
-        }
-        None => e.to_string(),
-    }
-}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use api_sessions_core::assemble::{Assembler, SessionSplit};
 use api_sessions_core::capture::Capture;
 use api_sessions_core::counters::WorkerCounters;
-use api_sessions_core::export::{Destination, Exporter, Level};
+use api_sessions_core::export::{os_error, Destination, Exporter, Level};
 use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_open_file_t, time_t};
 
 use crate::conf::export::Target;
@@ -94,7 +94,9 @@ impl Worker {
                 // SAFETY: an entry of cycle->open_files, valid for the cycle.
                 let fd = unsafe { f.as_ref().fd };
                 file = Some(f);
-                Destination::File(dup_file(fd).map_err(|e| format!("dup() failed ({e})"))?)
+                Destination::File(
+                    dup_file(fd).map_err(|e| format!("dup() failed ({})", os_error(&e)))?,
+                )
             }
             Target::Url { url, headers } => {
                 Destination::Http { url: url.clone(), headers: headers.clone() }
@@ -104,7 +106,7 @@ impl Worker {
         let settings = export.settings.clone();
         let shutdown_deadline = settings.timeout;
         let exporter = Exporter::start(settings, destination, assembler, counters)
-            .map_err(|e| format!("cannot start exporter thread ({e})"))?;
+            .map_err(|e| format!("cannot start exporter thread ({})", os_error(&e)))?;
 
         // SAFETY: zeroed is the initial state of an nginx event.
         let mut timer: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
@@ -181,7 +183,8 @@ impl Worker {
             Ok(f) => self.exporter.replace_file(f),
             Err(e) => error!(
                 crate::log::cycle_log(),
-                "api_sessions: dup() failed ({e}) while reopening the export file"
+                "api_sessions: dup() failed ({}) while reopening the export file",
+                os_error(&e)
             ),
         }
     }

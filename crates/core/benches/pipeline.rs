@@ -122,54 +122,103 @@ fn records(c: &mut Criterion) {
     group.finish();
 }
 
+/// A receiver that takes every POST and answers 204, as fast as one thread can read.
+fn null_receiver() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::with_capacity(1 << 20, stream);
+                let mut body = Vec::new();
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    body.resize(length, 0);
+                    if reader.read_exact(&mut body).is_err()
+                        || writer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1/records")
+}
+
 /// The whole exporter thread: captures pushed as fast as the queue takes them, records
-/// written in batches to a file, until all are counted as exported.
+/// written in batches to the destination, until all are counted as exported.
 fn exporter(c: &mut Criterion) {
     let profile = profile();
-    // Leaked: the exporter thread needs 'static counters, as in a worker.
-    let region: &'static mut [u64] = vec![0u64; CounterBoard::SIZE / 8 + 1].leak();
-    // SAFETY: the region is valid, zeroed, 8-aligned and never freed.
-    let board: &'static CounterBoard =
-        Box::leak(Box::new(unsafe { CounterBoard::init(region.as_mut_ptr().cast()) }));
-    let counters = board.attach_worker(std::process::id()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = std::fs::File::create(dir.path().join("records.ndjson")).unwrap();
-    // A short flush, so a measurement does not wait out the default second at its end.
-    let settings = ExportSettings {
-        batch: 512,
-        flush: Duration::from_millis(5),
-        queue: 65_536,
-        ..ExportSettings::default()
-    };
-    let assembler = Assembler::new(secret(), "web-1".into(), 4242, SessionSplit::Daily);
-    let exporter = Exporter::start(settings, Destination::File(file), assembler, counters).unwrap();
-
     // Copying prepared captures keeps the producer (this thread) well ahead of the exporter.
     let templates: Vec<Box<Capture>> = (0..4096).map(|n| capture(&profile, n)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let destinations = [
+        (
+            "file_sink",
+            Destination::File(std::fs::File::create(dir.path().join("r.ndjson")).unwrap()),
+        ),
+        ("http_sink", Destination::Http { url: null_receiver(), headers: Vec::new() }),
+    ];
+
     let mut group = c.benchmark_group("exporter");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
-    let mut n = 0usize;
-    group.bench_function("file_sink", |b| {
-        b.iter_custom(|iters| {
-            let target = counters.values().exported + iters;
-            let start = Instant::now();
-            for _ in 0..iters {
-                n += 1;
-                let mut c = templates[n % templates.len()].clone();
-                while let Err(full) = exporter.submit(c) {
-                    // Queue full: wait for the exporter (the drop is counted, the record
-                    // is sent again, so `exported` still reaches the target).
-                    c = full.0;
-                    std::thread::yield_now();
+    for (name, destination) in destinations {
+        // Leaked: the exporter thread needs 'static counters, as in a worker.
+        let region: &'static mut [u64] = vec![0u64; CounterBoard::SIZE / 8 + 1].leak();
+        // SAFETY: the region is valid, zeroed, 8-aligned and never freed.
+        let board: &'static CounterBoard =
+            Box::leak(Box::new(unsafe { CounterBoard::init(region.as_mut_ptr().cast()) }));
+        let counters = board.attach_worker(std::process::id()).unwrap();
+        // A short flush, so a measurement does not wait out the default second at its end.
+        let settings = ExportSettings {
+            batch: 512,
+            flush: Duration::from_millis(5),
+            queue: 65_536,
+            ..ExportSettings::default()
+        };
+        let assembler = Assembler::new(secret(), "web-1".into(), 4242, SessionSplit::Daily);
+        let exporter = Exporter::start(settings, destination, assembler, counters).unwrap();
+        let mut n = 0usize;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let target = counters.values().exported + iters;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    n += 1;
+                    let mut c = templates[n % templates.len()].clone();
+                    while let Err(full) = exporter.submit(c) {
+                        // Queue full: wait for the exporter (the drop is counted, the record
+                        // is sent again, so `exported` still reaches the target).
+                        c = full.0;
+                        std::thread::yield_now();
+                    }
                 }
-            }
-            while counters.values().exported < target {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            start.elapsed()
-        })
-    });
+                while counters.values().exported < target {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                start.elapsed()
+            })
+        });
+    }
     group.finish();
 }
 

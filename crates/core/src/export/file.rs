@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 
-use super::SendError;
+use super::{os_error, SendError};
 
 #[derive(Debug)]
 pub struct FileSink {
@@ -36,7 +36,9 @@ impl FileSink {
                 }
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(SendError::Retryable(format!("write() failed ({e})"))),
+                Err(e) => {
+                    return Err(SendError::Retryable(format!("write() failed ({})", os_error(&e))))
+                }
             }
         }
         self.written = 0;
