@@ -188,6 +188,7 @@ impl<'r> Request<'r> {
             return host;
         }
         let cscf = ngx::http::NgxHttpCoreModule::server_conf(&*self.0);
+        // SAFETY: the server name lives in the cycle's configuration.
         cscf.map(|c| unsafe { request_bytes(&c.server_name) }).unwrap_or_default()
     }
 

@@ -178,6 +178,11 @@ impl CounterBoard {
         unsafe { ((*region.cast::<Header>()).magic == MAGIC).then(|| Self::layout(region)) }
     }
 
+    /// Where the header and the slots are.
+    ///
+    /// # Safety
+    ///
+    /// `region` must be valid for [`Self::SIZE`] bytes.
     unsafe fn layout(region: *mut u8) -> CounterBoard {
         let header = region.cast::<Header>();
         // SAFETY: the slots follow the header within SIZE.

@@ -152,6 +152,11 @@ impl SessionTable {
         Some(unsafe { Self::layout(region, capacity, buckets) })
     }
 
+    /// Where the parts of a table with `capacity` entries and `buckets` buckets are.
+    ///
+    /// # Safety
+    ///
+    /// `region` must be valid for the size [`Self::capacity_for`] gives for `capacity`.
     unsafe fn layout(region: *mut u8, capacity: u32, buckets: u32) -> SessionTable {
         let header = region.cast::<Header>();
         // SAFETY: within the region per capacity_for().
