@@ -393,7 +393,7 @@ EOF
 	[ 'url export, secret with newline',
 		http => "api_sessions_secret secret_nl;\n"
 			. 'api_sessions_export url=https://collector.example/v1/records '
-			. 'batch=100 flush=250ms queue=1024 spool=spool spool_max=16m '
+			. 'batch=100 flush=250ms queue=1024 spool=spool spool_max=2g '
 			. '"header=Authorization:Bearer t" header=X-Node:web-1 '
 			. "timeout=3s;\n"
 			. "api_sessions_zone zone=s:32k;\n",

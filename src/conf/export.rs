@@ -68,6 +68,14 @@ fn parse_size(value: &[u8]) -> Option<u64> {
     (size != NGX_ERROR as isize && size > 0).then_some(size as u64)
 }
 
+/// A disk size, which may be given in gigabytes (`ngx_parse_size` stops at megabytes).
+fn parse_offset(value: &[u8]) -> Option<u64> {
+    let mut s = ngx_str_t { len: value.len(), data: value.as_ptr().cast_mut() };
+    // SAFETY: s points at value for the call.
+    let size = unsafe { nginx_sys::ngx_parse_offset(&mut s) };
+    (size > 0).then_some(size as u64)
+}
+
 fn parse_count(value: &[u8]) -> Option<usize> {
     std::str::from_utf8(value).ok()?.parse::<usize>().ok().filter(|n| *n > 0)
 }
@@ -148,7 +156,7 @@ pub extern "C" fn cmd_export(
                 b"queue_memory" => {
                     parse_size(value).map(|s| settings.queue_memory = s as usize).is_some()
                 }
-                b"spool_max" => parse_size(value).map(|s| settings.spool_max = s).is_some(),
+                b"spool_max" => parse_offset(value).map(|s| settings.spool_max = s).is_some(),
                 b"spool" if spool.is_none() && !value.is_empty() => {
                     spool = Some(ngx_str_t { len: value.len(), data: value.as_ptr().cast_mut() });
                     true
