@@ -9,6 +9,13 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
+/// The formatted date of the last day written by [`Millis::write_rfc3339_cached`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DateCache {
+    day: Option<i64>,
+    date: [u8; 11],
+}
+
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Millis(pub i64);
@@ -28,32 +35,39 @@ impl Millis {
 
     /// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        self.write_rfc3339_cached(&mut DateCache::default(), out);
+    }
+
+    /// [`Self::write_rfc3339`], with the date part kept in `cache` for the next timestamp of
+    /// the same day (records come in time order, mostly from one day).
+    pub fn write_rfc3339_cached(self, cache: &mut DateCache, out: &mut Vec<u8>) {
         let days = self.0.div_euclid(MS_PER_DAY);
+        if cache.day != Some(days) {
+            let (year, month, day) = civil_from_days(days);
+            // Years outside 0..=9999 cannot be written in RFC 3339; clamp, not garbage.
+            let year = year.clamp(0, 9999) as u32;
+            let mut date = *b"0000-00-00T";
+            for (pos, value) in
+                [(0, year / 100), (2, year % 100), (5, month as u32), (8, day as u32)]
+            {
+                date[pos] = b'0' + (value / 10) as u8;
+                date[pos + 1] = b'0' + (value % 10) as u8;
+            }
+            *cache = DateCache { day: Some(days), date };
+        }
         let ms_of_day = self.0.rem_euclid(MS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
         let secs = ms_of_day / 1000;
         let ms = ms_of_day % 1000;
-
-        // Years outside 0..=9999 cannot be written in RFC 3339; clamp rather than emit garbage.
-        let year = year.clamp(0, 9999) as u32;
-        let fields = [
-            (year / 100) as u8,
-            (year % 100) as u8,
-            month as u8,
-            day as u8,
-            (secs / 3600) as u8,
-            (secs / 60 % 60) as u8,
-            (secs % 60) as u8,
-        ];
-        let mut buf = *b"0000-00-00T00:00:00.000Z";
-        for (i, pos) in [0usize, 2, 5, 8, 11, 14, 17].into_iter().enumerate() {
-            buf[pos] = b'0' + fields[i] / 10;
-            buf[pos + 1] = b'0' + fields[i] % 10;
+        let mut time = *b"00:00:00.000Z";
+        for (pos, value) in [(0, secs / 3600), (3, secs / 60 % 60), (6, secs % 60)] {
+            time[pos] = b'0' + (value / 10) as u8;
+            time[pos + 1] = b'0' + (value % 10) as u8;
         }
-        buf[20] = b'0' + (ms / 100) as u8;
-        buf[21] = b'0' + (ms / 10 % 10) as u8;
-        buf[22] = b'0' + (ms % 10) as u8;
-        out.extend_from_slice(&buf);
+        time[9] = b'0' + (ms / 100) as u8;
+        time[10] = b'0' + (ms / 10 % 10) as u8;
+        time[11] = b'0' + (ms % 10) as u8;
+        out.extend_from_slice(&cache.date);
+        out.extend_from_slice(&time);
     }
 
     /// Formats as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -251,6 +265,17 @@ mod tests {
         fn format_then_parse_is_identity(ms in -62_135_596_800_000i64..253_402_300_799_999) {
             let text = Millis(ms).to_rfc3339();
             prop_assert_eq!(Millis::parse(&text), Some(Millis(ms)));
+        }
+
+        #[test]
+        fn the_date_cache_never_changes_the_text(days in proptest::collection::vec(0i64..40_000, 1..20), offsets in proptest::collection::vec(0i64..MS_PER_DAY, 1..20)) {
+            let mut cache = DateCache::default();
+            for (day, offset) in days.iter().zip(&offsets) {
+                let ms = Millis(day * MS_PER_DAY + offset);
+                let mut cached = Vec::new();
+                ms.write_rfc3339_cached(&mut cache, &mut cached);
+                prop_assert_eq!(String::from_utf8(cached).unwrap(), ms.to_rfc3339());
+            }
         }
 
         #[test]
