@@ -87,10 +87,12 @@ pub fn prometheus(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
     ];
     let mut out = String::new();
     for ((name, value), help) in COUNTERS.iter().zip(fields(&snapshot.total)).zip(help) {
-        let (metric, kind) = if *name == "queued" || *name == "spooled" {
-            (format!("api_sessions_{name}"), "gauge")
-        } else {
-            (format!("api_sessions_{name}_total"), "counter")
+        // SPEC §6 names every counter `_total` but `queued`; `spooled` goes down as the spool
+        // is replayed, so it is typed a gauge under its contractual name.
+        let (metric, kind) = match *name {
+            "queued" => (format!("api_sessions_{name}"), "gauge"),
+            "spooled" => (format!("api_sessions_{name}_total"), "gauge"),
+            _ => (format!("api_sessions_{name}_total"), "counter"),
         };
         let _ = write!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}\n");
     }

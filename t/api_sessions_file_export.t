@@ -22,7 +22,7 @@ use Test::ApiSessions;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(18);
+my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(19);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -106,7 +106,8 @@ my $prom = http_get('/status?format=prometheus');
 like(http_header($prom, 'Content-Type'), qr!^text/plain!, 'prometheus content type');
 my %metric = http_content($prom) =~ /^(api_sessions_\w+) (\d+)$/mg;
 is($metric{api_sessions_captured_total}, $s->{total}{captured}, 'prometheus captured');
-is($metric{api_sessions_queued}, 0, 'prometheus queued is a gauge');
+is($metric{api_sessions_queued}, 0, 'prometheus queued');
+is($metric{api_sessions_spooled_total}, 0, 'prometheus spooled');
 like(http_content($prom), qr/^# TYPE api_sessions_exported_total counter$/m,
 	'prometheus types');
 
