@@ -11,6 +11,9 @@
 //!    page, p50 and p95 over varied values, against the served database.
 //!
 //! Usage: bench-explorer [--records N] [--queries N] [--senders N] [--binary PATH] [--dir DIR]
+//!                       [--skip-cli]
+//!
+//! `--skip-cli` leaves out step 1 and `--queries 0` step 3, to measure or profile one path alone.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -389,6 +392,7 @@ fn main() {
         .and_then(|exe| Some(exe.parent()?.parent()?.join("api-sessions")))
         .expect("binary path");
     let mut dir: Option<PathBuf> = None;
+    let mut skip_cli = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -398,6 +402,7 @@ fn main() {
             "--senders" => senders = value().parse().expect("--senders N"),
             "--binary" => binary = PathBuf::from(value()),
             "--dir" => dir = Some(PathBuf::from(value())),
+            "--skip-cli" => skip_cli = true,
             other => panic!("unknown argument {other}; see the comment at the top of this file"),
         }
     }
@@ -422,16 +427,19 @@ fn main() {
     );
 
     // 1. `api-sessions ingest FILE`.
-    let cli_db = dir.join("cli.db");
-    let started = Instant::now();
-    let status = Command::new(&binary).arg("ingest").arg("--db").arg(&cli_db).arg(&data).status();
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(status.expect("run api-sessions ingest").success(), "api-sessions ingest failed");
-    println!(
-        "ingest (api-sessions ingest FILE): {:.0} records/s ({elapsed:.1}s)",
-        records as f64 / elapsed
-    );
-    let _ = std::fs::remove_file(&cli_db);
+    if !skip_cli {
+        let cli_db = dir.join("cli.db");
+        let started = Instant::now();
+        let status =
+            Command::new(&binary).arg("ingest").arg("--db").arg(&cli_db).arg(&data).status();
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(status.expect("run api-sessions ingest").success(), "api-sessions ingest failed");
+        println!(
+            "ingest (api-sessions ingest FILE): {:.0} records/s ({elapsed:.1}s)",
+            records as f64 / elapsed
+        );
+        let _ = std::fs::remove_file(&cli_db);
+    }
 
     // 2. `POST /v1/records`.
     let db = dir.join("served.db");
@@ -452,6 +460,9 @@ fn main() {
     println!("database: {:.0} MiB", db_size as f64 / (1 << 20) as f64);
 
     // 3. Query latency.
+    if queries == 0 {
+        return;
+    }
     let agent = agent();
     let base = format!("{}/api/sessions", server.base);
     let (_, first) = get(&agent, &base);

@@ -6,14 +6,14 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 
-use api_sessions_core::record::{Record, SCHEMA_VERSION};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
-use crate::store::{IngestCounts, Received, Store, StoreError};
+use crate::batch::Batch;
+use crate::store::{IngestCounts, Store, StoreError};
 
 /// Largest body `POST /v1/records` accepts, compressed and again after decompression. The
 /// module sends batches of hundreds of records (well under a MiB); this leaves room for a
@@ -23,8 +23,8 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 /// How many rejected lines a report lists one by one; the rest are only counted.
 pub const MAX_LISTED_REJECTIONS: usize = 1000;
 
-/// Bytes of a file parsed and stored per transaction by `api-sessions ingest`.
-const FILE_CHUNK_BYTES: usize = 32 << 20;
+/// Bytes of a file parsed and stored at once by `api-sessions ingest`.
+const FILE_CHUNK_BYTES: usize = 16 << 20;
 
 /// A line that could not be stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -37,7 +37,7 @@ pub struct Rejected {
 /// The records of some lines, and the lines that were not records.
 #[derive(Debug, Default)]
 pub struct Parsed {
-    pub records: Vec<Received>,
+    pub records: Batch,
     pub rejected: Vec<Rejected>,
     pub rejected_total: u64,
 }
@@ -54,40 +54,18 @@ impl Parsed {
 /// Parses NDJSON; `first_line` is the number of the first line in `data`. Blank lines are
 /// skipped; a final line without a newline is parsed like the others.
 pub fn parse(data: &[u8], first_line: u64, parsed: &mut Parsed) {
-    for (number, line) in (first_line..).zip(data.split(|&b| b == b'\n')) {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
+    for (number, end) in (first_line..).zip(ends) {
+        let line = &data[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !line.iter().all(u8::is_ascii_whitespace) {
-            match parse_line(line) {
-                Ok(received) => parsed.records.push(received),
-                Err(error) => parsed.reject(number, error),
+            if let Err(error) = parsed.records.push_line(line) {
+                parsed.reject(number, error);
             }
         }
     }
-}
-
-fn parse_line(line: &[u8]) -> Result<Received, String> {
-    let text = std::str::from_utf8(line).map_err(|_| "line is not valid UTF-8".to_owned())?;
-    let record: Record = serde_json::from_str(text).map_err(describe_json_error)?;
-    if record.v != SCHEMA_VERSION {
-        return Err(format!("unsupported record version {} (expected {SCHEMA_VERSION})", record.v));
-    }
-    for (name, value) in [
-        ("request_id", &record.request_id),
-        ("session_id", &record.session_id),
-        ("node", &record.node),
-    ] {
-        if value.is_empty() {
-            return Err(format!("empty \"{name}\""));
-        }
-    }
-    Ok(Received { record, json: text.trim().to_owned() })
-}
-
-/// serde_json's message without its "at line 1 column N" (there is one line), with the column.
-fn describe_json_error(err: serde_json::Error) -> String {
-    let message = err.to_string();
-    let message = message.rfind(" at line ").map_or(message.as_str(), |at| &message[..at]);
-    format!("{message} (column {})", err.column())
 }
 
 /// Why a request body could not be read.
@@ -145,8 +123,10 @@ impl std::fmt::Display for FileError {
 /// Loads an NDJSON file (gzip-compressed when its name ends in `.gz`). Loading the same file
 /// again stores nothing new.
 ///
-/// Reading and parsing run on their own thread while the previous chunk is written, so both
-/// cores are busy on large files.
+/// One thread reads chunks of whole lines; several parse them and hand them to the store at
+/// once, so parsing runs beside the database writer on every core, and the writer commits the
+/// chunks that wait together. Chunks may thus be stored out of file order: when two different
+/// records of a file share a request id (or node, pid and seq), which one is kept can vary.
 pub fn ingest_file(store: &dyn Store, path: &Path) -> Result<FileReport, FileError> {
     let file = File::open(path).map_err(FileError::Read)?;
     let reader: Box<dyn Read + Send> = if path.extension().is_some_and(|ext| ext == "gz") {
@@ -154,70 +134,111 @@ pub fn ingest_file(store: &dyn Store, path: &Path) -> Result<FileReport, FileErr
     } else {
         Box::new(file)
     };
+    let workers = thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_PARSERS);
 
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Parsed>>(2);
-    let parser = thread::spawn(move || read_chunks(reader, &tx));
-    let mut report = FileReport::default();
-    let mut failure = None;
-    for parsed in rx {
-        let parsed = match parsed {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                failure = Some(FileError::Read(err));
-                break;
-            }
-        };
-        match store.ingest(parsed.records, None) {
-            Ok(counts) => report.counts += counts,
-            Err(err) => {
-                failure = Some(FileError::Store(err));
-                break;
-            }
+    let (chunks, queue) = mpsc::sync_channel::<Chunk>(workers);
+    let queue = Mutex::new(queue);
+    let outcome = Mutex::new(Outcome::default());
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| ingest_chunks(store, &queue, &outcome));
         }
-        report.rejected_total += parsed.rejected_total;
-        let room = MAX_LISTED_REJECTIONS - report.rejected.len();
-        report.rejected.extend(parsed.rejected.into_iter().take(room));
-    }
-    // Dropping the receiver (on failure) makes the parser's next send fail, so it stops.
-    let _ = parser.join();
-    match failure {
+        if let Err(err) = read_chunks(reader, &chunks, &outcome) {
+            outcome.lock().unwrap_or_else(|p| p.into_inner()).fail(FileError::Read(err));
+        }
+        // Closing the queue lets the workers finish.
+        drop(chunks);
+    });
+    let outcome = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
+    match outcome.failure {
         Some(err) => Err(err),
-        None => Ok(report),
+        None => Ok(outcome.report),
     }
 }
 
-fn read_chunks(mut reader: Box<dyn Read + Send>, tx: &mpsc::SyncSender<io::Result<Parsed>>) {
-    let mut buf = Vec::with_capacity(FILE_CHUNK_BYTES * 2);
-    let mut line = 1u64;
+/// Threads parsing file chunks at most.
+const MAX_PARSERS: usize = 4;
+
+/// Whole lines of a file, and the number of the first.
+struct Chunk {
+    data: Vec<u8>,
+    first_line: u64,
+}
+
+/// What the workers of one file did together.
+#[derive(Default)]
+struct Outcome {
+    report: FileReport,
+    failure: Option<FileError>,
+}
+
+impl Outcome {
+    fn fail(&mut self, err: FileError) {
+        self.failure.get_or_insert(err);
+    }
+
+    fn add(&mut self, counts: IngestCounts, parsed: Parsed) {
+        let report = &mut self.report;
+        report.counts += counts;
+        report.rejected_total += parsed.rejected_total;
+        // Chunks finish in any order: keep the first lines of the file.
+        report.rejected.extend(parsed.rejected);
+        report.rejected.sort_unstable_by_key(|rejected| rejected.line);
+        report.rejected.truncate(MAX_LISTED_REJECTIONS);
+    }
+}
+
+fn ingest_chunks(
+    store: &dyn Store,
+    queue: &Mutex<mpsc::Receiver<Chunk>>,
+    outcome: &Mutex<Outcome>,
+) {
+    let lock = || outcome.lock().unwrap_or_else(|p| p.into_inner());
     loop {
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(chunk) = next else { return };
+        if lock().failure.is_some() {
+            continue;
+        }
+        let mut parsed = Parsed::default();
+        parse(&chunk.data, chunk.first_line, &mut parsed);
+        drop(chunk);
+        let records = std::mem::take(&mut parsed.records);
+        match store.ingest(records, None) {
+            Ok(counts) => lock().add(counts, parsed),
+            Err(err) => lock().fail(FileError::Store(err)),
+        }
+    }
+}
+
+fn read_chunks(
+    mut reader: Box<dyn Read + Send>,
+    chunks: &mpsc::SyncSender<Chunk>,
+    outcome: &Mutex<Outcome>,
+) -> io::Result<()> {
+    let mut line = 1u64;
+    let mut tail = Vec::new();
+    loop {
+        let mut buf = Vec::with_capacity(tail.len() + FILE_CHUNK_BYTES);
+        buf.append(&mut tail);
         let start = buf.len();
         buf.resize(start + FILE_CHUNK_BYTES, 0);
-        let read = match read_full(&mut reader, &mut buf[start..]) {
-            Ok(read) => read,
-            Err(err) => {
-                let _ = tx.send(Err(err));
-                return;
-            }
-        };
+        let read = read_full(&mut reader, &mut buf[start..])?;
         buf.truncate(start + read);
         let eof = read == 0;
-        // Parse whole lines only; the tail waits for the next read (or EOF).
-        let end = if eof {
-            buf.len()
-        } else {
-            buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
-        };
-        if end > 0 || eof {
-            let mut parsed = Parsed::default();
-            parse(&buf[..end], line, &mut parsed);
-            line += buf[..end].iter().filter(|&&b| b == b'\n').count() as u64;
-            buf.drain(..end);
-            if tx.send(Ok(parsed)).is_err() {
-                return;
+        // Hand over whole lines only; the rest waits for the next read (or EOF).
+        let end = if eof { buf.len() } else { memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1) };
+        tail = buf.split_off(end);
+        if !buf.is_empty() {
+            let first_line = line;
+            line += memchr::memchr_iter(b'\n', &buf).count() as u64;
+            let failed = outcome.lock().unwrap_or_else(|p| p.into_inner()).failure.is_some();
+            if failed || chunks.send(Chunk { data: buf, first_line }).is_err() {
+                return Ok(());
             }
         }
         if eof {
-            return;
+            return Ok(());
         }
     }
 }

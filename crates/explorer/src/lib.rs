@@ -2,10 +2,11 @@
 //! and lets analysts explore the sessions in a web UI and a JSON API.
 //!
 //! Records come in through [`api`] (`POST /v1/records`), [`follow`] (tailing the module's
-//! NDJSON file) or [`ingest`] (loading files); [`store`] keeps and queries them; [`ui`] renders
-//! the pages; [`server`] puts it together.
+//! NDJSON file) or [`ingest`] (loading files), parsed into a [`batch`]; [`store`] keeps and
+//! queries them; [`ui`] renders the pages; [`server`] puts it together.
 
 pub mod api;
+pub mod batch;
 pub mod cli;
 pub mod follow;
 pub mod ingest;

@@ -9,19 +9,10 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use api_sessions_core::record::Record;
 use api_sessions_core::time::Millis;
 use serde::Serialize;
 
-/// A record that passed validation, with the JSON text it arrived as.
-///
-/// The text is stored verbatim so optional extras the explorer does not know about
-/// (`traceparent`, fields of later minor versions) survive into the API output.
-#[derive(Clone, Debug)]
-pub struct Received {
-    pub record: Record,
-    pub json: String,
-}
+use crate::batch::Batch;
 
 /// What one ingest call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -308,11 +299,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a batch atomically. Records already stored (same `node`,`pid`,`seq` or same
     /// `request_id`) are counted as duplicates. A `position` is committed with the batch, so a
     /// follower that restarts neither skips nor repeats lines.
-    fn ingest(
-        &self,
-        batch: Vec<Received>,
-        position: Option<FollowPosition>,
-    ) -> Result<IngestCounts>;
+    ///
+    /// Each record is stored as the text it arrived as, so optional extras the explorer does
+    /// not know about (`traceparent`, fields of later minor versions) survive into the API.
+    fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts>;
 
     /// The last committed position of a followed file.
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>>;

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use api_sessions::batch::Batch;
 use api_sessions::store::sqlite::SqliteStore;
-use api_sessions::store::{Received, Store};
+use api_sessions::store::Store;
 use api_sessions_core::record::{Attack, AttackRequest, Param, ParamKind, Record};
 use api_sessions_core::time::Millis;
 
@@ -98,18 +99,17 @@ pub fn ndjson(records: &[Record]) -> Vec<u8> {
     out
 }
 
-pub fn received(records: &[Record]) -> Vec<Received> {
-    records
-        .iter()
-        .map(|record| {
-            let mut json = Vec::new();
-            record.write_ndjson(&mut json);
-            json.pop();
-            Received { record: record.clone(), json: String::from_utf8(json).unwrap() }
-        })
-        .collect()
+pub fn batch(records: &[Record]) -> Batch {
+    let mut batch = Batch::default();
+    for record in records {
+        let mut line = Vec::new();
+        record.write_ndjson(&mut line);
+        line.pop();
+        batch.push_line(&line).unwrap();
+    }
+    batch
 }
 
 pub fn ingest(store: &dyn Store, records: &[Record]) -> api_sessions::store::IngestCounts {
-    store.ingest(received(records), None).unwrap()
+    store.ingest(batch(records), None).unwrap()
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
 use api_sessions::store::{
-    self, Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, Received, RequestPage,
-    SessionDetail, SessionPage, Store,
+    self, Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, SessionDetail,
+    SessionPage, Store,
 };
 use fixtures::*;
 
@@ -142,7 +143,7 @@ struct Counting {
 impl Store for Counting {
     fn ingest(
         &self,
-        batch: Vec<Received>,
+        batch: Batch,
         position: Option<FollowPosition>,
     ) -> store::Result<IngestCounts> {
         self.records.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -18,9 +18,10 @@ use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
 use super::{
-    Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, Received, RequestPage, Result,
-    SessionDetail, SessionPage, Store, StoreError,
+    Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, Result, SessionDetail,
+    SessionPage, Store, StoreError,
 };
+use crate::batch::Batch;
 
 /// Page cache of the writer, in KiB: the unique and filter indexes of a few million requests
 /// stay in memory, so an insert does not wait for reads.
@@ -81,12 +82,8 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn ingest(
-        &self,
-        batch: Vec<Received>,
-        position: Option<FollowPosition>,
-    ) -> Result<IngestCounts> {
-        self.writer.ingest(write::IngestJob { batch, position })
+    fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts> {
+        self.writer.ingest(write::IngestJob::new(batch, position))
     }
 
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {

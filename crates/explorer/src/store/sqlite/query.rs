@@ -29,7 +29,8 @@ const RELATED_LIMIT: usize = 100;
 /// How to walk the selected requests newest first.
 #[derive(Clone, Copy)]
 enum Driver {
-    /// Along `requests_ts`, skipping what the other predicates reject.
+    /// Along the table (in time order, see `schema::ID_SHIFT`), skipping what the other
+    /// predicates reject.
     Time,
     /// Hour by hour along an index that leads with `hour` and a selective value.
     Hourly(&'static str),
@@ -58,10 +59,18 @@ impl Predicates {
         };
         let text = |value: &str| Value::Text(value.to_owned());
 
+        // The time range on `ts`, and on the id, which lets every index (each ends with the
+        // id) and the table itself range over it.
         let from = filter.from.map_or(floor, |from| from.0.max(floor));
-        add("r.ts >= ?", &[Value::Integer(from)]);
+        add(
+            "r.id >= ? AND r.ts >= ?",
+            &[Value::Integer(schema::first_id(from)), Value::Integer(from)],
+        );
         if let Some(to) = filter.to {
-            add("r.ts <= ?", &[Value::Integer(to.0)]);
+            add(
+                "r.id <= ? AND r.ts <= ?",
+                &[Value::Integer(schema::last_id(to.0)), Value::Integer(to.0)],
+            );
         }
         if let Some(method) = &filter.method {
             add("r.method = ?", &[text(method)]);
@@ -344,7 +353,7 @@ fn rank_sessions(
 ) -> Result<Vec<Cursor>> {
     let sql = format!(
         "SELECT r.ts FROM requests r INDEXED BY requests_session WHERE r.session = ?{} \
-         ORDER BY r.ts DESC LIMIT 1",
+         ORDER BY r.id DESC LIMIT 1",
         predicates.sql
     );
     let mut last = conn.prepare_cached(&sql)?;
@@ -378,7 +387,7 @@ fn walk_requests(
         session_check: SessionCheck::new(conn, filter)?,
         later: conn.prepare_cached(&format!(
             "SELECT 1 FROM requests r INDEXED BY requests_session \
-             WHERE r.session = ? AND r.ts > ?{} LIMIT 1",
+             WHERE r.session = ? AND r.id >= ? AND r.ts > ?{} LIMIT 1",
             predicates.sql
         ))?,
         predicates,
@@ -387,20 +396,21 @@ fn walk_requests(
         seen: HashSet::new(),
         keys: Vec::new(),
     };
-    let below_cursor = if after.is_some() { " AND r.ts <= ?" } else { "" };
-    let cursor_bound = after.map(|cursor| Value::Integer(cursor.ts));
+    let below_cursor = if after.is_some() { " AND r.id <= ? AND r.ts <= ?" } else { "" };
+    let cursor_bound =
+        after.map(|cursor| [Value::Integer(schema::last_id(cursor.ts)), Value::Integer(cursor.ts)]);
     let needle = filter.q.as_deref().map(str::to_ascii_lowercase);
     match (predicates.driver, needle) {
         // Newest first along the time index, until the page is full.
         (Driver::Time, None) => {
             let sql = format!(
-                "SELECT r.session, r.ts FROM requests r INDEXED BY requests_ts \
-                 WHERE 1{}{below_cursor} ORDER BY r.ts DESC",
+                "SELECT r.session, r.ts FROM requests r \
+                 WHERE 1{}{below_cursor} ORDER BY r.id DESC",
                 predicates.sql
             );
             let mut select = conn.prepare_cached(&sql)?;
             let mut params = predicates.bind([]);
-            params.extend(cursor_bound);
+            params.extend(cursor_bound.into_iter().flatten());
             let mut rows = select.query(params_from_iter(params))?;
             while let Some(row) = rows.next()? {
                 if collector.visit(row.get(0)?, row.get(1)?)? {
@@ -431,13 +441,13 @@ fn walk_requests(
             let (hours, _) = hours(conn, predicates, after, needle.as_deref())?;
             let sql = format!(
                 "SELECT r.session, r.ts FROM requests r INDEXED BY {index} \
-                 WHERE r.hour = ?{}{below_cursor} ORDER BY r.ts DESC",
+                 WHERE r.hour = ?{}{below_cursor} ORDER BY r.id DESC",
                 predicates.sql
             );
             let mut select = conn.prepare_cached(&sql)?;
             'hours: for hour in hours {
                 let mut params = predicates.bind([Value::Integer(hour)]);
-                params.extend(cursor_bound.clone());
+                params.extend(cursor_bound.clone().into_iter().flatten());
                 let mut rows = select.query(params_from_iter(params))?;
                 while let Some(row) = rows.next()? {
                     if collector.visit(row.get(0)?, row.get(1)?)? {
@@ -459,8 +469,10 @@ fn hours(
     after: Option<Cursor>,
     needle: Option<&str>,
 ) -> Result<(Vec<i64>, i64)> {
-    let newest: Option<i64> =
-        conn.prepare_cached("SELECT max(ts) FROM requests")?.query_row([], |row| row.get(0))?;
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT ts FROM requests ORDER BY id DESC LIMIT 1")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
     let Some(mut newest) = newest else {
         return Ok((Vec::new(), 0));
     };
@@ -517,7 +529,11 @@ impl Collector<'_, '_> {
             if ts == cursor.ts && id >= cursor.id {
                 return Ok(false);
             }
-            let bound = [Value::Integer(id), Value::Integer(cursor.ts)];
+            let bound = [
+                Value::Integer(id),
+                Value::Integer(schema::first_id(cursor.ts + 1)),
+                Value::Integer(cursor.ts),
+            ];
             if self.later.exists(params_from_iter(self.predicates.bind(bound)))? {
                 return Ok(false);
             }
@@ -621,16 +637,17 @@ fn request_page(
     limit: usize,
 ) -> Result<RequestPage> {
     let mut sql = format!(
-        "SELECT r.id, r.ts, rec.json FROM requests r INDEXED BY requests_session \
-         JOIN records rec ON rec.id = r.id WHERE r.session = ?{}",
+        "SELECT r.id, r.ts, r.json FROM requests r INDEXED BY requests_session \
+         WHERE r.session = ?{}",
         predicates.sql
     );
     let mut params = predicates.bind([Value::Integer(session)]);
+    // Ids are in time order: the next page starts after the last id shown.
     if let Some(cursor) = after {
-        sql.push_str(" AND (r.ts, r.id) > (?, ?)");
-        params.extend([Value::Integer(cursor.ts), Value::Integer(cursor.id)]);
+        sql.push_str(" AND r.id > ?");
+        params.push(Value::Integer(cursor.id));
     }
-    sql.push_str(" ORDER BY r.ts, r.id LIMIT ?");
+    sql.push_str(" ORDER BY r.id LIMIT ?");
     params.push(Value::Integer(limit as i64 + 1));
 
     let mut select = conn.prepare_cached(&sql)?;

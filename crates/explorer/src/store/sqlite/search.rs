@@ -70,7 +70,7 @@ fn push_entry(block: &mut Vec<u8>, hit: Hit, text: &[u8]) {
 }
 
 /// The entries of a block; stops at the first malformed one.
-fn entries(block: &[u8]) -> impl Iterator<Item = (Hit, &[u8])> {
+pub(super) fn entries(block: &[u8]) -> impl Iterator<Item = (Hit, &[u8])> {
     let mut rest = block;
     std::iter::from_fn(move || {
         let header = rest.get(..HEADER)?;
@@ -82,6 +82,42 @@ fn entries(block: &[u8]) -> impl Iterator<Item = (Hit, &[u8])> {
     })
 }
 
+/// The trigram filters of a batch's search texts, per hour, computed on the thread that hands
+/// the batch over, so the database writer only merges them.
+#[derive(Default)]
+pub struct BatchFilters {
+    hours: Vec<(i64, Vec<u8>)>,
+}
+
+/// Hours a batch gets filters for. A batch spans an hour or two; one spread over more (a
+/// replayed spool, a broken clock) leaves the rest to the writer rather than take 16 KiB of
+/// memory per hour.
+const BATCH_FILTER_HOURS: usize = 8;
+
+impl BatchFilters {
+    /// Filters of the search texts of `records`: (hour, text) pairs.
+    pub fn of<'t>(records: impl IntoIterator<Item = (i64, &'t str)>) -> Self {
+        let mut filters = BatchFilters::default();
+        for (hour, text) in records {
+            let at = match filters.hours.iter().position(|(h, _)| *h == hour) {
+                Some(at) => at,
+                None if filters.hours.len() < BATCH_FILTER_HOURS => {
+                    filters.hours.push((hour, vec![0; BITS / 8]));
+                    filters.hours.len() - 1
+                }
+                None => continue,
+            };
+            set(&mut filters.hours[at].1, text.as_bytes());
+        }
+        filters
+    }
+
+    /// Whether the filter of `hour` already has the batch's texts of that hour.
+    pub fn covers(&self, hour: i64) -> bool {
+        self.hours.iter().any(|(h, _)| *h == hour)
+    }
+}
+
 /// What a transaction adds to the index, written before it commits.
 #[derive(Default)]
 pub struct Pending {
@@ -89,9 +125,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Adds a stored request's search text to its hour.
-    pub fn add(&mut self, tx: &Transaction<'_>, hour: i64, hit: Hit, text: &str) -> Result<()> {
-        let (bits, block) = match self.hours.entry(hour) {
+    fn hour(&mut self, tx: &Transaction<'_>, hour: i64) -> Result<&mut (Vec<u8>, Vec<u8>)> {
+        Ok(match self.hours.entry(hour) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let stored: Option<Vec<u8>> = tx
@@ -103,8 +138,34 @@ impl Pending {
                     .unwrap_or_else(|| vec![0; BITS / 8]);
                 entry.insert((bits, Vec::new()))
             }
-        };
-        set(bits, text.as_bytes());
+        })
+    }
+
+    /// Merges the filters computed for a batch.
+    pub fn merge(&mut self, tx: &Transaction<'_>, filters: &BatchFilters) -> Result<()> {
+        for (hour, bits) in &filters.hours {
+            let (stored, _) = self.hour(tx, *hour)?;
+            for (stored, new) in stored.iter_mut().zip(bits) {
+                *stored |= new;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a stored request's search text to its hour; `filtered` when the hour's filter
+    /// has it already (see [`BatchFilters`]).
+    pub fn add(
+        &mut self,
+        tx: &Transaction<'_>,
+        hour: i64,
+        hit: Hit,
+        text: &str,
+        filtered: bool,
+    ) -> Result<()> {
+        let (bits, block) = self.hour(tx, hour)?;
+        if !filtered {
+            set(bits, text.as_bytes());
+        }
         push_entry(block, hit, text.as_bytes());
         Ok(())
     }
@@ -118,10 +179,41 @@ impl Pending {
             tx.prepare_cached("INSERT INTO search_blocks (hour, data) VALUES (?, ?)")?;
         for (hour, (bits, block)) in self.hours {
             upsert.execute(params![hour, bits])?;
-            insert.execute(params![hour, block])?;
+            if !block.is_empty() {
+                insert.execute(params![hour, block])?;
+            }
         }
         Ok(())
     }
+}
+
+/// Rebuilds every block from the search texts in `requests` (filters stay valid: they only
+/// depend on the texts).
+pub fn rebuild_blocks(tx: &Transaction<'_>) -> Result<()> {
+    /// Bytes a rebuilt block holds at most, about what an ingest transaction writes.
+    const BLOCK_BYTES: usize = 4 << 20;
+
+    tx.execute("DELETE FROM search_blocks", [])?;
+    let mut insert = tx.prepare("INSERT INTO search_blocks (hour, data) VALUES (?, ?)")?;
+    let mut select =
+        tx.prepare("SELECT hour, ts, id, session, search FROM requests ORDER BY id")?;
+    let mut rows = select.query([])?;
+    let mut block = Vec::new();
+    let mut block_hour = None;
+    while let Some(row) = rows.next()? {
+        let hour: i64 = row.get(0)?;
+        if block_hour.is_some_and(|h| h != hour) || block.len() >= BLOCK_BYTES {
+            insert.execute(params![block_hour, block])?;
+            block.clear();
+        }
+        block_hour = Some(hour);
+        let hit = Hit { ts: row.get(1)?, id: row.get(2)?, session: row.get(3)? };
+        push_entry(&mut block, hit, row.get_ref(4)?.as_bytes().map_err(rusqlite::Error::from)?);
+    }
+    if !block.is_empty() {
+        insert.execute(params![block_hour, block])?;
+    }
+    Ok(())
 }
 
 /// The hours between `low` and `high` (inclusive) that may hold requests whose search text

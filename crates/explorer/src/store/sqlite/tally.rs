@@ -139,11 +139,16 @@ pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
 /// Joins items for a list column.
 pub fn join_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = String::new();
-    for item in items {
-        if !out.is_empty() {
+    join_into(&mut out, items);
+    out
+}
+
+/// Appends items joined for a list column to `out`.
+pub fn join_into<'a>(out: &mut String, items: impl IntoIterator<Item = &'a str>) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
             out.push(LIST_SEPARATOR);
         }
         out.push_str(item);
     }
-    out
 }

@@ -2,61 +2,72 @@
 //!
 //! Sessions are aggregated here, once per batch and session, so listing sessions never has to
 //! count requests unless a request-level filter asks for it.
+//!
+//! This runs on the one writer thread every ingest path waits for, so it only does what has to
+//! be serial: everything that can be computed from a record alone was computed before (the
+//! fields when the line was parsed, the search filters by [`IngestJob::new`]), and nothing is
+//! allocated per record.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use api_sessions_core::record::Record;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
+use super::schema;
+use super::search::{self, BatchFilters};
 use super::tally::{self, Tally};
-use super::{schema, search};
-use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Received, Result};
+use crate::batch::{Batch, RecordRef};
+use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Rows deleted per purge transaction, so the writer lock is never held for long.
 const PURGE_CHUNK: usize = 5000;
 
-/// A session's aggregate while a batch is applied to it.
-struct SessionAcc {
+/// A session's aggregate while a batch is applied to it. Strings are borrowed from the batches
+/// of the transaction, or owned when loaded from the database.
+struct SessionAcc<'b> {
     id: i64,
     created: bool,
     first_ts: i64,
     last_ts: i64,
+    stored_first_ts: i64,
     stored_last_ts: i64,
     requests: i64,
     attacks: i64,
-    user: Option<(i64, String)>,
-    role: Option<(i64, String)>,
-    nodes: Vec<String>,
+    user: Option<(i64, Cow<'b, str>)>,
+    role: Option<(i64, Cow<'b, str>)>,
+    nodes: Vec<Cow<'b, str>>,
     /// Requests per flow added by this batch.
-    flows: BTreeMap<String, i64>,
+    flows: BTreeMap<&'b str, i64>,
     /// IPs seen in this batch.
-    ips: HashSet<String>,
+    ips: HashSet<&'b str>,
     added: i64,
 }
 
-impl SessionAcc {
-    fn load(tx: &Transaction<'_>, record: &Record) -> Result<SessionAcc> {
+impl<'b> SessionAcc<'b> {
+    fn load(tx: &Transaction<'_>, record: &RecordRef<'b>) -> Result<SessionAcc<'b>> {
         let mut select = tx.prepare_cached(
             "SELECT id, first_ts, last_ts, requests, attacks, user, user_ts, role, role_ts, nodes
              FROM sessions WHERE session_id = ?",
         )?;
         let existing = select
-            .query_row([&record.session_id], |row| {
-                let pair =
-                    |value: Option<String>, ts: Option<i64>| value.zip(ts).map(|(v, t)| (t, v));
+            .query_row([record.session_id()], |row| {
+                let pair = |value: Option<String>, ts: Option<i64>| {
+                    value.zip(ts).map(|(v, t)| (t, Cow::Owned(v)))
+                };
                 Ok(SessionAcc {
                     id: row.get(0)?,
                     created: false,
                     first_ts: row.get(1)?,
                     last_ts: row.get(2)?,
+                    stored_first_ts: row.get(1)?,
                     stored_last_ts: row.get(2)?,
                     requests: row.get(3)?,
                     attacks: row.get(4)?,
                     user: pair(row.get(5)?, row.get(6)?),
                     role: pair(row.get(7)?, row.get(8)?),
                     nodes: tally::split_list(row.get_ref(9)?.as_str()?)
-                        .map(str::to_owned)
+                        .map(|node| Cow::Owned(node.to_owned()))
                         .collect(),
                     flows: BTreeMap::new(),
                     ips: HashSet::new(),
@@ -74,19 +85,20 @@ impl SessionAcc {
              VALUES (?, ?, ?, ?, ?, ?, 0, 0, '')",
         )?;
         insert.execute(params![
-            record.session_id,
-            record.key_hash,
-            record.session_key,
-            record.session_start.0,
-            record.ts.0,
-            record.ts.0,
+            record.session_id(),
+            record.key_hash(),
+            record.session_key(),
+            record.session_start(),
+            record.ts(),
+            record.ts(),
         ])?;
         Ok(SessionAcc {
             id: tx.last_insert_rowid(),
             created: true,
-            first_ts: record.ts.0,
-            last_ts: record.ts.0,
-            stored_last_ts: record.ts.0,
+            first_ts: record.ts(),
+            last_ts: record.ts(),
+            stored_first_ts: record.ts(),
+            stored_last_ts: record.ts(),
             requests: 0,
             attacks: 0,
             user: None,
@@ -98,8 +110,8 @@ impl SessionAcc {
         })
     }
 
-    fn add(&mut self, record: &Record) {
-        let ts = record.ts.0;
+    fn add(&mut self, record: &RecordRef<'b>) {
+        let ts = record.ts();
         if self.requests == 0 {
             self.first_ts = ts;
             self.last_ts = ts;
@@ -109,27 +121,26 @@ impl SessionAcc {
         }
         self.requests += 1;
         self.added += 1;
-        if record.attack.is_some() {
+        if record.attack().is_some() {
             self.attacks += 1;
         }
         // Records of one session can arrive out of order (several nodes, a replayed spool):
         // "last" means latest request time, not latest arrival.
-        for (value, slot) in [(&record.user, &mut self.user), (&record.role, &mut self.role)] {
+        for (value, slot) in [(record.user(), &mut self.user), (record.role(), &mut self.role)] {
             if let Some(value) = value {
                 if slot.as_ref().is_none_or(|(seen, _)| ts >= *seen) {
-                    *slot = Some((ts, value.clone()));
+                    *slot = Some((ts, Cow::Borrowed(value)));
                 }
             }
         }
-        if !self.nodes.contains(&record.node) {
-            self.nodes.push(record.node.clone());
+        let node = record.node();
+        if !self.nodes.iter().any(|known| known == node) {
+            self.nodes.push(Cow::Borrowed(node));
         }
-        for flow in &record.flows {
-            *self.flows.entry(flow.clone()).or_default() += 1;
+        for flow in record.flows() {
+            *self.flows.entry(flow).or_default() += 1;
         }
-        if !self.ips.contains(&record.ip) {
-            self.ips.insert(record.ip.clone());
-        }
+        self.ips.insert(record.ip());
     }
 
     fn save(&self, tx: &Transaction<'_>) -> Result<()> {
@@ -149,10 +160,11 @@ impl SessionAcc {
                 last_ts: self.last_ts,
                 requests: self.requests,
                 attacks: self.attacks,
-                user: self.user.as_ref(),
-                role: self.role.as_ref(),
-                nodes: tally::join_list(self.nodes.iter().map(String::as_str)),
+                user: self.user.as_ref().map(|(ts, user)| (*ts, user.as_ref())),
+                role: self.role.as_ref().map(|(ts, role)| (*ts, role.as_ref())),
+                nodes: tally::join_list(self.nodes.iter().map(|node| node.as_ref())),
             },
+            self.first_ts != self.stored_first_ts,
         )?;
 
         let mut upsert_flow = tx.prepare_cached(
@@ -181,112 +193,158 @@ struct Aggregates<'a> {
     last_ts: i64,
     requests: i64,
     attacks: i64,
-    user: Option<&'a (i64, String)>,
-    role: Option<&'a (i64, String)>,
+    user: Option<(i64, &'a str)>,
+    role: Option<(i64, &'a str)>,
     nodes: String,
 }
 
-fn update_session(tx: &Transaction<'_>, id: i64, row: &Aggregates<'_>) -> Result<()> {
-    tx.prepare_cached(
-        "UPDATE sessions SET first_ts = ?, last_ts = ?, requests = ?, attacks = ?, user = ?,
-                             user_ts = ?, role = ?, role_ts = ?, nodes = ?
-         WHERE id = ?",
-    )?
-    .execute(params![
-        row.first_ts,
-        row.last_ts,
-        row.requests,
-        row.attacks,
-        row.user.map(|(_, value)| value),
-        row.user.map(|(ts, _)| ts),
-        row.role.map(|(_, value)| value),
-        row.role.map(|(ts, _)| ts),
-        row.nodes,
-        id,
-    ])?;
+/// Writes a session's aggregates. SQLite rewrites the entries of every index on a column the
+/// statement sets, changed or not, and a session's first request rarely changes: it is only
+/// set when it did (`first_changed`).
+fn update_session(
+    tx: &Transaction<'_>,
+    id: i64,
+    row: &Aggregates<'_>,
+    first_changed: bool,
+) -> Result<()> {
+    let set_first = if first_changed { ", first_ts = ?10" } else { "" };
+    let mut update = tx.prepare_cached(&format!(
+        "UPDATE sessions SET last_ts = ?2, requests = ?3, attacks = ?4, user = ?5, user_ts = ?6,
+                             role = ?7, role_ts = ?8, nodes = ?9{set_first}
+         WHERE id = ?1"
+    ))?;
+    let (user, user_ts) = (row.user.map(|(_, user)| user), row.user.map(|(ts, _)| ts));
+    let (role, role_ts) = (row.role.map(|(_, role)| role), row.role.map(|(ts, _)| ts));
+    let mut values: Vec<&dyn ToSql> = vec![
+        &id,
+        &row.last_ts,
+        &row.requests,
+        &row.attacks,
+        &user,
+        &user_ts,
+        &role,
+        &role_ts,
+        &row.nodes,
+    ];
+    if first_changed {
+        values.push(&row.first_ts);
+    }
+    update.execute(&*values)?;
     Ok(())
-}
-
-/// Text the `q` filter searches: path, user, parameters and the attack's request line,
-/// lowercased (ASCII) so the query can use a plain substring test.
-fn search_text(record: &Record) -> String {
-    let mut text = String::with_capacity(128);
-    text.push_str(&record.path);
-    if let Some(user) = &record.user {
-        text.push('\n');
-        text.push_str(user);
-    }
-    for param in &record.params {
-        text.push('\n');
-        text.push_str(&param.name);
-        text.push('=');
-        text.push_str(&param.value);
-    }
-    if let Some(attack) = &record.attack {
-        text.push('\n');
-        text.push_str(&attack.request.line);
-    }
-    text.make_ascii_lowercase();
-    text
 }
 
 /// One batch to store, and where its follower stands after it.
 pub struct IngestJob {
-    pub batch: Vec<Received>,
+    pub batch: Batch,
+    filters: BatchFilters,
     pub position: Option<FollowPosition>,
 }
 
+impl IngestJob {
+    /// Prepares a batch for the writer; runs on the caller's thread.
+    pub fn new(batch: Batch, position: Option<FollowPosition>) -> Self {
+        let filters = BatchFilters::of(
+            batch.iter().map(|record| (schema::hour(record.ts()), record.search())),
+        );
+        IngestJob { batch, filters, position }
+    }
+}
+
+/// Numbers the requests of one millisecond (see [`schema::ID_SHIFT`]) with a counter over all
+/// requests: two requests of one millisecond only draw the same number when a multiple of
+/// 16,384 others arrived between them, and then the next free one is taken.
+#[derive(Default)]
+pub struct Ids {
+    next: i64,
+}
+
+impl Ids {
+    fn draw(&mut self) -> i64 {
+        let number = self.next;
+        self.next = (self.next + 1) % schema::IDS_PER_MS;
+        number
+    }
+}
+
 /// Stores several batches in one transaction (group commit); their counts in the same order.
-pub fn ingest(conn: &mut Connection, jobs: &[IngestJob]) -> Result<Vec<IngestCounts>> {
+pub fn ingest(
+    conn: &mut Connection,
+    ids: &mut Ids,
+    jobs: &[IngestJob],
+) -> Result<Vec<IngestCounts>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut all_counts = Vec::with_capacity(jobs.len());
     {
-        let mut sessions: HashMap<&str, SessionAcc> = HashMap::new();
+        let mut sessions: HashMap<&str, SessionAcc<'_>> = HashMap::new();
         let mut insert_request = tx.prepare_cached(
-            "INSERT OR IGNORE INTO requests (session, ts, hour, request_id, node, pid, seq, method,
-                                             status, ip, user, role, attack, flows, search)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO requests (id, session, ts, hour, request_id, node, pid, seq,
+                                             method, status, ip, user, role, attack, flows,
+                                             search, json)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
-        let mut insert_record =
-            tx.prepare_cached("INSERT INTO records (id, json) VALUES (?, ?)")?;
+        let mut id_taken = tx.prepare_cached("SELECT 1 FROM requests WHERE id = ?")?;
         let mut search_index = search::Pending::default();
+        let mut flows = String::new();
 
         for job in jobs {
             let mut counts = IngestCounts::default();
-            for received in &job.batch {
-                let record = &received.record;
-                let acc = match sessions.entry(record.session_id.as_str()) {
+            search_index.merge(&tx, &job.filters)?;
+            for record in job.batch.iter() {
+                let acc = match sessions.entry(record.session_id()) {
                     Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => entry.insert(SessionAcc::load(&tx, record)?),
+                    Entry::Vacant(entry) => entry.insert(SessionAcc::load(&tx, &record)?),
                 };
-                let hour = schema::hour(record.ts.0);
-                let search = search_text(record);
-                let inserted = insert_request.execute(params![
-                    acc.id,
-                    record.ts.0,
-                    hour,
-                    record.request_id,
-                    record.node,
-                    record.pid,
-                    record.seq,
-                    record.method,
-                    record.status,
-                    record.ip,
-                    record.user,
-                    record.role,
-                    record.attack.as_ref().map(|attack| attack.kind.as_str()),
-                    tally::join_list(record.flows.iter().map(String::as_str)),
-                    search,
-                ])?;
-                if inserted == 0 {
+                let hour = schema::hour(record.ts());
+                flows.clear();
+                tally::join_into(&mut flows, record.flows());
+                let first_id = schema::first_id(record.ts());
+                let mut number = ids.draw();
+                let mut tries = 0;
+                let id = loop {
+                    let id = first_id + number;
+                    let inserted = insert_request.execute(params![
+                        id,
+                        acc.id,
+                        record.ts(),
+                        hour,
+                        record.request_id(),
+                        record.node(),
+                        record.pid(),
+                        record.seq(),
+                        record.method(),
+                        record.status(),
+                        record.ip(),
+                        record.user(),
+                        record.role(),
+                        record.attack(),
+                        flows,
+                        record.search(),
+                        record.json(),
+                    ])?;
+                    if inserted == 1 {
+                        break Some(id);
+                    }
+                    // Ignored: a duplicate, unless the id was taken.
+                    if !id_taken.exists([id])? {
+                        break None;
+                    }
+                    tries += 1;
+                    if tries == schema::IDS_PER_MS {
+                        return Err(StoreError::new(format!(
+                            "cannot store more than {} requests at {} ms",
+                            schema::IDS_PER_MS,
+                            record.ts()
+                        )));
+                    }
+                    number = (number + 1) % schema::IDS_PER_MS;
+                };
+                let Some(id) = id else {
                     counts.duplicates += 1;
                     continue;
-                }
-                let id = tx.last_insert_rowid();
-                insert_record.execute(params![id, received.json])?;
-                let hit = search::Hit { ts: record.ts.0, id, session: acc.id };
-                search_index.add(&tx, hour, hit, &search)?;
-                acc.add(record);
+                };
+                let hit = search::Hit { ts: record.ts(), id, session: acc.id };
+                search_index.add(&tx, hour, hit, record.search(), job.filters.covers(hour))?;
+                acc.add(&record);
                 counts.accepted += 1;
             }
             if let Some(position) = &job.position {
@@ -338,23 +396,18 @@ pub fn follow_position(conn: &Connection, path: &str) -> Result<Option<FollowPos
 pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
     let mut counts = PurgeCounts::default();
 
+    // Ids are in time order: the expired requests are the first ones.
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ids: Vec<i64> = tx
-            .prepare_cached("SELECT id FROM requests WHERE ts < ? ORDER BY ts LIMIT ?")?
-            .query_map(params![cutoff, PURGE_CHUNK], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        {
-            let mut delete_request = tx.prepare_cached("DELETE FROM requests WHERE id = ?")?;
-            let mut delete_record = tx.prepare_cached("DELETE FROM records WHERE id = ?")?;
-            for id in &ids {
-                delete_request.execute([id])?;
-                delete_record.execute([id])?;
-            }
-        }
+        let deleted = tx
+            .prepare_cached(
+                "DELETE FROM requests WHERE id IN
+                   (SELECT id FROM requests WHERE id < ? ORDER BY id LIMIT ?)",
+            )?
+            .execute(params![schema::first_id(cutoff), PURGE_CHUNK])?;
         tx.commit()?;
-        counts.requests += ids.len() as u64;
-        if ids.len() < PURGE_CHUNK {
+        counts.requests += deleted as u64;
+        if deleted < PURGE_CHUNK {
             break;
         }
     }
@@ -429,10 +482,11 @@ fn recount_session(tx: &Transaction<'_>, id: i64) -> Result<()> {
             last_ts: tally.last_ts,
             requests: tally.requests as i64,
             attacks: tally.attacks() as i64,
-            user: tally.user.as_ref(),
-            role: tally.role.as_ref(),
+            user: tally.user.as_ref().map(|(ts, user)| (*ts, user.as_str())),
+            role: tally.role.as_ref().map(|(ts, role)| (*ts, role.as_str())),
             nodes: tally::join_list(tally.nodes.iter().map(String::as_str)),
         },
+        true,
     )?;
     let mut insert_flow = tx.prepare_cached(
         "INSERT INTO session_flows (session, flow, requests, last_ts) VALUES (?, ?, ?, ?)",

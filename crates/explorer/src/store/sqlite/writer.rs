@@ -30,8 +30,12 @@ const WAL_LIMIT: u64 = 1 << 30;
 /// How often the checkpointer runs without being woken.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// A finished ingest job goes back to its sender with the result, so the batch is freed on the
+/// sender's thread rather than on the writer's.
+type IngestReply = mpsc::SyncSender<(Result<IngestCounts>, IngestJob)>;
+
 enum Job {
-    Ingest(IngestJob, mpsc::SyncSender<Result<IngestCounts>>),
+    Ingest(IngestJob, IngestReply),
     Purge(i64, mpsc::SyncSender<Result<PurgeCounts>>),
 }
 
@@ -54,7 +58,8 @@ impl Writer {
     pub fn ingest(&self, job: IngestJob) -> Result<IngestCounts> {
         let (reply, result) = mpsc::sync_channel(1);
         self.send(Job::Ingest(job, reply))?;
-        result.recv().map_err(|_| stopped())?
+        let (counts, _job) = result.recv().map_err(|_| stopped())?;
+        counts
     }
 
     pub fn purge(&self, cutoff: i64) -> Result<PurgeCounts> {
@@ -89,6 +94,7 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
         .spawn(move || checkpoint_periodically(&checkpointer, &woken))
         .expect("spawn the checkpoint thread");
     let mut signalled_at = 0u64;
+    let mut ids = write::Ids::default();
 
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
@@ -113,17 +119,21 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
                     }
                 }
                 let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                match write::ingest(&mut conn, &jobs) {
-                    Ok(counts) => {
-                        for (reply, counts) in replies.into_iter().zip(counts) {
-                            let _ = reply.send(Ok(counts));
-                        }
-                    }
-                    Err(err) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::new(err.to_string())));
-                        }
-                    }
+                let results: Vec<_> = match write::ingest(&mut conn, &mut ids, &jobs) {
+                    Ok(counts) => counts.into_iter().map(Ok).collect(),
+                    // A batch the database refuses fails its whole transaction: store the
+                    // others on their own, so that only it fails.
+                    Err(_) if jobs.len() > 1 => jobs
+                        .iter()
+                        .map(|job| {
+                            let job = std::slice::from_ref(job);
+                            write::ingest(&mut conn, &mut ids, job).map(|counts| counts[0])
+                        })
+                        .collect(),
+                    Err(err) => vec![Err(err)],
+                };
+                for ((reply, result), job) in replies.into_iter().zip(results).zip(jobs) {
+                    let _ = reply.send((result, job));
                 }
             }
         }
