@@ -58,7 +58,7 @@ fn capture(mut req: Request<'_>) {
     let Some(amcf) = req.main_conf() else { return };
     let Some(worker) = amcf.worker.as_ref() else { return };
 
-    let mut c = worker.capture(profile.clone());
+    let mut c = worker.capture(profile);
     let start = req.start();
     c.ts = start;
     c.duration_us = (now_us() - start.0 * 1000).max(0) as u64;

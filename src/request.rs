@@ -123,16 +123,16 @@ impl<'r> Request<'r> {
             if id.is_null() {
                 return &[];
             }
-            let random = rng.u128(..).to_le_bytes();
-            let mut hex = Vec::with_capacity(32);
-            api_sessions_core::hash::hex_into(&random, &mut hex);
-            // SAFETY: id has room for 32 bytes.
-            unsafe { core::ptr::copy_nonoverlapping(hex.as_ptr(), id, 32) };
-            v.set_len(32);
-            v.set_valid(1);
-            v.set_no_cacheable(0);
-            v.set_not_found(0);
-            v.data = id;
+            // SAFETY: id has room for 32 bytes, all written below.
+            let hex = unsafe { core::slice::from_raw_parts_mut(id, 32) };
+            api_sessions_core::hash::hex_to(&rng.u128(..).to_le_bytes(), hex);
+            // All flags in one store: bindgen's per-field setters loop over the bits one by
+            // one, 28 iterations for `len` alone.
+            *v = nginx_sys::ngx_variable_value_t {
+                _bitfield_align_1: [],
+                _bitfield_1: nginx_sys::ngx_variable_value_t::new_bitfield_1(32, 1, 0, 0, 0),
+                data: id,
+            };
         }
         self.variable(index as nginx_sys::ngx_int_t)
     }

@@ -205,7 +205,7 @@ impl Worker {
     /// An empty capture for a request of a location with `profile`.
     pub fn capture(
         &self,
-        profile: std::sync::Arc<api_sessions_core::profile::Profile>,
+        profile: &std::sync::Arc<api_sessions_core::profile::Profile>,
     ) -> Box<Capture> {
         self.exporter.capture(profile)
     }

@@ -240,7 +240,7 @@ fn exporter(c: &mut Criterion) {
                 for _ in 0..iters {
                     n += 1;
                     // Recycled captures, as on the request path: no allocation in steady state.
-                    let mut c = exporter.capture(profile.clone());
+                    let mut c = exporter.capture(&profile);
                     fill(&mut c, n);
                     while let Err(full) = exporter.submit(c) {
                         // Queue full: wait for the exporter (the drop is counted, the record

@@ -159,9 +159,57 @@ enum Control {
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Captures kept for reuse.
 const RECYCLED: usize = 1024;
-/// Body buffers kept for reuse, each up to `RECYCLED_BODY_BYTES`.
-const RECYCLED_BODIES: usize = 64;
+/// Body buffers kept for reuse: as many as the captures of a poll interval at a high rate
+/// hold, within a budget of bytes, each up to `RECYCLED_BODY_BYTES`.
+const RECYCLED_BODIES: usize = 1024;
+const RECYCLED_BODIES_BUDGET: usize = 16 << 20;
 const RECYCLED_BODY_BYTES: usize = 1 << 20;
+
+/// Body buffers the exporter thread is done with, for the request path to fill again.
+///
+/// Sized for the bodies of one poll interval: with a pool smaller than that (it was 64
+/// buffers), most buffers were freed on one thread and allocated anew on the other, and
+/// `malloc` showed in the request path's profile of a proxied JSON API.
+struct BodyPool {
+    buffers: ArrayQueue<Vec<u8>>,
+    /// Capacity of the pooled buffers, kept within `RECYCLED_BODIES_BUDGET`.
+    bytes: AtomicUsize,
+}
+
+impl BodyPool {
+    fn new() -> BodyPool {
+        BodyPool { buffers: ArrayQueue::new(RECYCLED_BODIES), bytes: AtomicUsize::new(0) }
+    }
+
+    /// A pooled buffer with room for `capacity` bytes, or a new one.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        match self.buffers.pop() {
+            Some(mut buffer) => {
+                self.bytes.fetch_sub(buffer.capacity(), Ordering::Relaxed);
+                buffer.reserve(capacity);
+                buffer
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Keeps `buffer` for reuse when it fits the budget; frees it otherwise.
+    fn give(&self, mut buffer: Vec<u8>) {
+        let size = buffer.capacity();
+        if size > RECYCLED_BODY_BYTES
+            || self.bytes.fetch_add(size, Ordering::Relaxed) + size > RECYCLED_BODIES_BUDGET
+        {
+            if size <= RECYCLED_BODY_BYTES {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+            }
+            return;
+        }
+        buffer.clear();
+        if self.buffers.push(buffer).is_err() {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+}
 /// Initial arena of a new capture; most requests fit without growing it.
 const ARENA: usize = 512;
 
@@ -172,7 +220,7 @@ pub struct Exporter {
     /// no capture is allocated on one thread and freed on the other.
     recycled: Arc<ArrayQueue<Box<Capture>>>,
     /// Body buffers likewise: a fresh 64 KB buffer per response would cost page faults.
-    bodies: Arc<ArrayQueue<Vec<u8>>>,
+    bodies: Arc<BodyPool>,
     /// Set by shutdown: the thread is draining, nothing more is accepted.
     closed: bool,
     control: Sender<Control>,
@@ -193,7 +241,7 @@ impl Exporter {
     ) -> std::io::Result<Exporter> {
         let queue = Arc::new(ArrayQueue::new(settings.queue.max(1)));
         let recycled = Arc::new(ArrayQueue::new(RECYCLED));
-        let bodies = Arc::new(ArrayQueue::new(RECYCLED_BODIES));
+        let bodies = Arc::new(BodyPool::new());
         let (control_tx, control) = bounded(16);
         let (log_tx, log) = bounded(256);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -241,25 +289,19 @@ impl Exporter {
     }
 
     /// An empty capture for a request of a location with `profile`, recycled when possible.
-    pub fn capture(&self, profile: Arc<Profile>) -> Box<Capture> {
+    pub fn capture(&self, profile: &Arc<Profile>) -> Box<Capture> {
         match self.recycled.pop() {
             Some(mut capture) => {
                 capture.recycle(profile);
                 capture
             }
-            None => Box::new(Capture::new(profile, ARENA)),
+            None => Box::new(Capture::new(Arc::clone(profile), ARENA)),
         }
     }
 
     /// An empty buffer for a body of up to `capacity` bytes, recycled when possible.
     pub fn body_buffer(&self, capacity: usize) -> Vec<u8> {
-        match self.bodies.pop() {
-            Some(mut buffer) => {
-                buffer.reserve(capacity);
-                buffer
-            }
-            None => Vec::with_capacity(capacity),
-        }
+        self.bodies.take(capacity)
     }
 
     /// Hands a capture to the exporter without waiting.
@@ -363,7 +405,7 @@ const ADOPTION_INTERVAL: Duration = Duration::from_secs(5);
 struct Worker {
     queue: Arc<ArrayQueue<Box<Capture>>>,
     recycled: Arc<ArrayQueue<Box<Capture>>>,
-    bodies: Arc<ArrayQueue<Vec<u8>>>,
+    bodies: Arc<BodyPool>,
     control: Receiver<Control>,
     log: Sender<LogLine>,
     counters: WorkerCounters<'static>,
@@ -501,11 +543,7 @@ impl Worker {
         for body in
             [capture.request_body.take(), capture.response_body.take()].into_iter().flatten()
         {
-            let mut buffer = body.bytes;
-            if buffer.capacity() <= RECYCLED_BODY_BYTES {
-                buffer.clear();
-                let _ = self.bodies.push(buffer);
-            }
+            self.bodies.give(body.bytes);
         }
         capture.attack = None;
         if capture.heap_size() <= Capture::RECYCLE_LIMIT {
@@ -747,7 +785,26 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_url;
+    use super::*;
+
+    #[test]
+    fn body_pool_keeps_buffers_within_its_budget() {
+        let pool = BodyPool::new();
+        let size = 1 << 20;
+        let kept = RECYCLED_BODIES_BUDGET / size;
+        for _ in 0..kept + 3 {
+            pool.give(Vec::with_capacity(size));
+        }
+        pool.give(Vec::with_capacity(RECYCLED_BODY_BYTES + 1));
+        assert_eq!(pool.buffers.len(), kept, "the budget bounds what is kept");
+        assert_eq!(pool.bytes.load(Ordering::Relaxed), kept * size);
+
+        let buffer = pool.take(10);
+        assert!(buffer.is_empty() && buffer.capacity() >= size, "a pooled buffer, emptied");
+        assert_eq!(pool.bytes.load(Ordering::Relaxed), (kept - 1) * size);
+        pool.give(buffer);
+        assert_eq!(pool.buffers.len(), kept);
+    }
 
     #[test]
     fn urls_are_checked_like_the_client_would() {

@@ -170,6 +170,14 @@ fn push_hex(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// Writes lowercase hex into `out`, which holds two bytes per byte of `bytes`.
+pub fn hex_to(bytes: &[u8], out: &mut [u8]) {
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
 /// Appends lowercase hex.
 pub fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
     for b in bytes {
@@ -218,6 +226,16 @@ mod tests {
 
     fn secret() -> Secret {
         Secret::from_file_contents(b"0123456789abcdef0123456789abcdef\n").unwrap()
+    }
+
+    #[test]
+    fn hex_in_place_and_appended_agree() {
+        let bytes = [0x00, 0x0f, 0xa5, 0xff];
+        let mut appended = b"x".to_vec();
+        hex_into(&bytes, &mut appended);
+        let mut in_place = [0u8; 8];
+        hex_to(&bytes, &mut in_place);
+        assert_eq!((&appended[..], &in_place), (&b"x000fa5ff"[..], b"000fa5ff"));
     }
 
     #[test]
