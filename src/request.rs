@@ -126,11 +126,9 @@ impl<'r> Request<'r> {
             // SAFETY: id has room for 32 bytes, all written below.
             let hex = unsafe { core::slice::from_raw_parts_mut(id, 32) };
             api_sessions_core::hash::hex_to(&rng.u128(..).to_le_bytes(), hex);
-            // All flags in one store: bindgen's per-field setters loop over the bits one by
-            // one, 28 iterations for `len` alone.
             *v = nginx_sys::ngx_variable_value_t {
                 _bitfield_align_1: [],
-                _bitfield_1: nginx_sys::ngx_variable_value_t::new_bitfield_1(32, 1, 0, 0, 0),
+                _bitfield_1: request_id_flags(),
                 data: id,
             };
         }
@@ -302,6 +300,15 @@ pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
         unsafe { out.set_len(out.len() + n) };
     }
     size
+}
+
+/// The flags of a found, cacheable 32-byte value, as bindgen lays them out. Made once:
+/// bindgen's bitfield setters and constructor loop over the bits one by one (28 iterations
+/// for `len` alone), which showed in the profile of every request.
+fn request_id_flags() -> nginx_sys::__BindgenBitfieldUnit<[u8; 4]> {
+    static FLAGS: std::sync::OnceLock<nginx_sys::__BindgenBitfieldUnit<[u8; 4]>> =
+        std::sync::OnceLock::new();
+    *FLAGS.get_or_init(|| nginx_sys::ngx_variable_value_t::new_bitfield_1(32, 1, 0, 0, 0))
 }
 
 /// What the module remembers about a request between hooks.
