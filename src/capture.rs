@@ -75,8 +75,8 @@ fn capture(mut req: Request<'_>) {
     // Variable keys up to the first with a value: later keys cannot win.
     let mut hit = None;
     for (i, key) in lcf.keys().iter().enumerate() {
-        if let Some(cv) = key.value {
-            let value = req.complex_value(cv.as_ptr());
+        if let Some(source) = key.value {
+            let value = req.source_value(source);
             c.set_key_value(i, value);
             if !value.is_empty() {
                 hit = Some((i, value));
@@ -106,8 +106,8 @@ fn capture(mut req: Request<'_>) {
         }
     }
     for (i, param) in lcf.params().iter().enumerate() {
-        if let Some(cv) = param.value {
-            let value = req.complex_value(cv.as_ptr());
+        if let Some(source) = param.value {
+            let value = req.source_value(source);
             c.set_param_value(i, value);
         }
     }

@@ -25,7 +25,7 @@ use ngx::ngx_string;
 
 pub use self::export::ExportConf;
 use self::sources::CompileError;
-pub use self::sources::{KeyEntry, ParamEntry};
+pub use self::sources::{KeyEntry, ParamEntry, SourceValue};
 use self::zone::SessionZone;
 use crate::util::{args, conf_str, guard_conf};
 

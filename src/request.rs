@@ -92,19 +92,27 @@ impl<'r> Request<'r> {
         unsafe { request_bytes(&value) }
     }
 
+    /// The value of a source, however it was compiled.
+    pub fn source_value(&mut self, value: crate::conf::SourceValue) -> &'r [u8] {
+        use crate::conf::SourceValue;
+        match value {
+            SourceValue::Variable(index) => {
+                // SAFETY: index came from ngx_http_get_variable_index at configuration time.
+                let v = unsafe { nginx_sys::ngx_http_get_flushed_variable(self.0, index) };
+                // SAFETY: null or a variable value of this request.
+                unsafe { variable_bytes(v) }
+            }
+            SourceValue::Complex(cv) => self.complex_value(cv.as_ptr()),
+        }
+    }
+
     /// The value of an indexed variable; empty when not found.
     pub fn variable(&mut self, index: nginx_sys::ngx_int_t) -> &'r [u8] {
         let Ok(index) = nginx_sys::ngx_uint_t::try_from(index) else { return &[] };
         // SAFETY: index was obtained with ngx_http_get_variable_index at configuration time.
         let v = unsafe { nginx_sys::ngx_http_get_indexed_variable(self.0, index) };
         // SAFETY: null or a variable value of this request.
-        match unsafe { v.as_ref() } {
-            Some(v) if v.not_found() == 0 && !v.data.is_null() => {
-                // SAFETY: the value lives in the request.
-                unsafe { core::slice::from_raw_parts(v.data, v.len() as usize) }
-            }
-            _ => &[],
-        }
+        unsafe { variable_bytes(v) }
     }
 
     /// `$request_id`. When nothing has evaluated it yet, it is made here from the worker's
@@ -300,6 +308,21 @@ pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
         unsafe { out.set_len(out.len() + n) };
     }
     size
+}
+
+/// The bytes of a variable value; empty when there is none or it was not found.
+///
+/// # Safety
+/// `v` is null or a variable value of a request that outlives `'r`.
+unsafe fn variable_bytes<'r>(v: *mut nginx_sys::ngx_variable_value_t) -> &'r [u8] {
+    // SAFETY: per the contract.
+    match unsafe { v.as_ref() } {
+        Some(v) if v.not_found() == 0 && !v.data.is_null() => {
+            // SAFETY: the value lives in the request.
+            unsafe { core::slice::from_raw_parts(v.data, v.len() as usize) }
+        }
+        _ => &[],
+    }
 }
 
 /// The flags of a found, cacheable 32-byte value, as bindgen lays them out. Made once:

@@ -95,7 +95,7 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
     let values: Vec<Option<&[u8]>> = lcf
         .keys()
         .iter()
-        .map(|k| k.value.map(|cv| req.complex_value(cv.as_ptr())).filter(|v| !v.is_empty()))
+        .map(|k| k.value.map(|source| req.source_value(source)).filter(|v| !v.is_empty()))
         .collect();
     let wants_request_body =
         profile.keys.iter().any(|k| matches!(k.source, Source::RequestBody(_)));

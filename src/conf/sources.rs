@@ -4,19 +4,20 @@ use core::ptr::NonNull;
 
 use api_sessions_core::profile::{KeySpec, ParamSpec, Source, SourceError};
 use api_sessions_core::record::ParamKind;
-use nginx_sys::{ngx_conf_t, ngx_http_complex_value_t, ngx_str_t};
+use nginx_sys::{ngx_conf_t, ngx_http_complex_value_t, ngx_str_t, ngx_uint_t};
 
 use super::compile_complex_value;
 use crate::util::conf_str;
 
-/// A compiled complex value in the cycle pool.
+/// How the value of a variable source is read at the log phase.
 #[derive(Clone, Copy, Debug)]
-pub struct ComplexValue(NonNull<ngx_http_complex_value_t>);
-
-impl ComplexValue {
-    pub fn as_ptr(&self) -> *mut ngx_http_complex_value_t {
-        self.0.as_ptr()
-    }
+pub enum SourceValue {
+    /// The source is one variable, `$name` or `${name}`: read from its slot, flushed, as
+    /// the complex value would, but without running a script, allocating and copying.
+    /// Sources are mostly this, several per request.
+    Variable(ngx_uint_t),
+    /// Anything else (`$a:$b`, text around variables): a complex value in the cycle pool.
+    Complex(NonNull<ngx_http_complex_value_t>),
 }
 
 /// Why a source was refused.
@@ -30,22 +31,29 @@ pub enum CompileError {
 fn compile(
     cf: &mut ngx_conf_t,
     text: ngx_str_t,
-) -> Result<(Source, Option<ComplexValue>), CompileError> {
+) -> Result<(Source, Option<SourceValue>), CompileError> {
     let source = Source::parse(&conf_str(text.as_bytes())).map_err(CompileError::Invalid)?;
-    let cv = match source {
-        Source::Variable(_) => {
-            Some(ComplexValue(compile_complex_value(cf, text).ok_or(CompileError::Logged)?))
+    let Source::Variable(_) = source else { return Ok((source, None)) };
+    let value = match source.single_variable() {
+        Some(name) => {
+            let mut name = ngx_str_t { len: name.len(), data: name.as_ptr().cast_mut() };
+            // SAFETY: cf is the configuration being parsed; nginx copies the name when it
+            // adds the variable. It reports unknown variables itself at the end of the
+            // configuration, as it does for a complex value.
+            let index = unsafe { nginx_sys::ngx_http_get_variable_index(cf, &mut name) };
+            let index = ngx_uint_t::try_from(index).map_err(|_| CompileError::Logged)?;
+            SourceValue::Variable(index)
         }
-        _ => None,
+        None => SourceValue::Complex(compile_complex_value(cf, text).ok_or(CompileError::Logged)?),
     };
-    Ok((source, cv))
+    Ok((source, Some(value)))
 }
 
 /// One `api_sessions_key`.
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
     pub spec: KeySpec,
-    pub value: Option<ComplexValue>,
+    pub value: Option<SourceValue>,
 }
 
 impl KeyEntry {
@@ -95,7 +103,7 @@ impl ParamOptions {
 #[derive(Clone, Debug)]
 pub struct ParamEntry {
     pub spec: ParamSpec,
-    pub value: Option<ComplexValue>,
+    pub value: Option<SourceValue>,
 }
 
 impl ParamEntry {

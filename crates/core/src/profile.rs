@@ -62,6 +62,21 @@ impl Source {
         Ok(Source::Variable(text.to_string()))
     }
 
+    /// The variable's name when the source is exactly one variable, `$name` or `${name}`
+    /// (nginx reads such a source from the variable's slot, without a script); `None` for
+    /// anything else, including regex captures (`$1`), which are not variables.
+    pub fn single_variable(&self) -> Option<&str> {
+        let Source::Variable(text) = self else { return None };
+        let name = text.strip_prefix('$')?;
+        let name = match name.strip_prefix('{') {
+            Some(braced) => braced.strip_suffix('}')?,
+            None => name,
+        };
+        let name_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let first = *name.as_bytes().first()?;
+        (!first.is_ascii_digit() && name.bytes().all(name_char)).then_some(name)
+    }
+
     /// The text as configured, used as the default label.
     pub fn text(&self) -> String {
         match self {
@@ -151,6 +166,17 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_variables_are_told_from_other_sources() {
+        let name = |text: &str| Source::parse(text).unwrap().single_variable().map(str::to_owned);
+        assert_eq!(name("$cookie_sid").as_deref(), Some("cookie_sid"));
+        assert_eq!(name("${http_x_user}").as_deref(), Some("http_x_user"));
+        for other in ["$1", "$", "${}", "${a", "$a$b", "$a:x", "x$a", "$a-b", "${a}b"] {
+            assert_eq!(name(other), None, "{other}");
+        }
+        assert_eq!(Source::parse("request_body:/a").unwrap().single_variable(), None);
+    }
 
     #[test]
     fn parses_the_three_source_forms() {
