@@ -6,12 +6,15 @@
 //! body before gzip.
 
 use nginx_sys::{
-    ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
+    ngx_buf_t, ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_int_t, NGX_ERROR,
 };
 use ngx::core::Status;
 
-use crate::request::{copy_buf, Request, ResponseCapture};
+use api_sessions_core::body::{response_decided, BodyFormat, Pointer};
+use api_sessions_core::profile::Profile;
+
+use crate::request::{copy_buf, copy_buf_from, file_only, Request, ResponseCapture};
 use crate::util::guard;
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
@@ -58,12 +61,18 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(worker) = req.main_conf().and_then(|amcf| amcf.worker.as_ref()) else {
             return;
         };
+        let content_type = req.response_content_type();
+        let (format, content_type_empty) =
+            (BodyFormat::from_content_type(content_type), content_type.is_empty());
         if let Some(ctx) = req.ctx() {
             let expected = usize::try_from(length).unwrap_or(4096);
             ctx.response = Some(ResponseCapture {
                 bytes: worker.body_buffer(expected.min(limit)),
                 limit,
                 truncated: false,
+                format,
+                content_type_empty,
+                decided: false,
             });
         }
     });
@@ -72,6 +81,33 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         Some(next) => unsafe { next(r) },
         None => NGX_ERROR as ngx_int_t,
     }
+}
+
+/// Bytes of a file buffer read first. nginx sends a file with `sendfile`, without reading
+/// it; the module has to read it back from the page cache on the event loop, and for a large
+/// JSON file that copy was most of its cost. When the first bytes already decide every
+/// `response_body:` pointer (as they do for values near the top of a document), the rest is
+/// not read.
+const FILE_PROBE: usize = 4096;
+
+/// Collects a file buffer with more than [`FILE_PROBE`] bytes of room: the probe, then the
+/// rest only when the probe does not decide. Returns the buffer's full size.
+fn collect_file(
+    buf: &ngx_buf_t,
+    room: usize,
+    capture: &mut ResponseCapture,
+    profile: &Profile,
+) -> usize {
+    let size = copy_buf(buf, FILE_PROBE, &mut capture.bytes);
+    if size <= FILE_PROBE {
+        return size;
+    }
+    let pointers: Vec<&Pointer> = profile.response_pointers().collect();
+    if response_decided(capture.format, capture.content_type_empty, &capture.bytes, &pointers) {
+        capture.decided = true;
+        return size;
+    }
+    copy_buf_from(buf, FILE_PROBE, room - FILE_PROBE, &mut capture.bytes)
 }
 
 extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
@@ -84,13 +120,21 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -
         let Some(capture) = req.existing_ctx().and_then(|ctx| ctx.response.as_mut()) else {
             return;
         };
+        let Some(profile) = req.loc_conf().and_then(|lcf| lcf.profile.as_deref()) else { return };
         let mut cl = chain;
         // SAFETY: the chain and its buffers are valid for this call.
         while let Some(link) = unsafe { cl.as_ref() } {
+            if capture.decided {
+                break;
+            }
             if let Some(buf) = unsafe { link.buf.as_ref() } {
                 let room = capture.limit - capture.bytes.len();
-                let size = copy_buf(buf, room, &mut capture.bytes);
-                if size > room {
+                let size = if file_only(buf) && room > FILE_PROBE {
+                    collect_file(buf, room, capture, profile)
+                } else {
+                    copy_buf(buf, room, &mut capture.bytes)
+                };
+                if size > room && !capture.decided {
                     capture.truncated = true;
                 }
             }

@@ -1,6 +1,7 @@
 //! Plain views of an `ngx_http_request_t`: the few accessors the hooks need, turning nginx
 //! structures into byte slices and nothing more.
 
+use api_sessions_core::body::BodyFormat;
 use api_sessions_core::capture::Body;
 use nginx_sys::{ngx_buf_t, ngx_http_complex_value_t, ngx_http_request_t, ngx_str_t};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
@@ -276,16 +277,28 @@ impl<'r> Request<'r> {
     }
 }
 
+/// Whether a buffer's data is in a file only, to be read back to be seen.
+pub fn file_only(buf: &ngx_buf_t) -> bool {
+    let in_memory = buf.temporary() != 0 || buf.memory() != 0 || buf.mmap() != 0;
+    !in_memory && buf.in_file() != 0
+}
+
 /// Appends up to `room` bytes of `buf` to `out`; returns the buffer's full size.
 pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
+    copy_buf_from(buf, 0, room, out)
+}
+
+/// Appends up to `room` bytes of `buf`, from `skip` bytes into it, to `out`; returns the
+/// buffer's full size.
+pub fn copy_buf_from(buf: &ngx_buf_t, skip: usize, room: usize, out: &mut Vec<u8>) -> usize {
     let in_memory = buf.temporary() != 0 || buf.memory() != 0 || buf.mmap() != 0;
     if in_memory {
         // SAFETY: pos..last is the buffer's valid data.
         let size = unsafe { buf.last.offset_from(buf.pos) }.max(0) as usize;
-        let take = size.min(room);
+        let take = size.saturating_sub(skip).min(room);
         if take > 0 {
-            // SAFETY: as above.
-            out.extend_from_slice(unsafe { core::slice::from_raw_parts(buf.pos, take) });
+            // SAFETY: as above; skip + take <= size.
+            out.extend_from_slice(unsafe { core::slice::from_raw_parts(buf.pos.add(skip), take) });
         }
         return size;
     }
@@ -293,7 +306,7 @@ pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
         return 0;
     }
     let size = (buf.file_last - buf.file_pos).max(0) as usize;
-    let take = size.min(room);
+    let take = size.saturating_sub(skip).min(room);
     // SAFETY: an in-file buffer has a valid file.
     let Some(file) = (unsafe { buf.file.as_ref() }) else { return size };
     if take > 0 {
@@ -301,8 +314,9 @@ pub fn copy_buf(buf: &ngx_buf_t, room: usize, out: &mut Vec<u8>) -> usize {
         let spare = out.spare_capacity_mut();
         // pread leaves nginx's idea of the file offset alone, and reads straight into the
         // spare capacity (no zeroing first).
+        let offset = buf.file_pos + skip as libc::off_t;
         // SAFETY: spare has room for at least take bytes.
-        let n = unsafe { libc::pread(file.fd, spare.as_mut_ptr().cast(), take, buf.file_pos) };
+        let n = unsafe { libc::pread(file.fd, spare.as_mut_ptr().cast(), take, offset) };
         let n = usize::try_from(n).unwrap_or(0).min(take);
         // SAFETY: pread initialised the first n bytes of the spare capacity.
         unsafe { out.set_len(out.len() + n) };
@@ -347,4 +361,9 @@ pub struct ResponseCapture {
     pub bytes: Vec<u8>,
     pub limit: usize,
     pub truncated: bool,
+    /// Content-Type as the extraction reads it.
+    pub format: BodyFormat,
+    pub content_type_empty: bool,
+    /// What was collected decides every `response_body:` source: the rest is not looked at.
+    pub decided: bool,
 }

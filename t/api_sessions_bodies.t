@@ -26,7 +26,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy map gzip api_sessions/)->plan(85);
+	->has(qw/http proxy map gzip api_sessions/)->plan(89);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -141,6 +141,22 @@ http {
             alias %%TESTDIR%%/files/;
         }
 
+        location /static-top/ {
+            alias %%TESTDIR%%/files/;
+            sendfile on;
+            api_sessions_body_limit 8k;
+            api_sessions_param response_body:/token name=token;
+            api_sessions_param response_body:/items/0/id name=r_first;
+        }
+
+        location /static-late/ {
+            alias %%TESTDIR%%/files/;
+            sendfile on;
+            api_sessions_body_limit 8k;
+            api_sessions_param response_body:/token name=token;
+            api_sessions_param response_body:/token2 name=token2;
+        }
+
         location /ret {
             return 200 '{"token":"ret-tok","user":{"roles":["a","b"]}}';
         }
@@ -190,6 +206,9 @@ my $big = '{"token":"big-tok","pad":"' . ('y' x 10000) . '","tail":"end"}';
 mkdir $t->testdir() . '/files';
 $t->write_file('files/resp.json', $resp);
 $t->write_file('files/big.json', $big);
+my $top = '{"token":"top-tok","items":[{"id":7},{"id":8}],"pad":"'
+	. ('p' x 20000) . '","token2":"late"}';
+$t->write_file('files/top.json', $top);
 
 my $rcv = Test::Receiver->new(port => port(8090));
 
@@ -468,6 +487,28 @@ $rec = record($r);
 
 is_deeply([ params($rec)->{r_tail}, @{$rec->{truncated} // []} ], [ 'end' ],
 	'static big response parsed');
+
+# a file whose first bytes decide every pointer is not read to the limit: the
+# values are those of the whole, and nothing is cut that mattered
+
+$r = http_get('/static-top/top.json');
+$recorded++;
+$rec = record($r);
+
+is(http_content($r), $top, 'static file decided early untouched');
+is_deeply([ params($rec), $rec->{truncated} ], [ { token => 'top-tok', r_first => 7 }, [] ],
+	'static file decided by its first bytes');
+
+# the same file where a pointer is undecided in the first bytes: read up to the
+# limit, then cut
+
+$r = http_get('/static-late/top.json');
+$recorded++;
+$rec = record($r);
+
+is_deeply(params($rec), { token => 'top-tok' },
+	'undecided static file: value before the limit, none beyond');
+is_deeply($rec->{truncated}, [ 'response_body' ], 'undecided static file truncated');
 
 # gzip-encoded upstream response
 

@@ -103,14 +103,31 @@ pub fn extract_response(
     body: &[u8],
     pointers: &[&Pointer],
 ) -> Vec<Option<String>> {
-    let looks_like_json = || matches!(body.trim_ascii_start().first(), Some(b'{' | b'['));
-    if format == BodyFormat::Json
-        || (format == BodyFormat::Other && content_type_empty && looks_like_json())
-    {
+    if response_is_json(format, content_type_empty, body) {
         json::extract(body, pointers)
     } else {
         vec![None; pointers.len()]
     }
+}
+
+/// Whether `prefix`, the start of a response body, already decides everything
+/// [`extract_response`] finds for `pointers` in the whole body; lets the response filter
+/// stop reading a large body early. A body that is not JSON decides at once: nothing is
+/// extracted from it.
+pub fn response_decided(
+    format: BodyFormat,
+    content_type_empty: bool,
+    prefix: &[u8],
+    pointers: &[&Pointer],
+) -> bool {
+    !response_is_json(format, content_type_empty, prefix) || json::decides_all(prefix, pointers)
+}
+
+/// JSON by its Content-Type, or, with none, by its first byte.
+fn response_is_json(format: BodyFormat, content_type_empty: bool, body: &[u8]) -> bool {
+    let looks_like_json = || matches!(body.trim_ascii_start().first(), Some(b'{' | b'['));
+    format == BodyFormat::Json
+        || (format == BodyFormat::Other && content_type_empty && looks_like_json())
 }
 
 #[cfg(test)]

@@ -152,6 +152,14 @@ impl Profile {
     }
 
     /// The response body must be captured by the body filter.
+    /// The pointers of the `response_body:` sources.
+    pub fn response_pointers(&self) -> impl Iterator<Item = &Pointer> {
+        self.sources().filter_map(|s| match s {
+            Source::ResponseBody(pointer) => Some(pointer),
+            _ => None,
+        })
+    }
+
     pub fn needs_response_body(&self) -> bool {
         self.sources().any(|s| matches!(s, Source::ResponseBody(_)))
     }

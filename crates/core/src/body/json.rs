@@ -19,6 +19,15 @@ pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
     lookup(body, &paths).into_iter().map(Lookup::into_text).collect()
 }
 
+/// Whether `prefix`, the start of a document, decides every pointer: its value or its
+/// absence is known, so no continuation of the document changes what [`extract`] finds.
+/// The walk stops as soon as that is so, which for pointers near the start is a few bytes
+/// into a large document.
+pub fn decides_all(prefix: &[u8], pointers: &[&Pointer]) -> bool {
+    let paths: Vec<&[String]> = pointers.iter().map(|pointer| pointer.tokens()).collect();
+    lookup(prefix, &paths).iter().all(|found| !matches!(found, Lookup::Undecided))
+}
+
 /// What one walk learned about one path.
 #[derive(Clone, Debug)]
 pub(crate) enum Lookup {
@@ -1073,6 +1082,30 @@ mod tests {
                         "pointer {:?} cut at {}: {:?} vs {:?}", pointer, cut, part, whole);
                 }
             }
+        }
+
+        #[test]
+        fn a_deciding_prefix_gives_the_values_of_the_whole(
+            (value, text) in document(),
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 1..4),
+            misses in prop::collection::vec(miss(), 0..2),
+        ) {
+            let pointers = pointers_into(&value, &picks, &misses);
+            let parsed: Vec<Pointer> = pointers.iter().map(|p| Pointer::parse(p).unwrap()).collect();
+            let refs: Vec<&Pointer> = parsed.iter().collect();
+            let full = extract(text.as_bytes(), &refs);
+            prop_assert!(decides_all(text.as_bytes(), &refs), "the whole decides: {}", text);
+            let mut decided_at = None;
+            for cut in 0..=text.len() {
+                let prefix = &text.as_bytes()[..cut];
+                if decides_all(prefix, &refs) {
+                    decided_at.get_or_insert(cut);
+                    prop_assert_eq!(&extract(prefix, &refs), &full, "cut at {} of {}", cut, text);
+                }
+            }
+            // Once decided, every longer prefix is too.
+            let first = decided_at.unwrap();
+            prop_assert!((first..=text.len()).all(|cut| decides_all(&text.as_bytes()[..cut], &refs)));
         }
 
         #[test]
