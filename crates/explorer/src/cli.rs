@@ -8,8 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::ingest;
 use crate::server::{self, ServeOptions};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +25,10 @@ struct Cli {
 enum Command {
     /// Receive records (POST /v1/records, --follow) and serve the web UI and JSON API.
     Serve {
+        /// Where records are kept: sqlite (the --db file) or clickhouse=URL, e.g.
+        /// clickhouse=http://127.0.0.1:8123/?database=api_sessions
+        #[arg(long, default_value = "sqlite", value_name = "STORE")]
+        store: String,
         /// SQLite database file, created if missing.
         #[arg(long, default_value = "api-sessions.db")]
         db: PathBuf,
@@ -44,6 +47,9 @@ enum Command {
     },
     /// Load NDJSON files into the database; loading a file again adds nothing.
     Ingest {
+        /// Where records are kept: sqlite (the --db file) or clickhouse=URL.
+        #[arg(long, default_value = "sqlite", value_name = "STORE")]
+        store: String,
         /// SQLite database file, created if missing.
         #[arg(long, default_value = "api-sessions.db")]
         db: PathBuf,
@@ -81,8 +87,10 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
 
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve { db, listen, retention, token, follow } => {
+        Command::Serve { store, db, listen, retention, token, follow } => {
+            let Some(store) = backend(&store) else { return ExitCode::from(2) };
             let options = ServeOptions {
+                store,
                 db,
                 listen,
                 retention_ms: retention.ms,
@@ -95,7 +103,22 @@ pub fn main() -> ExitCode {
                 Err(message) => fail(&message),
             }
         }
-        Command::Ingest { db, files } => ingest_files(&db, &files),
+        Command::Ingest { store, db, files } => match backend(&store) {
+            Some(store) => ingest_files(&store, &db, &files),
+            None => ExitCode::from(2),
+        },
+    }
+}
+
+/// The `--store` value, or `None` after saying what is wrong with it. Checked here rather than
+/// by clap, whose message would repeat the value, credentials included.
+fn backend(text: &str) -> Option<Backend> {
+    match Backend::parse(text) {
+        Ok(backend) => Some(backend),
+        Err(message) => {
+            fail(&message);
+            None
+        }
     }
 }
 
@@ -106,10 +129,10 @@ fn fail(message: &str) -> ExitCode {
 
 /// Loads every file; exits non-zero if any file failed or had bad lines (the good lines of
 /// such a file are stored all the same).
-fn ingest_files(db: &std::path::Path, files: &[PathBuf]) -> ExitCode {
+fn ingest_files(backend: &Backend, db: &std::path::Path, files: &[PathBuf]) -> ExitCode {
     // Retention does not apply to loading: `serve` purges what is too old.
-    let store: Arc<dyn Store> = match SqliteStore::open(db, i64::MAX / 2) {
-        Ok(store) => Arc::new(store),
+    let store: Arc<dyn Store> = match backend.open(db, i64::MAX / 2) {
+        Ok(store) => store,
         Err(err) => return fail(&err.to_string()),
     };
     let mut clean = true;

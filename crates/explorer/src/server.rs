@@ -13,8 +13,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::follow::{self, Follower};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::{api, ui};
 
 /// What every handler shares.
@@ -55,6 +54,8 @@ async fn security_headers(mut response: Response) -> Response {
 }
 
 pub struct ServeOptions {
+    pub store: Backend,
+    /// The SQLite file, with [`Backend::Sqlite`].
     pub db: PathBuf,
     pub listen: String,
     pub retention_ms: i64,
@@ -65,8 +66,7 @@ pub struct ServeOptions {
 
 /// Runs until SIGINT or SIGTERM. Errors are one line for the user.
 pub fn serve(options: ServeOptions) -> Result<(), String> {
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&options.db, options.retention_ms).map_err(|e| e.to_string())?);
+    let store = options.store.open(&options.db, options.retention_ms).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,8 +83,8 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
         })?;
         let address = listener.local_addr().map_err(|err| err.to_string())?;
         eprintln!(
-            "api-sessions: listening on http://{address}/ (database {}, retention {})",
-            options.db.display(),
+            "api-sessions: listening on http://{address}/ ({}, retention {})",
+            options.store.describe(&options.db),
             options.retention_text
         );
 

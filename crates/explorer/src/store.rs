@@ -1,18 +1,69 @@
 //! Where records live: the storage interface the API, the UI and the ingest paths share.
 //!
-//! Everything above this module talks to `dyn Store`, so a second backend (ClickHouse, for
-//! many nodes; SPEC §7 `--store clickhouse=URL`) plugs in without touching the API or the UI.
-//! The default backend is SQLite ([`sqlite::SqliteStore`]).
+//! Everything above this module talks to `dyn Store`: the default backend is SQLite
+//! ([`sqlite::SqliteStore`]), one file on the explorer's machine; `--store clickhouse=URL`
+//! ([`clickhouse::ClickHouseStore`]) keeps the records of many nodes in a ClickHouse server
+//! with the same answers.
 
+pub mod clickhouse;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 use api_sessions_core::time::Millis;
 use serde::Serialize;
 
 use crate::batch::Batch;
+
+/// Slices of a session's timeline.
+pub const TIMELINE_BINS: usize = 60;
+
+/// How many related sessions a session page lists.
+pub const RELATED_LIMIT: usize = 100;
+
+/// Which store `--store` selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The SQLite file named by `--db`.
+    Sqlite,
+    ClickHouse(clickhouse::Config),
+}
+
+impl Backend {
+    /// `sqlite` or `clickhouse=URL`.
+    pub fn parse(text: &str) -> std::result::Result<Backend, String> {
+        if text == "sqlite" {
+            return Ok(Backend::Sqlite);
+        }
+        if let Some(url) = text.strip_prefix("clickhouse=") {
+            return clickhouse::Config::parse(url).map(Backend::ClickHouse);
+        }
+        // The text may be a mistyped URL with a password in it: quoted only when it has none.
+        let quoted = if text.contains('@') { "…" } else { text };
+        Err(format!("invalid store \"{quoted}\": use sqlite or clickhouse=URL"))
+    }
+
+    /// Opens the store; `db` is the SQLite file.
+    pub fn open(&self, db: &Path, retention_ms: i64) -> Result<Arc<dyn Store>> {
+        Ok(match self {
+            Backend::Sqlite => Arc::new(sqlite::SqliteStore::open(db, retention_ms)?),
+            Backend::ClickHouse(config) => {
+                Arc::new(clickhouse::ClickHouseStore::open(config.clone(), retention_ms)?)
+            }
+        })
+    }
+
+    /// Where records are kept, for messages.
+    pub fn describe(&self, db: &Path) -> String {
+        match self {
+            Backend::Sqlite => format!("database {}", db.display()),
+            Backend::ClickHouse(config) => config.describe(),
+        }
+    }
+}
 
 /// What one ingest call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -228,6 +279,20 @@ pub struct RequestPage {
     pub requests: Vec<StoredRequest>,
     /// Where the next page starts, when there is one.
     pub next: Option<Cursor>,
+}
+
+impl RequestPage {
+    /// A page of `limit` requests from up to `limit + 1` fetched in order: one more than the
+    /// page says there is a next page, starting after the page's last request.
+    pub fn from_fetched(mut requests: Vec<StoredRequest>, limit: usize) -> Self {
+        let next = if requests.len() > limit {
+            requests.truncate(limit);
+            requests.last().map(|last| last.position)
+        } else {
+            None
+        };
+        RequestPage { requests, next }
+    }
 }
 
 /// When a session's selected requests happened: equal slices of time from the first to the

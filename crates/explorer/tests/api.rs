@@ -7,7 +7,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use api_sessions::server::{router, AppState};
-use api_sessions::store::Store;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
@@ -24,10 +23,9 @@ struct App {
     _store: TempStore,
 }
 
-fn app(token: Option<&str>) -> App {
-    let store = fixtures::store();
-    let state =
-        AppState { store: store.store.clone() as Arc<dyn Store>, token: token.map(str::to_owned) };
+fn app(kind: Kind, token: Option<&str>) -> App {
+    let store = kind.store();
+    let state = AppState { store: store.store.clone(), token: token.map(str::to_owned) };
     App { router: router(Arc::new(state)), _store: store }
 }
 
@@ -73,9 +71,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-#[tokio::test]
-async fn post_records_stores_good_lines_and_reports_bad_ones_by_number() {
-    let app = app(None);
+async fn post_records_stores_good_lines_and_reports_bad_ones_by_number(kind: Kind) {
+    let app = app(kind, None);
     let b = base();
     let mut body = ndjson(&[record("s1", 1, b)]);
     body.extend_from_slice(b"not json at all\n");
@@ -114,9 +111,8 @@ async fn post_records_stores_good_lines_and_reports_bad_ones_by_number() {
     assert_eq!(reply.json(), json!({"accepted":0,"duplicates":0,"rejected":[],"rejected_total":0}));
 }
 
-#[tokio::test]
-async fn post_records_accepts_gzip_and_rejects_what_it_cannot_decode() {
-    let app = app(None);
+async fn post_records_accepts_gzip_and_rejects_what_it_cannot_decode(kind: Kind) {
+    let app = app(kind, None);
     let b = base();
     let body = gzip(&ndjson(&[record("g", 1, b), record("g", 2, b + 1)]));
     let reply = post(&app, body, &[("content-encoding", "gzip")]).await;
@@ -132,9 +128,8 @@ async fn post_records_accepts_gzip_and_rejects_what_it_cannot_decode() {
     assert!(reply.json()["error"].as_str().unwrap().contains("\"br\""));
 }
 
-#[tokio::test]
-async fn oversized_bodies_get_a_clear_413() {
-    let app = app(None);
+async fn oversized_bodies_get_a_clear_413(kind: Kind) {
+    let app = app(kind, None);
     let limit = api_sessions::ingest::MAX_BODY_BYTES;
     let reply = post(&app, vec![b'\n'; limit + 1], &[]).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -151,9 +146,8 @@ async fn oversized_bodies_get_a_clear_413() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn the_token_guards_ingest() {
-    let app = app(Some("s3cret"));
+async fn the_token_guards_ingest(kind: Kind) {
+    let app = app(kind, Some("s3cret"));
     let body = ndjson(&[record("t", 1, base())]);
     for headers in
         [vec![], vec![("authorization", "Bearer wrong!")], vec![("authorization", "s3cret")]]
@@ -191,9 +185,8 @@ fn hostile(b: i64) -> Vec<api_sessions_core::record::Record> {
     vec![r, r2]
 }
 
-#[tokio::test]
-async fn sessions_api_lists_filters_and_shows_one_session() {
-    let app = app(None);
+async fn sessions_api_lists_filters_and_shows_one_session(kind: Kind) {
+    let app = app(kind, None);
     let b = base();
     let mut records = hostile(b);
     let mut other = record("quiet", 3, b + 5000);
@@ -266,9 +259,8 @@ async fn sessions_api_lists_filters_and_shows_one_session() {
     assert_eq!(missing.json()["error"], "no such session");
 }
 
-#[tokio::test]
-async fn csv_export_is_rfc_4180_with_formulas_neutralised() {
-    let app = app(None);
+async fn csv_export_is_rfc_4180_with_formulas_neutralised(kind: Kind) {
+    let app = app(kind, None);
     let b = base();
     post(&app, ndjson(&hostile(b)), &[]).await;
 
@@ -304,9 +296,8 @@ async fn csv_export_is_rfc_4180_with_formulas_neutralised() {
     assert_eq!(get(&app, "/api/sessions/nope.csv").await.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn pages_render_captured_data_as_text_with_a_strict_policy() {
-    let app = app(None);
+async fn pages_render_captured_data_as_text_with_a_strict_policy(kind: Kind) {
+    let app = app(kind, None);
     let b = base();
     post(&app, ndjson(&hostile(b)), &[]).await;
 
@@ -362,3 +353,13 @@ async fn pages_render_captured_data_as_text_with_a_strict_policy() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text().contains("invalid &quot;from&quot; &quot;whenever&quot;"));
 }
+
+on_every_store!(async
+    post_records_stores_good_lines_and_reports_bad_ones_by_number,
+    post_records_accepts_gzip_and_rejects_what_it_cannot_decode,
+    oversized_bodies_get_a_clear_413,
+    the_token_guards_ingest,
+    sessions_api_lists_filters_and_shows_one_session,
+    csv_export_is_rfc_4180_with_formulas_neutralised,
+    pages_render_captured_data_as_text_with_a_strict_policy,
+);

@@ -186,3 +186,79 @@ fn serve_explains_a_taken_port_and_an_unusable_database() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("invalid retention \"a week\""));
 }
+
+#[test]
+fn serve_and_ingest_keep_records_in_clickhouse() {
+    if fixtures::clickhouse::skipped() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("clickhouse={}", fixtures::clickhouse::database_url());
+    let b = base();
+    std::fs::write(dir.path().join("loaded.ndjson"), ndjson(&[record("loaded", 1, b)])).unwrap();
+    for expected in ["1 accepted, 0 duplicates", "0 accepted, 1 duplicates"] {
+        let output = run(&["ingest", "--store", &store, "loaded.ndjson"], dir.path());
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
+
+    let mut server = Server::start(&["--store", &store, "--listen", "127.0.0.1:0"], dir.path());
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/v1/records", server.base);
+    let body = ndjson(&[record("posted", 2, b + 1000), record("posted", 3, b + 2000)]);
+    let mut reply = agent.post(&url).send(&body[..]).unwrap();
+    assert_eq!(reply.status(), 200);
+    let report: serde_json::Value = reply.body_mut().read_json().unwrap();
+    assert_eq!((report["accepted"].as_u64(), report["duplicates"].as_u64()), (Some(2), Some(0)));
+
+    let listed = server.get("/api/sessions");
+    let ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["posted", "loaded"]);
+    assert_eq!(listed["sessions"][0]["requests"], 2);
+    let one = server.get("/api/sessions/posted?method=GET");
+    assert_eq!(one["requests"].as_array().unwrap().len(), 2);
+    // Nothing was written to a SQLite file on the side.
+    assert!(!dir.path().join("api-sessions.db").exists());
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    server.wait_for("stopped");
+    assert!(server.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_bad_store_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (store, message) in [
+        ("mysql", "invalid store \"mysql\": use sqlite or clickhouse=URL"),
+        ("clickhouse", "invalid store \"clickhouse\": use sqlite or clickhouse=URL"),
+        ("clickhouse=127.0.0.1:8123", "invalid ClickHouse URL \"127.0.0.1:8123\": no scheme"),
+        ("clickhouse:http://u:pw@h/", "invalid store \"…\""),
+    ] {
+        let output = run(&["serve", "--store", store], dir.path());
+        assert_eq!(output.status.code(), Some(2), "{store}");
+        let text = stderr(&output);
+        assert!(text.contains(message), "{store}: {text}");
+        assert!(!text.contains("pw"), "{text}");
+    }
+
+    // Nothing listens there: the store cannot open, and says where it tried.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = format!("clickhouse=http://127.0.0.1:{closed}/?database=x");
+    let output = run(&["ingest", "--store", &store, "none.ndjson"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.starts_with(&format!(
+            "api-sessions: cannot open ClickHouse http://127.0.0.1:{closed}/ database x: "
+        )),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+}

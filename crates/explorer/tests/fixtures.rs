@@ -2,9 +2,12 @@
 
 #![allow(dead_code)] // Each test crate uses its own part of this file.
 
+pub mod clickhouse;
+
 use std::sync::Arc;
 
 use api_sessions::batch::Batch;
+use api_sessions::store::clickhouse::{ClickHouseStore, Config};
 use api_sessions::store::sqlite::SqliteStore;
 use api_sessions::store::Store;
 use api_sessions_core::record::{Attack, AttackRequest, Param, ParamKind, Record};
@@ -12,22 +15,84 @@ use api_sessions_core::time::Millis;
 
 pub const HOUR: i64 = 3_600_000;
 pub const MINUTE: i64 = 60_000;
-pub const WEEK: i64 = 7 * 24 * HOUR;
+pub const DAY: i64 = 24 * HOUR;
+pub const WEEK: i64 = 7 * DAY;
 
-/// A store in a fresh temporary directory, kept alive with it.
+/// A store in a fresh temporary directory (or a fresh ClickHouse database), kept alive with it.
 pub struct TempStore {
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
 }
 
-pub fn store() -> TempStore {
-    store_with_retention(WEEK)
+/// Which store a test runs on; [`on_every_store!`] runs a test on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    ClickHouse,
 }
 
-pub fn store_with_retention(retention_ms: i64) -> TempStore {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("test.db"), retention_ms).unwrap();
-    TempStore { store: Arc::new(store), dir }
+impl Kind {
+    pub fn store(self) -> TempStore {
+        self.store_with_retention(WEEK)
+    }
+
+    pub fn store_with_retention(self, retention_ms: i64) -> TempStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = match self {
+            Kind::Sqlite => {
+                Arc::new(SqliteStore::open(&dir.path().join("test.db"), retention_ms).unwrap())
+            }
+            Kind::ClickHouse => {
+                let config = Config::parse(&clickhouse::database_url()).unwrap();
+                Arc::new(ClickHouseStore::open(config, retention_ms).unwrap())
+            }
+        };
+        TempStore { store, dir }
+    }
+}
+
+/// Defines, for each named function taking a [`Kind`], a test on SQLite in `mod sqlite` and one
+/// on ClickHouse in `mod clickhouse` (see [`clickhouse::skipped`]). With `async`, the functions
+/// are async and the tests run on Tokio.
+#[macro_export]
+macro_rules! on_every_store {
+    (async $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::fixtures::Kind::Sqlite).await
+            })*
+        }
+        mod clickhouse {
+            $(#[tokio::test]
+            async fn $name() {
+                if !super::fixtures::clickhouse::skipped() {
+                    super::$name(super::fixtures::Kind::ClickHouse).await
+                }
+            })*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::fixtures::Kind::Sqlite)
+            })*
+        }
+        mod clickhouse {
+            $(#[test]
+            fn $name() {
+                if !super::fixtures::clickhouse::skipped() {
+                    super::$name(super::fixtures::Kind::ClickHouse)
+                }
+            })*
+        }
+    };
+}
+
+/// A SQLite store, for tests about one store whatever it is.
+pub fn store() -> TempStore {
+    Kind::Sqlite.store()
 }
 
 /// A moment two hours ago, on a whole minute: tests place records relative to it, inside the

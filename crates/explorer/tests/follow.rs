@@ -49,9 +49,8 @@ fn ids(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
     range.map(|n| format!("f-req-{n}")).collect()
 }
 
-#[test]
-fn stores_whole_lines_once_and_waits_for_the_rest() {
-    let t = store();
+fn stores_whole_lines_once_and_waits_for_the_rest(kind: Kind) {
+    let t = kind.store();
     let path = t.dir.path().join("records.ndjson");
     let mut follower = Follower::new(t.store.clone(), &path, options());
     follower.poll(); // no file yet: nothing, no panic
@@ -74,9 +73,8 @@ fn stores_whole_lines_once_and_waits_for_the_rest() {
     assert_eq!(position.offset, fs::metadata(&path).unwrap().len());
 }
 
-#[test]
-fn survives_rename_rotation_and_reads_late_lines_of_the_old_file() {
-    let t = store();
+fn survives_rename_rotation_and_reads_late_lines_of_the_old_file(kind: Kind) {
+    let t = kind.store();
     let path = t.dir.path().join("records.ndjson");
     let rotated = t.dir.path().join("records.ndjson.1");
     let mut follower = Follower::new(t.store.clone(), &path, options());
@@ -109,9 +107,8 @@ fn survives_rename_rotation_and_reads_late_lines_of_the_old_file() {
     );
 }
 
-#[test]
-fn survives_truncation_in_place() {
-    let t = store();
+fn survives_truncation_in_place(kind: Kind) {
+    let t = kind.store();
     let path = t.dir.path().join("records.ndjson");
     let mut follower = Follower::new(t.store.clone(), &path, options());
     append(&path, &[line(1), line(2), line(3)].concat());
@@ -178,9 +175,8 @@ impl Store for Counting {
     }
 }
 
-#[test]
-fn a_restart_resumes_at_the_saved_offset() {
-    let t = store();
+fn a_restart_resumes_at_the_saved_offset(kind: Kind) {
+    let t = kind.store();
     let path = t.dir.path().join("records.ndjson");
     append(&path, &[line(1), line(2)].concat());
     Follower::new(t.store.clone(), &path, options()).poll();
@@ -193,9 +189,8 @@ fn a_restart_resumes_at_the_saved_offset() {
     assert_eq!(counting.records.load(Ordering::Relaxed), 1, "only the new line was read");
 }
 
-#[test]
-fn a_restart_after_rotation_finishes_the_rotated_file_first() {
-    let t = store();
+fn a_restart_after_rotation_finishes_the_rotated_file_first(kind: Kind) {
+    let t = kind.store();
     let path = t.dir.path().join("records.ndjson");
     append(&path, &line(1));
     Follower::new(t.store.clone(), &path, options()).poll();
@@ -211,9 +206,8 @@ fn a_restart_after_rotation_finishes_the_rotated_file_first() {
     assert_eq!(stored(&*t.store), ids(1..=3));
 }
 
-#[test]
-fn the_thread_stops_when_told() {
-    let t = store();
+fn the_thread_stops_when_told(kind: Kind) {
+    let t = kind.store();
     let path = t.dir.path().join("records.ndjson");
     append(&path, &line(1));
     let (stop, stopped) = std::sync::mpsc::channel();
@@ -227,3 +221,12 @@ fn the_thread_stops_when_told() {
     stop.send(()).unwrap();
     thread.join().unwrap();
 }
+
+on_every_store!(
+    stores_whole_lines_once_and_waits_for_the_rest,
+    survives_rename_rotation_and_reads_late_lines_of_the_old_file,
+    survives_truncation_in_place,
+    a_restart_resumes_at_the_saved_offset,
+    a_restart_after_rotation_finishes_the_rotated_file_first,
+    the_thread_stops_when_told,
+);

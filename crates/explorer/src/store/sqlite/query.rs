@@ -13,18 +13,12 @@ use super::tally::{self, Tally};
 use super::{schema, search};
 use crate::store::{
     AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage, SessionSummary,
-    StatusFilter, StoredRequest,
+    StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
 };
 
 /// Above this many sessions of one user or role, walking the requests in time order is
 /// cheaper than ranking every candidate session.
 const CANDIDATE_LIMIT: usize = 2000;
-
-/// Slices of a session's timeline.
-const TIMELINE_BINS: usize = 60;
-
-/// How many related sessions a session page lists.
-const RELATED_LIMIT: usize = 100;
 
 /// How to walk the selected requests newest first.
 #[derive(Clone, Copy)]
@@ -651,7 +645,7 @@ fn request_page(
     params.push(Value::Integer(limit as i64 + 1));
 
     let mut select = conn.prepare_cached(&sql)?;
-    let mut requests: Vec<StoredRequest> = select
+    let requests: Vec<StoredRequest> = select
         .query_map(params_from_iter(params), |row| {
             Ok(StoredRequest {
                 position: Cursor { id: row.get(0)?, ts: row.get(1)? },
@@ -659,11 +653,5 @@ fn request_page(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let next = if requests.len() > limit {
-        requests.truncate(limit);
-        requests.last().map(|last| last.position)
-    } else {
-        None
-    };
-    Ok(RequestPage { requests, next })
+    Ok(RequestPage::from_fetched(requests, limit))
 }

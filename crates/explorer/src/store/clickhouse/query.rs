@@ -1,0 +1,320 @@
+//! The reader side: the sessions list, one session, its requests, aggregated from `requests`
+//! at query time (see `schema`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use api_sessions_core::time::Millis;
+use serde::Deserialize;
+
+use super::http::Client;
+use super::sql::{literal, literals, request_predicates, session_predicate};
+use crate::store::{
+    Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage, SessionSummary, Stats,
+    StoredRequest, Timeline, TimelineBin, RELATED_LIMIT, TIMELINE_BINS,
+};
+
+/// The internal id of a session in list order and cursors: a 63-bit hash of its id, so equal
+/// last times have a stable order without a sessions table.
+const SESSION_NUMBER: &str = "toInt64(intDiv(cityHash64(session_id), 2))";
+
+/// What describes a session as a whole, over its retained requests.
+#[derive(Deserialize)]
+struct Info {
+    session_id: String,
+    last_user: Option<String>,
+    last_role: Option<String>,
+    #[serde(rename = "kh")]
+    key_hash: String,
+    #[serde(rename = "sk")]
+    session_key: String,
+    start: i64,
+    lo: i64,
+    hi: i64,
+}
+
+fn infos(client: &Client, ids: &[&str], floor: i64) -> Result<HashMap<String, Info>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<Info> = client.rows(&format!(
+        "SELECT session_id, argMax(user, ts) AS last_user, argMax(role, ts) AS last_role,
+                any(key_hash) AS kh, any(session_key) AS sk,
+                any(session_start) AS start, min(ts) AS lo, max(ts) AS hi
+         FROM requests WHERE session_id IN ({}) AND ts >= {floor} GROUP BY session_id",
+        literals(ids.iter().copied())
+    ))?;
+    Ok(rows.into_iter().map(|info| (info.session_id.clone(), info)).collect())
+}
+
+impl Info {
+    /// The summary before any requests are counted into it.
+    fn summary(self) -> SessionSummary {
+        SessionSummary {
+            session_id: self.session_id,
+            first_ts: Millis(self.lo),
+            last_ts: Millis(self.hi),
+            requests: 0,
+            user: self.last_user,
+            role: self.last_role,
+            flows: BTreeMap::new(),
+            ips: Vec::new(),
+            attacks: 0,
+            nodes: Vec::new(),
+            key_hash: self.key_hash,
+            session_key: self.session_key,
+            session_start: Millis(self.start),
+        }
+    }
+}
+
+/// One listed session, counted over its selected requests.
+#[derive(Deserialize)]
+struct Listed {
+    session_id: String,
+    number: i64,
+    lo: i64,
+    hi: i64,
+    n: u64,
+    attacks: u64,
+    ips: Vec<String>,
+    nodes: Vec<String>,
+    all_flows: Vec<String>,
+}
+
+pub fn list(
+    client: &Client,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: usize,
+    floor: i64,
+) -> Result<SessionPage> {
+    let mut sql = format!(
+        "SELECT session_id, {SESSION_NUMBER} AS number, min(ts) AS lo, max(ts) AS hi,
+                count() AS n, countIf(attack IS NOT NULL) AS attacks,
+                groupUniqArray(ip) AS ips, groupUniqArray(node) AS nodes,
+                groupArrayArray(flows) AS all_flows
+         FROM requests WHERE 1{}{} GROUP BY session_id",
+        request_predicates(filter, floor),
+        session_predicate(filter, floor)
+    );
+    // Keyset pagination on (last selected request, number), newest first.
+    if let Some(cursor) = after {
+        let (ts, id) = (cursor.ts, cursor.id);
+        let _ = write!(sql, " HAVING hi < {ts} OR (hi = {ts} AND number < {id})");
+    }
+    let _ = write!(sql, " ORDER BY hi DESC, number DESC LIMIT {}", limit + 1);
+    let mut listed: Vec<Listed> = client.rows(&sql)?;
+    let more = listed.len() > limit;
+    listed.truncate(limit);
+
+    let ids: Vec<&str> = listed.iter().map(|row| row.session_id.as_str()).collect();
+    let mut infos = infos(client, &ids, floor)?;
+    let mut page = SessionPage { sessions: Vec::with_capacity(listed.len()), next_cursor: None };
+    for row in &listed {
+        // Gone between the two statements only if purged meanwhile.
+        let Some(info) = infos.remove(&row.session_id) else { continue };
+        let mut summary = info.summary();
+        summary.requests = row.n;
+        summary.first_ts = Millis(row.lo);
+        summary.last_ts = Millis(row.hi);
+        summary.attacks = row.attacks;
+        summary.ips = row.ips.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        summary.nodes = row.nodes.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        for flow in &row.all_flows {
+            *summary.flows.entry(flow.clone()).or_default() += 1;
+        }
+        page.sessions.push(summary);
+    }
+    if more {
+        page.next_cursor =
+            listed.last().map(|row| Cursor { ts: row.hi, id: row.number }.to_string());
+    }
+    Ok(page)
+}
+
+/// Requests of one session that share every field the statistics count.
+#[derive(Deserialize)]
+struct Group {
+    method: String,
+    status: u16,
+    ip: String,
+    attack: Option<String>,
+    flows: Vec<String>,
+    node: String,
+    n: u64,
+    lo: i64,
+    hi: i64,
+}
+
+#[derive(Deserialize)]
+struct Bin {
+    bin: i64,
+    ok: u64,
+    client_errors: u64,
+    server_errors: u64,
+    attacks: u64,
+}
+
+fn add(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    *map.entry(key.to_owned()).or_default() += n;
+}
+
+pub fn session(
+    client: &Client,
+    session_id: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: usize,
+    floor: i64,
+) -> Result<Option<SessionDetail>> {
+    let Some(info) = infos(client, &[session_id], floor)?.remove(session_id) else {
+        return Ok(None);
+    };
+    let mut summary = info.summary();
+    let id = literal(session_id);
+    let predicates = request_predicates(filter, floor);
+
+    let groups: Vec<Group> = client.rows(&format!(
+        "SELECT method, status, ip, attack, flows, node, count() AS n, min(ts) AS lo,
+                max(ts) AS hi
+         FROM requests WHERE session_id = {id}{predicates}
+         GROUP BY method, status, ip, attack, flows, node"
+    ))?;
+    let mut stats = Stats::default();
+    let mut nodes = BTreeSet::new();
+    let (mut requests, mut first, mut last) = (0, i64::MAX, i64::MIN);
+    for group in &groups {
+        requests += group.n;
+        first = first.min(group.lo);
+        last = last.max(group.hi);
+        add(&mut stats.methods, &group.method, group.n);
+        add(&mut stats.statuses, &group.status.to_string(), group.n);
+        add(&mut stats.ips, &group.ip, group.n);
+        if let Some(attack) = &group.attack {
+            add(&mut stats.attacks, attack, group.n);
+        }
+        for flow in &group.flows {
+            add(&mut stats.flows, flow, group.n);
+        }
+        nodes.insert(group.node.clone());
+    }
+    summary.requests = requests;
+    if requests > 0 {
+        summary.first_ts = Millis(first);
+        summary.last_ts = Millis(last);
+    }
+    summary.flows = stats.flows.clone();
+    summary.ips = stats.ips.keys().cloned().collect();
+    summary.attacks = stats.attacks.values().sum();
+    summary.nodes = nodes.into_iter().collect();
+
+    let timeline = if requests == 0 {
+        Timeline::default()
+    } else {
+        timeline(client, &id, &predicates, first, last)?
+    };
+
+    #[derive(Deserialize)]
+    struct Related {
+        session_id: String,
+    }
+    let related: Vec<Related> = client.rows(&format!(
+        "SELECT session_id, max(ts) AS hi FROM requests
+         WHERE key_hash = {} AND session_id != {id} AND ts >= {floor}
+         GROUP BY session_id ORDER BY hi DESC LIMIT {RELATED_LIMIT}",
+        literal(&summary.key_hash)
+    ))?;
+    let requests = request_page(client, &id, &predicates, after, limit)?;
+    Ok(Some(SessionDetail {
+        session: summary,
+        stats,
+        timeline,
+        related: related.into_iter().map(|row| row.session_id).collect(),
+        requests,
+    }))
+}
+
+/// Equal slices of time from `first` to `last`, as the SQLite store cuts them.
+fn timeline(
+    client: &Client,
+    id: &str,
+    predicates: &str,
+    first: i64,
+    last: i64,
+) -> Result<Timeline> {
+    // One extra millisecond keeps the last request inside the last bin.
+    let span = last - first + 1;
+    let bins: Vec<Bin> = client.rows(&format!(
+        "SELECT intDiv((ts - {first}) * {TIMELINE_BINS}, {span}) AS bin,
+                countIf(status < 400) AS ok,
+                countIf(status >= 400 AND status < 500) AS client_errors,
+                countIf(status >= 500) AS server_errors,
+                countIf(attack IS NOT NULL) AS attacks
+         FROM requests WHERE session_id = {id}{predicates} AND ts >= {first} AND ts <= {last}
+         GROUP BY bin"
+    ))?;
+    let mut timeline = Timeline {
+        start: Millis(first),
+        end: Millis(last),
+        bins: vec![TimelineBin::default(); TIMELINE_BINS],
+    };
+    for bin in bins {
+        let slot = &mut timeline.bins[(bin.bin.max(0) as usize).min(TIMELINE_BINS - 1)];
+        slot.ok += bin.ok;
+        slot.client_errors += bin.client_errors;
+        slot.server_errors += bin.server_errors;
+        slot.attacks += bin.attacks;
+    }
+    Ok(timeline)
+}
+
+pub fn session_requests(
+    client: &Client,
+    session_id: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: usize,
+    floor: i64,
+) -> Result<Option<RequestPage>> {
+    #[derive(Deserialize)]
+    struct Exists {
+        n: u64,
+    }
+    let id = literal(session_id);
+    let exists: Vec<Exists> = client.rows(&format!(
+        "SELECT count() AS n FROM requests WHERE session_id = {id} AND ts >= {floor}"
+    ))?;
+    if exists.first().is_none_or(|row| row.n == 0) {
+        return Ok(None);
+    }
+    request_page(client, &id, &request_predicates(filter, floor), after, limit).map(Some)
+}
+
+/// The selected requests of a session after `after`, in time order; `id` is its literal.
+fn request_page(
+    client: &Client,
+    id: &str,
+    predicates: &str,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<RequestPage> {
+    #[derive(Deserialize)]
+    struct Request {
+        ts: i64,
+        rid: i64,
+        json: String,
+    }
+    let mut sql = format!("SELECT ts, rid, json FROM requests WHERE session_id = {id}{predicates}");
+    if let Some(cursor) = after {
+        let (ts, rid) = (cursor.ts, cursor.id);
+        let _ = write!(sql, " AND (ts > {ts} OR (ts = {ts} AND rid > {rid}))");
+    }
+    let _ = write!(sql, " ORDER BY ts, rid LIMIT {}", limit + 1);
+    let rows: Vec<Request> = client.rows(&sql)?;
+    let requests: Vec<StoredRequest> = rows
+        .into_iter()
+        .map(|row| StoredRequest { position: Cursor { ts: row.ts, id: row.rid }, json: row.json })
+        .collect();
+    Ok(RequestPage::from_fetched(requests, limit))
+}

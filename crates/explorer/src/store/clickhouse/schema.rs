@@ -1,0 +1,93 @@
+//! The ClickHouse schema and its migrations.
+//!
+//! `schema_version` holds one row per migration applied. A migration is appended, never edited;
+//! its statements are `IF NOT EXISTS`, so one interrupted half-way runs again cleanly.
+
+use super::http::Client;
+use crate::store::{Result, StoreError};
+
+/// Milliseconds in a day: `requests` is partitioned by day of `ts`.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Applied in order; each is the statements of one version.
+const MIGRATIONS: &[&[&str]] = &[
+    // 1: the initial schema.
+    //
+    // `requests` is the only table records go to; sessions are aggregated at query time with
+    // `GROUP BY session_id`. Keeping no aggregate table means nothing to update when records of
+    // one session arrive late, out of order or from several nodes, nothing to recount after a
+    // purge, and no merge-time semantics (AggregatingMergeTree) to reason about: ClickHouse
+    // aggregates a week of requests faster than the UI needs. The sort key puts each session's
+    // requests together in time order, which is what the session page and its request pages
+    // read; `rid` orders the requests of one millisecond (see `write`). Partitions are days, so
+    // the retention purge drops whole days without rewriting anything.
+    //
+    // `search` is what `q` looks in (path, user, parameters, attack line), ASCII-lowercased.
+    // `json` is the record as received, returned as is.
+    &[
+        "CREATE TABLE IF NOT EXISTS requests (
+            ts            Int64,
+            rid           Int64,
+            session_id    String,
+            key_hash      String,
+            session_key   String,
+            session_start Int64,
+            node          String,
+            pid           UInt32,
+            seq           UInt64,
+            request_id    String,
+            method        String,
+            status        UInt16,
+            ip            String,
+            user          Nullable(String),
+            role          Nullable(String),
+            attack        Nullable(String),
+            flows         Array(String),
+            search        String,
+            json          String
+        ) ENGINE = MergeTree
+        PARTITION BY intDiv(ts, 86400000)
+        ORDER BY (session_id, ts, rid)",
+        // Where each followed file stands; the row with the highest version wins.
+        "CREATE TABLE IF NOT EXISTS follow_positions (
+            path     String,
+            inode    UInt64,
+            offset   UInt64,
+            line_len UInt64,
+            line_crc UInt32,
+            version  Int64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY path",
+    ],
+];
+
+/// Creates the database if needed and brings the schema up to date.
+pub fn migrate(client: &Client) -> Result<()> {
+    let database = &client.config().database;
+    // `Config::parse` only takes plain identifiers as database names.
+    client.execute_on_server(&format!("CREATE DATABASE IF NOT EXISTS {database}"))?;
+    client
+        .execute("CREATE TABLE IF NOT EXISTS schema_version (version UInt32) ENGINE = TinyLog")?;
+    #[derive(serde::Deserialize)]
+    struct Applied {
+        version: u32,
+    }
+    let applied = client
+        .rows::<Applied>("SELECT max(version) AS version FROM schema_version")?
+        .first()
+        .map_or(0, |row| row.version) as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::new(format!(
+            "database schema version {applied} is newer than this api-sessions supports ({}); \
+             upgrade api-sessions",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, statements) in MIGRATIONS.iter().enumerate().skip(applied) {
+        for statement in *statements {
+            client.execute(statement)?;
+        }
+        client.execute(&format!("INSERT INTO schema_version VALUES ({})", index + 1))?;
+    }
+    Ok(())
+}

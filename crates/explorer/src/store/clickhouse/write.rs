@@ -1,0 +1,267 @@
+//! The writer side: batches with their duplicates left out, follow positions, the purge.
+//!
+//! ClickHouse has no unique keys, so duplicates are found by asking which of a batch's origins
+//! (`node`, `pid`, `seq`) and request ids are stored already. That is only sound with one writer:
+//! the store serialises its writes, and one explorer writes to a database.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::http::Client;
+use super::schema::DAY_MS;
+use super::sql::literal;
+use crate::batch::Batch;
+use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
+
+/// Bytes of escaped keys looked up in one statement, well below ClickHouse's default 256 KiB
+/// `max_query_size` (a longer statement raises it, see `Client::execute`).
+const LOOKUP_BYTES: usize = 64 * 1024;
+
+/// Hands out increasing numbers: request `rid`s (the order of requests of one millisecond) and
+/// follow position versions. Starts above everything stored and follows the clock in
+/// microseconds, so numbers stay increasing across restarts.
+pub struct Clock {
+    last: i64,
+}
+
+impl Clock {
+    pub fn load(client: &Client) -> Result<Clock> {
+        #[derive(Deserialize)]
+        struct Max {
+            last: i64,
+        }
+        let rows: Vec<Max> = client.rows(
+            "SELECT greatest((SELECT max(rid) FROM requests), \
+                             (SELECT max(version) FROM follow_positions)) AS last",
+        )?;
+        Ok(Clock { last: rows.first().map_or(0, |row| row.last) })
+    }
+
+    fn draw(&mut self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros() as i64);
+        self.last = (self.last + 1).max(now);
+        self.last
+    }
+}
+
+/// One `requests` row, as `JSONEachRow` wants it.
+#[derive(Serialize)]
+struct Row<'b> {
+    ts: i64,
+    rid: i64,
+    session_id: &'b str,
+    key_hash: &'b str,
+    session_key: &'b str,
+    session_start: i64,
+    node: &'b str,
+    pid: u32,
+    seq: u64,
+    request_id: &'b str,
+    method: &'b str,
+    status: u16,
+    ip: &'b str,
+    user: Option<&'b str>,
+    role: Option<&'b str>,
+    attack: Option<&'b str>,
+    flows: Vec<&'b str>,
+    search: &'b str,
+    json: &'b str,
+}
+
+/// What is stored already of a batch.
+#[derive(Default)]
+struct Stored {
+    origins: HashSet<(String, u32, u64)>,
+    request_ids: HashSet<String>,
+}
+
+fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
+    #[derive(Deserialize)]
+    struct Key {
+        node: String,
+        pid: u32,
+        seq: u64,
+        request_id: String,
+    }
+    let mut stored = Stored::default();
+    let mut lookup = |origins: &str, ids: &str| -> Result<()> {
+        let keys: Vec<Key> = client.rows(&format!(
+            "SELECT node, pid, seq, request_id FROM requests \
+             WHERE (node, pid, seq) IN ({origins}) OR request_id IN ({ids})"
+        ))?;
+        for key in keys {
+            stored.origins.insert((key.node, key.pid, key.seq));
+            stored.request_ids.insert(key.request_id);
+        }
+        Ok(())
+    };
+    let (mut origins, mut ids) = (String::new(), String::new());
+    for record in batch.iter() {
+        if !origins.is_empty() {
+            origins.push_str(", ");
+            ids.push_str(", ");
+        }
+        let node = literal(record.node());
+        let _ = write!(origins, "({node}, {}, {})", record.pid(), record.seq());
+        ids.push_str(&literal(record.request_id()));
+        if origins.len() + ids.len() >= LOOKUP_BYTES {
+            lookup(&origins, &ids)?;
+            origins.clear();
+            ids.clear();
+        }
+    }
+    if !origins.is_empty() {
+        lookup(&origins, &ids)?;
+    }
+    Ok(stored)
+}
+
+/// Stores the records of `batch` not stored yet, then the follow position.
+pub fn ingest(
+    client: &Client,
+    clock: &mut Clock,
+    batch: &Batch,
+    position: Option<&FollowPosition>,
+) -> Result<IngestCounts> {
+    let mut counts = IngestCounts::default();
+    if !batch.is_empty() {
+        let stored = stored(client, batch)?;
+        let mut origins = HashSet::new();
+        let mut request_ids = HashSet::new();
+        let mut body = Vec::new();
+        for record in batch.iter() {
+            let origin = (record.node(), record.pid(), record.seq());
+            let known = stored.origins.contains(&(origin.0.to_owned(), origin.1, origin.2))
+                || stored.request_ids.contains(record.request_id())
+                || origins.contains(&origin)
+                || request_ids.contains(record.request_id());
+            if known {
+                counts.duplicates += 1;
+                continue;
+            }
+            origins.insert(origin);
+            request_ids.insert(record.request_id());
+            let row = Row {
+                ts: record.ts(),
+                rid: clock.draw(),
+                session_id: record.session_id(),
+                key_hash: record.key_hash(),
+                session_key: record.session_key(),
+                session_start: record.session_start(),
+                node: record.node(),
+                pid: record.pid(),
+                seq: record.seq(),
+                request_id: record.request_id(),
+                method: record.method(),
+                status: record.status(),
+                ip: record.ip(),
+                user: record.user(),
+                role: record.role(),
+                attack: record.attack(),
+                flows: record.flows().collect(),
+                search: record.search(),
+                json: record.json(),
+            };
+            serde_json::to_writer(&mut body, &row)
+                .map_err(|err| StoreError::new(err.to_string()))?;
+            body.push(b'\n');
+            counts.accepted += 1;
+        }
+        if !body.is_empty() {
+            client.insert("requests", &body)?;
+        }
+    }
+    // After the records: a crash in between makes the follower read the lines again, and they
+    // are then duplicates.
+    if let Some(position) = position {
+        #[derive(Serialize)]
+        struct PositionRow<'p> {
+            path: &'p str,
+            inode: u64,
+            offset: u64,
+            line_len: u64,
+            line_crc: u32,
+            version: i64,
+        }
+        let row = PositionRow {
+            path: &position.path,
+            inode: position.inode,
+            offset: position.offset,
+            line_len: position.last_line.len,
+            line_crc: position.last_line.crc,
+            version: clock.draw(),
+        };
+        let line = serde_json::to_vec(&row).map_err(|err| StoreError::new(err.to_string()))?;
+        client.insert("follow_positions", &line)?;
+    }
+    Ok(counts)
+}
+
+pub fn follow_position(client: &Client, path: &str) -> Result<Option<FollowPosition>> {
+    #[derive(Deserialize)]
+    struct Position {
+        inode: u64,
+        offset: u64,
+        line_len: u64,
+        line_crc: u32,
+    }
+    let rows: Vec<Position> = client.rows(&format!(
+        "SELECT inode, offset, line_len, line_crc FROM follow_positions \
+         WHERE path = {} ORDER BY version DESC LIMIT 1",
+        literal(path)
+    ))?;
+    Ok(rows.into_iter().next().map(|row| FollowPosition {
+        path: path.to_owned(),
+        inode: row.inode,
+        offset: row.offset,
+        last_line: LineMark { len: row.line_len, crc: row.line_crc },
+    }))
+}
+
+/// Drops the days that ended before `cutoff`. Requests of the day holding the cutoff stay on
+/// disk until that day goes, up to a day longer than the retention, but no query returns them.
+pub fn purge(client: &Client, cutoff: i64) -> Result<PurgeCounts> {
+    // Partition `d` holds `ts` in `[d, d + 1)` days (rounded toward zero, so partition 0 also
+    // holds the day before the epoch): every partition up to `last` ended before the cutoff.
+    let last = cutoff.div_euclid(DAY_MS) - 1;
+    #[derive(Deserialize)]
+    struct Partition {
+        partition: String,
+    }
+    let partitions: Vec<Partition> = client.rows(&format!(
+        "SELECT DISTINCT partition FROM system.parts \
+         WHERE database = {} AND table = 'requests' AND active",
+        literal(&client.config().database)
+    ))?;
+    let expired: Vec<i64> = partitions
+        .iter()
+        .filter_map(|p| p.partition.parse::<i64>().ok())
+        .filter(|&day| day <= last)
+        .collect();
+    if expired.is_empty() {
+        return Ok(PurgeCounts::default());
+    }
+    #[derive(Deserialize)]
+    struct Counts {
+        requests: u64,
+        sessions: u64,
+    }
+    let counts: Vec<Counts> = client.rows(&format!(
+        "SELECT sum(n) AS requests, countIf(newest <= {last}) AS sessions FROM (
+             SELECT session_id, countIf(intDiv(ts, {DAY_MS}) <= {last}) AS n,
+                    max(intDiv(ts, {DAY_MS})) AS newest
+             FROM requests GROUP BY session_id HAVING n > 0)"
+    ))?;
+    for day in &expired {
+        client.execute(&format!("ALTER TABLE requests DROP PARTITION {day}"))?;
+    }
+    let counts = counts.first().map_or(PurgeCounts::default(), |c| PurgeCounts {
+        requests: c.requests,
+        sessions: c.sessions,
+    });
+    Ok(counts)
+}
