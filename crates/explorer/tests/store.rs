@@ -535,6 +535,11 @@ fn nothing_older_than_the_retention_is_served_and_the_purge_removes_it(kind: Kin
     // A second purge finds nothing.
     let again = t.store.purge().unwrap();
     assert_eq!((again.requests, again.sessions), (0, 0));
+
+    // Purged means forgotten: sent again, the expired records are new (and hidden).
+    let expired: Vec<Record> = records.iter().filter(|r| r.ts.0 < now - WEEK).cloned().collect();
+    assert_eq!(ingest(&*t.store, &expired).accepted, 3);
+    check("after the records came back");
 }
 
 fn ingest_file_is_idempotent_and_reports_bad_lines(kind: Kind) {
@@ -565,6 +570,65 @@ fn ingest_file_is_idempotent_and_reports_bad_lines(kind: Kind) {
     assert_eq!(report.counts.accepted, 1);
 }
 
+/// Values with quotes, backslashes, NUL, line breaks and non-ASCII text are stored and matched
+/// exactly by every filter: they are data, never part of a statement.
+fn hostile_values_are_matched_exactly(kind: Kind) {
+    let t = kind.store();
+    let b = base();
+    let evil = "x' OR ''=' \\' \u{0} \n é\\x27 ) --";
+    let mut r = record(evil, 1, b);
+    r.request_id = format!("{evil}-id");
+    r.user = Some(evil.into());
+    r.role = Some(format!("{evil}-role"));
+    r.flows = vec![format!("{evil}-flow")];
+    r.ip = format!("{evil}-ip");
+    r.path = format!("/{evil}");
+    r.attack = attack(&format!("{evil}-attack"), "GET / HTTP/1.1", &[], "");
+    r.key_hash = evil.into();
+    // A session whose values are prefixes or neighbours of the hostile ones.
+    let mut other = record("x", 2, b + 1);
+    other.user = Some("x".into());
+    other.key_hash = evil.into();
+    ingest(&*t.store, &[r.clone(), other]);
+
+    let filters = [
+        Filter { user: r.user.clone(), ..Default::default() },
+        Filter { role: r.role.clone(), ..Default::default() },
+        Filter { flow: Some(r.flows[0].clone()), ..Default::default() },
+        Filter { ip: Some(r.ip.clone()), ..Default::default() },
+        Filter { request_id: Some(r.request_id.clone()), ..Default::default() },
+        Filter { attack: Some(AttackFilter::Kind(format!("{evil}-attack"))), ..Default::default() },
+        Filter { q: Some(evil.to_ascii_uppercase()), ..Default::default() },
+    ];
+    for filter in &filters {
+        let listed = t.store.list_sessions(filter, None, 10).unwrap();
+        let ids: Vec<_> = listed.sessions.iter().map(|s| s.session_id.as_str()).collect();
+        assert_eq!(ids, [evil], "{filter:?}");
+        assert_eq!(listed.sessions[0].user.as_deref(), Some(evil));
+    }
+    let detail = t.store.session(evil, &Filter::default(), None, 10).unwrap().unwrap();
+    assert_eq!(detail.requests.requests.len(), 1);
+    assert_eq!(detail.related, ["x"]);
+    assert!(t.store.session("x'", &Filter::default(), None, 10).unwrap().is_none());
+}
+
+/// A batch as large as a file chunk or a big POST is deduplicated whole, against what is
+/// stored and within itself.
+fn large_batches_are_deduplicated(kind: Kind) {
+    let t = kind.store();
+    let b = base();
+    let records: Vec<Record> =
+        (0..12_000).map(|n| record(&format!("big-{}", n % 300), n + 1, b + n as i64)).collect();
+    assert_eq!(ingest(&*t.store, &records).accepted, 12_000);
+    let mut again = records.clone();
+    again.push(record("big-new", 20_000, b));
+    let counts = ingest(&*t.store, &again);
+    assert_eq!((counts.accepted, counts.duplicates), (1, 12_000));
+    let listed = t.store.list_sessions(&Filter::default(), None, 500).unwrap();
+    assert_eq!(listed.sessions.len(), 301);
+    assert_eq!(listed.sessions.iter().map(|s| s.requests).sum::<u64>(), 12_001);
+}
+
 /// Captured values have no length limit: long ones are stored, deduplicated and found.
 fn values_of_any_length_are_stored_and_found(kind: Kind) {
     let t = kind.store();
@@ -584,6 +648,30 @@ fn values_of_any_length_are_stored_and_found(kind: Kind) {
     assert!(detail.requests.requests[0].json.contains(&r.path));
 }
 
+#[test]
+fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
+    use api_sessions::store::clickhouse::{ClickHouseStore, Config};
+    if fixtures::clickhouse::skipped() {
+        return;
+    }
+    let url = fixtures::clickhouse::database_url();
+    let open = || ClickHouseStore::open(Config::parse(&url).unwrap(), WEEK);
+    let store = open().unwrap();
+    assert_eq!(ingest(&store, &[record("kept", 1, base())]).accepted, 1);
+    drop(store);
+
+    // Opening again migrates nothing and keeps the data.
+    let store = open().unwrap();
+    let listed = store.list_sessions(&Filter::default(), None, 10).unwrap();
+    assert_eq!(listed.sessions.len(), 1);
+    let versions = fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version");
+    assert_eq!(versions, "1\n");
+
+    fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
+    let err = open().err().expect("a newer schema is refused").to_string();
+    assert!(err.contains("schema version 99 is newer than this api-sessions supports"), "{err}");
+}
+
 on_every_store!(
     duplicates_are_stored_once_by_origin_or_request_id,
     sessions_are_aggregated_at_ingest,
@@ -593,4 +681,6 @@ on_every_store!(
     nothing_older_than_the_retention_is_served_and_the_purge_removes_it,
     ingest_file_is_idempotent_and_reports_bad_lines,
     values_of_any_length_are_stored_and_found,
+    hostile_values_are_matched_exactly,
+    large_batches_are_deduplicated,
 );

@@ -9,6 +9,9 @@ use crate::store::{Result, StoreError};
 /// Milliseconds in a day: `requests` is partitioned by day of `ts`.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The tables partitioned by day of `ts`, whose partitions the purge drops.
+pub const PARTITIONED: &[&str] = &["requests", "request_ids", "request_origins"];
+
 /// Applied in order; each is the statements of one version.
 const MIGRATIONS: &[&[&str]] = &[
     // 1: the initial schema.
@@ -48,6 +51,15 @@ const MIGRATIONS: &[&[&str]] = &[
         ) ENGINE = MergeTree
         PARTITION BY intDiv(ts, 86400000)
         ORDER BY (session_id, ts, rid)",
+        // The keys duplicates are found by, each sorted so that looking up a batch's keys reads
+        // a few granules instead of the whole table. Materialized views: the insert into
+        // `requests` fills them, so they hold exactly its keys; partitioned alike for the purge.
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS request_ids
+        ENGINE = MergeTree PARTITION BY intDiv(ts, 86400000) ORDER BY request_id
+        AS SELECT request_id, ts FROM requests",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS request_origins
+        ENGINE = MergeTree PARTITION BY intDiv(ts, 86400000) ORDER BY (node, pid, seq)
+        AS SELECT node, pid, seq, ts FROM requests",
         // Where each followed file stands; the row with the highest version wins.
         "CREATE TABLE IF NOT EXISTS follow_positions (
             path     String,

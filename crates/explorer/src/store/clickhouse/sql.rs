@@ -2,9 +2,9 @@
 //!
 //! Captured values are attacker-controlled. The ClickHouse releases still in distributions
 //! (Debian ships 18.16) have no query parameters, so values go into the statement as string
-//! literals in which every byte is written as a `\xHH` escape: the literal holds nothing but
-//! `\`, `x` and hex digits whatever the value, so no value can end it or change the statement.
-//! Numbers are formatted from integers. Nothing else is ever put into a statement.
+//! literals in which every byte but letters, digits and `-_.:/` is written as a `\xHH` escape:
+//! whatever the value, the literal holds nothing else, so no value can end it or change the
+//! statement. Numbers are formatted from integers. Nothing else is ever put into a statement.
 
 use std::fmt::Write;
 
@@ -15,7 +15,11 @@ pub fn literal(value: &str) -> String {
     let mut out = String::with_capacity(2 + 4 * value.len());
     out.push('\'');
     for byte in value.bytes() {
-        let _ = write!(out, "\\x{byte:02x}");
+        if byte.is_ascii_alphanumeric() || b"-_.:/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
     }
     out.push('\'');
     out
@@ -96,17 +100,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn literals_hold_only_escapes() {
+    fn literals_hold_only_plain_characters_and_escapes() {
         assert_eq!(literal(""), "''");
-        assert_eq!(literal("a'\\"), "'\\x61\\x27\\x5c'");
-        let hostile = "x' OR 1=1 -- \u{0}\n';DROP TABLE requests";
+        assert_eq!(literal("a-Z_0.9:/"), "'a-Z_0.9:/'");
+        assert_eq!(literal("a'\\ b"), "'a\\x27\\x5c\\x20b'");
+        assert_eq!(literal("é"), "'\\xc3\\xa9'");
+        let hostile = "x' OR 1=1 -- \u{0}\n';DROP TABLE requests\\'";
         let quoted = literal(hostile);
         let inner = &quoted[1..quoted.len() - 1];
-        assert!(inner
-            .split("\\x")
-            .skip(1)
-            .all(|hex| hex.len() == 2 && hex.bytes().all(|b| b.is_ascii_hexdigit())));
-        assert_eq!(inner.len(), 4 * hostile.len());
-        assert_eq!(literals(["a", "b"]), "'\\x61', '\\x62'");
+        let mut rest = inner.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'\\' {
+                assert!(tail[0] == b'x' && tail[1..3].iter().all(u8::is_ascii_hexdigit), "{inner}");
+                rest = &tail[3..];
+            } else {
+                assert!(first.is_ascii_alphanumeric() || b"-_.:/".contains(&first), "{inner}");
+                rest = tail;
+            }
+        }
+        assert_eq!(literals(["a", "b'"]), "'a', 'b\\x27'");
     }
 }

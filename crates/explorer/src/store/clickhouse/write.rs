@@ -1,23 +1,27 @@
 //! The writer side: batches with their duplicates left out, follow positions, the purge.
 //!
 //! ClickHouse has no unique keys, so duplicates are found by asking which of a batch's origins
-//! (`node`, `pid`, `seq`) and request ids are stored already. That is only sound with one writer:
+//! (`node`, `pid`, `seq`) and request ids are stored already (in `request_origins` and
+//! `request_ids`, sorted by them). That is only sound with one writer:
 //! the store serialises its writes, and one explorer writes to a database.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use super::http::Client;
-use super::schema::DAY_MS;
+use super::schema::{DAY_MS, PARTITIONED};
 use super::sql::literal;
 use crate::batch::Batch;
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
-/// Bytes of escaped keys looked up in one statement, well below ClickHouse's default 256 KiB
-/// `max_query_size` (a longer statement raises it, see `Client::execute`).
-const LOOKUP_BYTES: usize = 64 * 1024;
+/// Records whose keys are looked up in one statement, and the most bytes of keys: each lookup
+/// costs a round trip and an index walk, so fewer and larger ones are cheaper, within
+/// ClickHouse's default `max_ast_elements` (50,000; a key tuple counts 5). Long keys raise
+/// `max_query_size` for their statement (see `Client::execute`).
+const LOOKUP_RECORDS: usize = 4000;
+const LOOKUP_BYTES: usize = 1024 * 1024;
 
 /// Hands out increasing numbers: request `rid`s (the order of requests of one millisecond) and
 /// follow position versions. Starts above everything stored and follows the clock in
@@ -81,25 +85,27 @@ struct Stored {
 
 fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
     #[derive(Deserialize)]
-    struct Key {
+    struct Origin {
         node: String,
         pid: u32,
         seq: u64,
+    }
+    #[derive(Deserialize)]
+    struct RequestId {
         request_id: String,
     }
     let mut stored = Stored::default();
     let mut lookup = |origins: &str, ids: &str| -> Result<()> {
-        let keys: Vec<Key> = client.rows(&format!(
-            "SELECT node, pid, seq, request_id FROM requests \
-             WHERE (node, pid, seq) IN ({origins}) OR request_id IN ({ids})"
+        let keys: Vec<Origin> = client.rows(&format!(
+            "SELECT node, pid, seq FROM request_origins WHERE (node, pid, seq) IN ({origins})"
         ))?;
-        for key in keys {
-            stored.origins.insert((key.node, key.pid, key.seq));
-            stored.request_ids.insert(key.request_id);
-        }
+        stored.origins.extend(keys.into_iter().map(|key| (key.node, key.pid, key.seq)));
+        let keys: Vec<RequestId> = client
+            .rows(&format!("SELECT request_id FROM request_ids WHERE request_id IN ({ids})"))?;
+        stored.request_ids.extend(keys.into_iter().map(|key| key.request_id));
         Ok(())
     };
-    let (mut origins, mut ids) = (String::new(), String::new());
+    let (mut origins, mut ids, mut pending) = (String::new(), String::new(), 0);
     for record in batch.iter() {
         if !origins.is_empty() {
             origins.push_str(", ");
@@ -108,7 +114,9 @@ fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
         let node = literal(record.node());
         let _ = write!(origins, "({node}, {}, {})", record.pid(), record.seq());
         ids.push_str(&literal(record.request_id()));
-        if origins.len() + ids.len() >= LOOKUP_BYTES {
+        pending += 1;
+        if pending == LOOKUP_RECORDS || origins.len() + ids.len() >= LOOKUP_BYTES {
+            pending = 0;
             lookup(&origins, &ids)?;
             origins.clear();
             ids.clear();
@@ -132,7 +140,10 @@ pub fn ingest(
         let stored = stored(client, batch)?;
         let mut origins = HashSet::new();
         let mut request_ids = HashSet::new();
-        let mut body = Vec::new();
+        // One insert per day of `ts` (a partition): usually one or two, and a batch spread over
+        // many days (a replayed spool, a broken clock) stays within the partitions ClickHouse
+        // takes in one insert.
+        let mut days: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         for record in batch.iter() {
             let origin = (record.node(), record.pid(), record.seq());
             let known = stored.origins.contains(&(origin.0.to_owned(), origin.1, origin.2))
@@ -166,13 +177,15 @@ pub fn ingest(
                 search: record.search(),
                 json: record.json(),
             };
-            serde_json::to_writer(&mut body, &row)
+            // Rounded toward zero, like the partition key.
+            let body = days.entry(record.ts() / DAY_MS).or_default();
+            serde_json::to_writer(&mut *body, &row)
                 .map_err(|err| StoreError::new(err.to_string()))?;
             body.push(b'\n');
             counts.accepted += 1;
         }
-        if !body.is_empty() {
-            client.insert("requests", &body)?;
+        for body in days.values() {
+            client.insert("requests", body)?;
         }
     }
     // After the records: a crash in between makes the follower read the lines again, and they
@@ -257,7 +270,9 @@ pub fn purge(client: &Client, cutoff: i64) -> Result<PurgeCounts> {
              FROM requests GROUP BY session_id HAVING n > 0)"
     ))?;
     for day in &expired {
-        client.execute(&format!("ALTER TABLE requests DROP PARTITION {day}"))?;
+        for table in PARTITIONED {
+            client.execute(&format!("ALTER TABLE {table} DROP PARTITION {day}"))?;
+        }
     }
     let counts = counts.first().map_or(PurgeCounts::default(), |c| PurgeCounts {
         requests: c.requests,
