@@ -72,6 +72,7 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                 truncated: false,
                 format,
                 content_type_empty,
+                probed: false,
                 decided: false,
             });
         }
@@ -90,24 +91,31 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// not read.
 const FILE_PROBE: usize = 4096;
 
-/// Collects a file buffer with more than [`FILE_PROBE`] bytes of room: the probe, then the
-/// rest only when the probe does not decide. Returns the buffer's full size.
+/// Collects a file buffer with more than [`FILE_PROBE`] bytes of room, once per response
+/// (asking again at every buffer of a long chain would walk the body again each time): the
+/// probe, then the rest only when the probe does not decide. Returns the buffer's full size.
 fn collect_file(
     buf: &ngx_buf_t,
     room: usize,
     capture: &mut ResponseCapture,
     profile: &Profile,
 ) -> usize {
+    capture.probed = true;
+    let before = capture.bytes.len();
     let size = copy_buf(buf, FILE_PROBE, &mut capture.bytes);
+    let read = capture.bytes.len() - before;
     if size <= FILE_PROBE {
         return size;
     }
-    let pointers: Vec<&Pointer> = profile.response_pointers().collect();
-    if response_decided(capture.format, capture.content_type_empty, &capture.bytes, &pointers) {
-        capture.decided = true;
-        return size;
+    // A short read decides nothing: the rest is read from where it stopped.
+    if read == FILE_PROBE {
+        let pointers: Vec<&Pointer> = profile.response_pointers().collect();
+        if response_decided(capture.format, capture.content_type_empty, &capture.bytes, &pointers) {
+            capture.decided = true;
+            return size;
+        }
     }
-    copy_buf_from(buf, FILE_PROBE, room - FILE_PROBE, &mut capture.bytes)
+    copy_buf_from(buf, read, room - read, &mut capture.bytes)
 }
 
 extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
@@ -129,7 +137,7 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -
             }
             if let Some(buf) = unsafe { link.buf.as_ref() } {
                 let room = capture.limit - capture.bytes.len();
-                let size = if file_only(buf) && room > FILE_PROBE {
+                let size = if file_only(buf) && room > FILE_PROBE && !capture.probed {
                     collect_file(buf, room, capture, profile)
                 } else {
                     copy_buf(buf, room, &mut capture.bytes)

@@ -364,6 +364,8 @@ pub struct ResponseCapture {
     /// Content-Type as the extraction reads it.
     pub format: BodyFormat,
     pub content_type_empty: bool,
+    /// The first file buffer was probed (see the body filter).
+    pub probed: bool,
     /// What was collected decides every `response_body:` source: the rest is not looked at.
     pub decided: bool,
 }

@@ -26,7 +26,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy map gzip api_sessions/)->plan(89);
+	->has(qw/http proxy map gzip api_sessions/)->plan(91);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -147,6 +147,14 @@ http {
             api_sessions_body_limit 8k;
             api_sessions_param response_body:/token name=token;
             api_sessions_param response_body:/items/0/id name=r_first;
+        }
+
+        location /resp-spooled/ {
+            sendfile on;
+            proxy_buffer_size 1k;
+            proxy_buffers 2 1k;
+            proxy_busy_buffers_size 1k;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%/;
         }
 
         location /static-late/ {
@@ -498,6 +506,17 @@ $rec = record($r);
 is(http_content($r), $top, 'static file decided early untouched');
 is_deeply([ params($rec), $rec->{truncated} ], [ { token => 'top-tok', r_first => 7 }, [] ],
 	'static file decided by its first bytes');
+
+# a proxied response spooled to a temporary file reaches the filter as many file
+# buffers: probed once, the rest read as it comes
+
+$r = http_get('/resp-spooled/big.json');
+$recorded++;
+$rec = record($r);
+
+is(http_content($r), $big, 'spooled response untouched');
+is_deeply([ params($rec), $rec->{truncated} ], [ { token => 'big-tok', r_tail => 'end' }, [] ],
+	'spooled response parsed whole');
 
 # the same file where a pointer is undecided in the first bytes: read up to the
 # limit, then cut

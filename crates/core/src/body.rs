@@ -113,13 +113,17 @@ pub fn extract_response(
 /// Whether `prefix`, the start of a response body, already decides everything
 /// [`extract_response`] finds for `pointers` in the whole body; lets the response filter
 /// stop reading a large body early. A body that is not JSON decides at once: nothing is
-/// extracted from it.
+/// extracted from it. Without a Content-Type, a prefix of only whitespace does not tell yet.
 pub fn response_decided(
     format: BodyFormat,
     content_type_empty: bool,
     prefix: &[u8],
     pointers: &[&Pointer],
 ) -> bool {
+    let sniffed = format == BodyFormat::Other && content_type_empty;
+    if sniffed && prefix.trim_ascii_start().is_empty() {
+        return false;
+    }
     !response_is_json(format, content_type_empty, prefix) || json::decides_all(prefix, pointers)
 }
 
@@ -159,6 +163,23 @@ mod tests {
     ) -> Option<String> {
         let pointer = Pointer::parse(pointer).unwrap();
         extract_response(format, content_type_empty, body.as_bytes(), &[&pointer]).remove(0)
+    }
+
+    #[test]
+    fn a_response_prefix_decides_only_what_the_whole_body_would() {
+        let id = Pointer::parse("/id").unwrap();
+        let decided = |format, empty, prefix: &str| {
+            response_decided(format, empty, prefix.as_bytes(), &[&id])
+        };
+        assert!(decided(BodyFormat::Json, false, r#"{"id":1,"pad":"#));
+        assert!(!decided(BodyFormat::Json, false, r#"{"pad":"x","i"#));
+        // Not JSON by its Content-Type: nothing is extracted, whatever follows.
+        assert!(decided(BodyFormat::Other, false, "<html>"));
+        // No Content-Type: sniffed from the first byte, which blank space does not show yet.
+        assert!(!decided(BodyFormat::Other, true, "   \n  "));
+        assert!(!decided(BodyFormat::Other, true, ""));
+        assert!(decided(BodyFormat::Other, true, "  <html>"));
+        assert!(decided(BodyFormat::Other, true, r#"  {"id":"a"}"#));
     }
 
     fn some(values: &[&str]) -> Vec<Option<String>> {

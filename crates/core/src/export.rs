@@ -571,6 +571,8 @@ impl Worker {
             self.take(capture);
             taken += 1;
             if self.batch.records as usize >= self.settings.batch {
+                // Delivery may wait on a slow receiver: the request path gets its captures first.
+                self.recycled.give(&mut self.done);
                 self.deliver();
             }
         }
