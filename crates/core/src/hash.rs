@@ -164,9 +164,11 @@ fn truncate(mac: HmacSha256) -> [u8; 16] {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn push_hex(bytes: &[u8], out: &mut String) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+    let mut hex = [0u8; 64];
+    for chunk in bytes.chunks(hex.len() / 2) {
+        let hex = &mut hex[..2 * chunk.len()];
+        hex_to(chunk, hex);
+        out.push_str(std::str::from_utf8(hex).expect("hex digits are ASCII"));
     }
 }
 
@@ -180,10 +182,9 @@ pub fn hex_to(bytes: &[u8], out: &mut [u8]) {
 
 /// Appends lowercase hex.
 pub fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
-    }
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    hex_to(bytes, &mut out[start..]);
 }
 
 /// 128 bits of a key hash; equal hashes mean the same key value in the same value space.
@@ -236,6 +237,14 @@ mod tests {
         let mut in_place = [0u8; 8];
         hex_to(&bytes, &mut in_place);
         assert_eq!((&appended[..], &in_place), (&b"x000fa5ff"[..], b"000fa5ff"));
+        // Longer than push_hex's chunk, to cross it.
+        let long: Vec<u8> = (0..=40).collect();
+        let mut text = String::from("y");
+        push_hex(&long, &mut text);
+        let mut bytes_hex = b"y".to_vec();
+        hex_into(&long, &mut bytes_hex);
+        assert_eq!(text.as_bytes(), &bytes_hex[..]);
+        assert!(text.ends_with("2728"));
     }
 
     #[test]
