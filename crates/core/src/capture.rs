@@ -130,6 +130,22 @@ impl Capture {
         self.arena.clear();
     }
 
+    /// Asks the CPU to bring this capture into its caches: the struct itself and, when
+    /// `buffers`, the start of its arena and value slots (reading their addresses is a load
+    /// from the struct, so that is for a capture whose struct was prefetched earlier).
+    ///
+    /// A recycled capture was last touched by the exporter thread up to a poll interval ago,
+    /// and the event loop has since gone through enough requests to push it out of the core's
+    /// caches: its first touch was a cache miss, the largest single cost of the module on the
+    /// event loop in a profile of small requests.
+    pub fn prefetch(&self, buffers: bool) {
+        prefetch_bytes(core::ptr::from_ref(self).cast(), core::mem::size_of::<Capture>());
+        if buffers {
+            prefetch_bytes(self.arena.as_ptr(), self.arena.capacity().min(ARENA_PREFETCH));
+            prefetch_bytes(self.values.as_ptr().cast(), core::mem::size_of_val(&self.values[..]));
+        }
+    }
+
     /// Arena bytes a capture may keep when it is recycled; bigger ones are freed so the
     /// pool of recycled captures stays small.
     pub const RECYCLE_LIMIT: usize = 16 * 1024;
@@ -183,6 +199,44 @@ impl Capture {
     }
 }
 
+/// Arena bytes worth prefetching: the strings of a typical request.
+const ARENA_PREFETCH: usize = 512;
+
+/// Prefetches the cache lines of `len` bytes at `start`. A prefetch never faults, whatever
+/// the address, so this is safe for any pointer.
+fn prefetch_bytes(start: *const u8, len: usize) {
+    const LINE: usize = 64;
+    let end = start.wrapping_add(len);
+    let mut line = start;
+    while line < end {
+        prefetch_line(line);
+        line = line.wrapping_add(LINE);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    // Safe to call from Rust 1.87 on; unsafe in the older releases this crate supports.
+    #[allow(unused_unsafe)]
+    // SAFETY: SSE is part of x86_64; a prefetch reads nothing and never faults.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    // SAFETY: PRFM is a hint: it reads nothing architecturally and never faults.
+    unsafe {
+        core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags))
+    };
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn prefetch_line(_: *const u8) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +262,21 @@ mod tests {
         assert_eq!(c.values.len(), 1);
         assert_eq!(c.key_value(0), None);
         assert!(c.heap_size() >= 64, "buffers kept");
+    }
+
+    #[test]
+    fn prefetching_never_faults() {
+        // Null, unmapped and freed memory: a prefetch is a hint, whatever the address.
+        prefetch_bytes(core::ptr::null(), 4096);
+        prefetch_bytes(core::ptr::without_provenance(usize::MAX - 4095), 128);
+        let freed = Box::new(Capture::new(Arc::new(Profile::default()), 64));
+        let capture: *const Capture = &*freed;
+        drop(freed);
+        prefetch_bytes(capture.cast(), core::mem::size_of::<Capture>());
+        // And it leaves what it touches as it was.
+        let c = Capture::new(Arc::new(Profile::default()), 64);
+        c.prefetch(true);
+        assert_eq!(c.heap_size(), 64);
     }
 
     #[test]

@@ -240,8 +240,18 @@ impl CapturePool {
 
     /// The request path's side: never waits. When the exporter thread holds the lock (a few
     /// nanoseconds), a new capture is made instead.
+    ///
+    /// Prefetches for the requests to come, two deep (see [`Capture::prefetch`]): the buffers
+    /// of the capture the next request takes, whose struct this call's predecessor
+    /// prefetched, and the struct of the one after.
     fn take(&self) -> Option<Box<Capture>> {
-        self.stack.try_lock()?.pop()
+        let mut stack = self.stack.try_lock()?;
+        let capture = stack.pop()?;
+        if let [.., after, next] = &stack[..] {
+            after.prefetch(false);
+            next.prefetch(true);
+        }
+        Some(capture)
     }
 
     /// The exporter thread's side: `done` goes back, last one on top; what exceeds
@@ -567,7 +577,22 @@ impl Worker {
     /// how many there were.
     fn drain(&mut self) -> usize {
         let mut taken = 0;
-        while let Some(capture) = self.queue.pop() {
+        // Two captures ahead, as on the request path (see CapturePool::take): the event loop
+        // filled them up to a poll interval ago, and they have left this core's caches since.
+        let mut current = self.queue.pop();
+        let mut next = self.queue.pop();
+        if let Some(next) = &next {
+            next.prefetch(false);
+        }
+        while let Some(capture) = current {
+            current = next;
+            next = self.queue.pop();
+            if let Some(next) = &next {
+                next.prefetch(false);
+            }
+            if let Some(current) = &current {
+                current.prefetch(true);
+            }
             self.take(capture);
             taken += 1;
             if self.batch.records as usize >= self.settings.batch {
