@@ -374,6 +374,24 @@ fn every_filter_selects_sessions_and_counts_only_selected_requests(kind: Kind) {
         "method+q",
         Filter { method: Some("POST".into()), q: Some("users".into()), ..Default::default() },
     ));
+    // Sessions that straddle the range and hours: only their requests inside it count.
+    filters.push((
+        "q+from+to",
+        Filter {
+            q: Some("orders/".into()),
+            from: Some(Millis(mid - HOUR)),
+            to: Some(Millis(mid + 30 * MINUTE)),
+            ..Default::default()
+        },
+    ));
+    filters.push((
+        "q+status",
+        Filter {
+            q: Some("ord-".into()),
+            status: Some(StatusFilter::Code(404)),
+            ..Default::default()
+        },
+    ));
 
     for (name, filter) in &filters {
         let expected = world.expected(filter);

@@ -196,24 +196,77 @@ fn forget_expired(conn: &Connection, row: &mut SessionRow, floor: i64) -> Result
     Ok(())
 }
 
+/// What selects requests in a list: the predicates, and for `q` the scan of the search index
+/// shared by the walk and the tallies.
+struct Selection {
+    predicates: Predicates,
+    scan: Option<search::Scan>,
+}
+
+impl Selection {
+    /// `None` when the filter selects no requests.
+    fn new(conn: &Connection, filter: &Filter, floor: i64) -> Result<Option<Self>> {
+        if !filter.selects_requests() {
+            return Ok(None);
+        }
+        let predicates = Predicates::new(filter, floor);
+        let scan = match &filter.q {
+            Some(q) => Some(search::Scan::new(
+                conn,
+                &q.to_ascii_lowercase(),
+                predicates.from,
+                predicates.to.unwrap_or(i64::MAX),
+            )?),
+            None => None,
+        };
+        Ok(Some(Selection { predicates, scan }))
+    }
+
+    /// Counts the selected requests of a session whose requests lie within `first..=last`.
+    fn tally(&mut self, conn: &Connection, session: i64, first: i64, last: i64) -> Result<Tally> {
+        let Some(scan) = &mut self.scan else {
+            return tally(conn, session, &self.predicates);
+        };
+        // Only the requests the search index found can match; each is checked against every
+        // predicate, as the session walk would.
+        let sql = format!(
+            "SELECT {} FROM requests r WHERE r.id = ? AND r.session = ?{}",
+            tally::COLUMNS,
+            self.predicates.sql
+        );
+        let mut select = conn.prepare_cached(&sql)?;
+        let mut tally = Tally::default();
+        for id in scan.session_hits(conn, session, first, last)? {
+            let params = self.predicates.bind([Value::Integer(id), Value::Integer(session)]);
+            let mut rows = select.query(params_from_iter(params))?;
+            if let Some(row) = rows.next()? {
+                tally.add(row)?;
+            }
+        }
+        Ok(tally)
+    }
+}
+
 /// The list entry of one session: counted over the selected requests, or straight from the
 /// session row when nothing selects requests and none of them has expired.
 fn summary(
     conn: &Connection,
     id: i64,
-    filter: &Filter,
+    selection: Option<&mut Selection>,
     floor: i64,
 ) -> Result<Option<SessionSummary>> {
     let Some(mut row) = session_row(conn, "id = ?", Value::Integer(id))? else {
         return Ok(None);
     };
-    if row.summary.first_ts.0 < floor {
+    // Every request of the session lies within these, expired ones included.
+    let (first, last) = (row.summary.first_ts.0, row.summary.last_ts.0);
+    if first < floor {
         forget_expired(conn, &mut row, floor)?;
-    } else if !filter.selects_requests() {
+    } else if selection.is_none() {
         load_session_parts(conn, &mut row)?;
     }
-    if filter.selects_requests() {
-        tally(conn, id, &Predicates::new(filter, floor))?.apply_to(&mut row.summary);
+    if let Some(selection) = selection {
+        selection.tally(conn, id, first, last)?.apply_to(&mut row.summary);
     }
     Ok(Some(row.summary))
 }
@@ -227,21 +280,22 @@ pub fn list(
 ) -> Result<SessionPage> {
     let tx = conn.unchecked_transaction()?;
     let want = limit + 1;
-    let mut keys = if filter.selects_requests() {
-        let predicates = Predicates::new(filter, floor);
-        match candidate_sessions(&tx, filter, floor)? {
-            Some(candidates) => rank_sessions(&tx, &candidates, &predicates, after, want)?,
-            None => walk_requests(&tx, filter, &predicates, after, want)?,
-        }
-    } else {
-        walk_sessions(&tx, filter, after, want, floor)?
+    let mut selection = Selection::new(&tx, filter, floor)?;
+    let mut keys = match &mut selection {
+        Some(selection) => match candidate_sessions(&tx, filter, floor)? {
+            Some(candidates) => {
+                rank_sessions(&tx, &candidates, &selection.predicates, after, want)?
+            }
+            None => walk_requests(&tx, filter, selection, after, want)?,
+        },
+        None => walk_sessions(&tx, filter, after, want, floor)?,
     };
     let more = keys.len() > limit;
     keys.truncate(limit);
 
     let mut page = SessionPage { sessions: Vec::with_capacity(keys.len()), next_cursor: None };
     for key in &keys {
-        page.sessions.extend(summary(&tx, key.id, filter, floor)?);
+        page.sessions.extend(summary(&tx, key.id, selection.as_mut(), floor)?);
     }
     if more {
         page.next_cursor = keys.last().map(Cursor::to_string);
@@ -373,10 +427,12 @@ fn rank_sessions(
 fn walk_requests(
     conn: &Connection,
     filter: &Filter,
-    predicates: &Predicates,
+    selection: &mut Selection,
     after: Option<Cursor>,
     want: usize,
 ) -> Result<Vec<Cursor>> {
+    let Selection { predicates, scan } = selection;
+    let predicates = &*predicates;
     let mut collector = Collector {
         session_check: SessionCheck::new(conn, filter)?,
         later: conn.prepare_cached(&format!(
@@ -390,11 +446,22 @@ fn walk_requests(
         seen: HashSet::new(),
         keys: Vec::new(),
     };
+    let Some(newest) = newest(conn, predicates, after)? else {
+        return Ok(Vec::new());
+    };
     let below_cursor = if after.is_some() { " AND r.id <= ? AND r.ts <= ?" } else { "" };
     let cursor_bound =
         after.map(|cursor| [Value::Integer(schema::last_id(cursor.ts)), Value::Integer(cursor.ts)]);
-    let needle = filter.q.as_deref().map(str::to_ascii_lowercase);
-    match (predicates.driver, needle) {
+    // The hours a walk by the hour or through the search index visits, newest first: those of
+    // the time range up to `newest`, less those the search index rules out for `q`.
+    let hours = |scan: Option<&search::Scan>| -> Vec<i64> {
+        let (first, last) = (schema::hour(predicates.from), schema::hour(newest));
+        match scan {
+            Some(scan) => scan.candidates().iter().copied().filter(|&hour| hour <= last).collect(),
+            None => (first..=last).rev().collect(),
+        }
+    };
+    match (predicates.driver, scan) {
         // Newest first along the time index, until the page is full.
         (Driver::Time, None) => {
             let sql = format!(
@@ -414,14 +481,16 @@ fn walk_requests(
         }
         // The search index finds the texts; each hit is checked against all the predicates
         // (method, status class, and that it was not purged meanwhile).
-        (Driver::Time, Some(needle)) => {
-            let (hours, newest) = hours(conn, predicates, after, Some(&needle))?;
+        (Driver::Time, Some(scan)) => {
             let mut check = conn.prepare_cached(&format!(
                 "SELECT 1 FROM requests r WHERE r.id = ?{}",
                 predicates.sql
             ))?;
-            'search: for hour in hours {
-                for hit in search::hits(conn, hour, predicates.from, newest, &needle)? {
+            'search: for hour in hours(Some(scan)) {
+                for hit in scan.hits(conn, hour)? {
+                    if hit.ts > newest {
+                        continue;
+                    }
                     let selected = predicates.bind([Value::Integer(hit.id)]);
                     if check.exists(params_from_iter(selected))?
                         && collector.visit(hit.session, hit.ts)?
@@ -431,15 +500,14 @@ fn walk_requests(
                 }
             }
         }
-        (Driver::Hourly(index), needle) => {
-            let (hours, _) = hours(conn, predicates, after, needle.as_deref())?;
+        (Driver::Hourly(index), scan) => {
             let sql = format!(
                 "SELECT r.session, r.ts FROM requests r INDEXED BY {index} \
                  WHERE r.hour = ?{}{below_cursor} ORDER BY r.id DESC",
                 predicates.sql
             );
             let mut select = conn.prepare_cached(&sql)?;
-            'hours: for hour in hours {
+            'hours: for hour in hours(scan.as_ref()) {
                 let mut params = predicates.bind([Value::Integer(hour)]);
                 params.extend(cursor_bound.clone().into_iter().flatten());
                 let mut rows = select.query(params_from_iter(params))?;
@@ -454,31 +522,20 @@ fn walk_requests(
     Ok(collector.into_keys())
 }
 
-/// The hours a walk visits, newest first: those of the time range (up to the cursor and the
-/// newest request), less those the search index rules out for `needle`. Also the newest time
-/// the walk may see.
-fn hours(
+/// The newest time a walk may see: that of the newest request, within the time range and
+/// up to the cursor; `None` when there are no requests.
+fn newest(
     conn: &Connection,
     predicates: &Predicates,
     after: Option<Cursor>,
-    needle: Option<&str>,
-) -> Result<(Vec<i64>, i64)> {
+) -> Result<Option<i64>> {
     let newest: Option<i64> = conn
         .prepare_cached("SELECT ts FROM requests ORDER BY id DESC LIMIT 1")?
         .query_row([], |row| row.get(0))
         .optional()?;
-    let Some(mut newest) = newest else {
-        return Ok((Vec::new(), 0));
-    };
-    for bound in [predicates.to, after.map(|cursor| cursor.ts)].into_iter().flatten() {
-        newest = newest.min(bound);
-    }
-    let (first, last) = (schema::hour(predicates.from), schema::hour(newest));
-    let hours = match needle {
-        Some(needle) => search::candidate_hours(conn, first, last, needle)?,
-        None => (first..=last).rev().collect(),
-    };
-    Ok((hours, newest))
+    Ok(newest.map(|newest| {
+        [predicates.to, after.map(|cursor| cursor.ts)].into_iter().flatten().fold(newest, i64::min)
+    }))
 }
 
 /// Collects sessions from selected requests seen newest first.

@@ -18,6 +18,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use memchr::memmem;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::schema;
 use crate::store::Result;
 
 /// Bits per hour. 16 KiB keep false positives rare up to about 40,000 distinct trigrams an
@@ -218,7 +219,7 @@ pub fn rebuild_blocks(tx: &Transaction<'_>) -> Result<()> {
 
 /// The hours between `low` and `high` (inclusive) that may hold requests whose search text
 /// contains `needle` (lowercase), newest first.
-pub fn candidate_hours(conn: &Connection, low: i64, high: i64, needle: &str) -> Result<Vec<i64>> {
+fn candidate_hours(conn: &Connection, low: i64, high: i64, needle: &str) -> Result<Vec<i64>> {
     let mut select = conn.prepare_cached(
         "SELECT hour, bits FROM search_filters WHERE hour BETWEEN ? AND ? ORDER BY hour DESC",
     )?;
@@ -233,23 +234,90 @@ pub fn candidate_hours(conn: &Connection, low: i64, high: i64, needle: &str) -> 
     Ok(hours)
 }
 
-/// The requests of one hour, within `from..=to`, whose search text contains `needle`
-/// (lowercase), newest first.
-pub fn hits(conn: &Connection, hour: i64, from: i64, to: i64, needle: &str) -> Result<Vec<Hit>> {
-    let finder = memmem::Finder::new(needle.as_bytes());
-    let mut select = conn.prepare_cached("SELECT data FROM search_blocks WHERE hour = ?")?;
-    let mut rows = select.query([hour])?;
-    let mut hits = Vec::new();
-    while let Some(row) = rows.next()? {
-        let block = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-        hits.extend(
-            entries(block)
-                .filter(|(hit, text)| (from..=to).contains(&hit.ts) && finder.find(text).is_some())
-                .map(|(hit, _)| hit),
-        );
+/// The requests whose search text contains a needle, within a time range, read from the
+/// index an hour at a time and kept: a list first walks hours newest first to find its
+/// sessions, then counts each session's matching requests, mostly in the same hours.
+///
+/// Counting through the index rather than through a session's rows is what keeps `q` fast:
+/// testing the text of every request of a long session (a bot's thousands) costs a row
+/// lookup each, while the hours a session spans are scanned once for the whole page.
+pub struct Scan {
+    finder: memmem::Finder<'static>,
+    from: i64,
+    to: i64,
+    /// Hours the filters do not rule out, newest first.
+    candidates: Vec<i64>,
+    hours: HashMap<i64, Vec<Hit>>,
+}
+
+impl Scan {
+    /// A scan for `needle` (lowercase) over `from..=to`.
+    pub fn new(conn: &Connection, needle: &str, from: i64, to: i64) -> Result<Self> {
+        let candidates = candidate_hours(conn, schema::hour(from), schema::hour(to), needle)?;
+        Ok(Scan {
+            finder: memmem::Finder::new(needle.as_bytes()).into_owned(),
+            from,
+            to,
+            candidates,
+            hours: HashMap::new(),
+        })
     }
-    hits.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(hits)
+
+    /// The hours that may hold a hit, newest first.
+    pub fn candidates(&self) -> &[i64] {
+        &self.candidates
+    }
+
+    /// The hits of one hour, newest first.
+    pub fn hits(&mut self, conn: &Connection, hour: i64) -> Result<&[Hit]> {
+        Ok(match self.hours.entry(hour) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let mut select =
+                    conn.prepare_cached("SELECT data FROM search_blocks WHERE hour = ?")?;
+                let mut rows = select.query([hour])?;
+                let mut hits = Vec::new();
+                let range = self.from..=self.to;
+                while let Some(row) = rows.next()? {
+                    let block = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+                    hits.extend(
+                        entries(block)
+                            .filter(|(hit, text)| {
+                                range.contains(&hit.ts) && self.finder.find(text).is_some()
+                            })
+                            .map(|(hit, _)| hit),
+                    );
+                }
+                hits.sort_unstable_by(|a, b| b.cmp(a));
+                entry.insert(hits)
+            }
+        })
+    }
+
+    /// The ids of the hits of `session`, whose requests lie within `first..=last`, in id
+    /// (time) order.
+    pub fn session_hits(
+        &mut self,
+        conn: &Connection,
+        session: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<i64>> {
+        let (low, high) = (schema::hour(first.max(self.from)), schema::hour(last.min(self.to)));
+        let hours: Vec<i64> =
+            self.candidates.iter().copied().filter(|hour| (low..=high).contains(hour)).collect();
+        let mut ids = Vec::new();
+        for hour in hours {
+            ids.extend(
+                self.hits(conn, hour)?
+                    .iter()
+                    .filter(|hit| hit.session == session)
+                    .map(|hit| hit.id),
+            );
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
