@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use crossbeam_queue::ArrayQueue;
 
 use self::backoff::Backoff;
@@ -386,6 +386,7 @@ impl Exporter {
     /// Switches the file sink to a reopened file (`nginx -s reopen`).
     pub fn replace_file(&self, file: File) {
         let _ = self.control.try_send(Control::ReplaceFile(file));
+        self.wake();
     }
 
     /// Messages the thread left for nginx's error log.
@@ -400,11 +401,19 @@ impl Exporter {
         self.queue.len()
     }
 
+    /// Makes the thread look at its messages now rather than at its next poll.
+    fn wake(&self) {
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
+    }
+
     /// Stops taking captures, lets the thread deliver what it holds within `deadline`
     /// (spooling or dropping and counting what it cannot), and waits for it.
     pub fn shutdown(&mut self, deadline: Duration) {
         self.closed = true;
         let _ = self.control.send_timeout(Control::Shutdown, deadline);
+        self.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -538,17 +547,7 @@ impl Worker {
                 self.replay();
             }
             let wait = self.next_wake().saturating_duration_since(Instant::now());
-            match self.control.recv_timeout(wait.min(poll)) {
-                Ok(Control::ReplaceFile(file)) => {
-                    if let Sink::File(sink) = &mut self.sink {
-                        sink.replace(file);
-                    }
-                }
-                Ok(Control::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                    self.shutdown = Some(Instant::now() + self.settings.timeout);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
+            self.wait(wait.min(poll));
         }
 
         // Shutdown: everything still queued is turned into records and delivered.
@@ -579,18 +578,15 @@ impl Worker {
         let mut taken = 0;
         // Two captures ahead, as on the request path (see CapturePool::take): the event loop
         // filled them up to a poll interval ago, and they have left this core's caches since.
-        let mut current = self.queue.pop();
-        let mut next = self.queue.pop();
-        if let Some(next) = &next {
-            next.prefetch(false);
-        }
-        while let Some(capture) = current {
-            current = next;
-            next = self.queue.pop();
-            if let Some(next) = &next {
+        // None is held past the record that fills a batch (see Lookahead).
+        let mut ahead = Lookahead::new();
+        loop {
+            let room = self.settings.batch.saturating_sub(self.batch.records as usize + 1);
+            let Some(capture) = ahead.advance(&self.queue, room) else { break };
+            if let Some(next) = &ahead.next {
                 next.prefetch(false);
             }
-            if let Some(current) = &current {
+            if let Some(current) = &ahead.current {
                 current.prefetch(true);
             }
             self.take(capture);
@@ -747,16 +743,38 @@ impl Worker {
         if let Some(deadline) = self.shutdown {
             delay = delay.min(deadline.saturating_duration_since(Instant::now()));
         }
-        match self.control.recv_timeout(delay) {
-            Ok(Control::ReplaceFile(file)) => {
-                if let Sink::File(sink) = &mut self.sink {
-                    sink.replace(file);
+        self.wait(delay);
+    }
+
+    /// Sleeps up to `timeout`, or until nginx sends a message (which is then acted on).
+    ///
+    /// The thread parks rather than block in the channel's receive: that one spins and
+    /// yields a few times before it sleeps, and on a core shared with the event loop each of
+    /// the thousand wakes a second then cost several more context switches (the exporter's
+    /// CPU per record tripled when requests came at a few per poll). The sending side
+    /// unparks the thread after each message.
+    fn wait(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::ReplaceFile(file)) => {
+                    if let Sink::File(sink) = &mut self.sink {
+                        sink.replace(file);
+                    }
+                    return;
                 }
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.shutdown.get_or_insert(Instant::now() + self.settings.timeout);
+                    return;
+                }
+                Err(TryRecvError::Empty) => {}
             }
-            Ok(Control::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                self.shutdown.get_or_insert(Instant::now() + self.settings.timeout);
+            // Parking may end early (an unpark, or spuriously): look again.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            std::thread::park_timeout(left);
         }
     }
 
@@ -873,9 +891,114 @@ impl Worker {
     }
 }
 
+/// What a drain has popped ahead of the capture it works on, so that it can be prefetched.
+///
+/// Nothing is popped once the queue was found empty: a capture pushed in between would be
+/// held here when the drain ends, and lost (neither exported nor counted as dropped). And
+/// nothing is held across a delivery (the caller says how much room the batch has left): a
+/// delivery may wait on a slow receiver, and what it holds is neither in the queue nor in a
+/// batch.
+struct Lookahead<T> {
+    /// Worked on after the one `advance` returned.
+    current: Option<T>,
+    /// Worked on after `current`.
+    next: Option<T>,
+    /// The queue was found empty.
+    dry: bool,
+}
+
+impl<T> Lookahead<T> {
+    fn new() -> Lookahead<T> {
+        Lookahead { current: None, next: None, dry: false }
+    }
+
+    /// The next item to work on, after which up to `room` items (at most two) stay popped
+    /// ahead of it.
+    fn advance(&mut self, queue: &ArrayQueue<T>, room: usize) -> Option<T> {
+        let item = match self.current.take() {
+            Some(item) => {
+                self.current = self.next.take();
+                item
+            }
+            None => self.pop(queue)?,
+        };
+        if self.current.is_none() && room >= 1 {
+            self.current = self.pop(queue);
+        }
+        if self.current.is_some() && self.next.is_none() && room >= 2 {
+            self.next = self.pop(queue);
+        }
+        Some(item)
+    }
+
+    fn pop(&mut self, queue: &ArrayQueue<T>) -> Option<T> {
+        if self.dry {
+            return None;
+        }
+        let item = queue.pop();
+        self.dry = item.is_none();
+        item
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookahead_never_holds_what_came_after_the_queue_ran_dry() {
+        let queue = ArrayQueue::new(8);
+        // Empty at the start, then an item arrives: it stays in the queue.
+        let mut ahead = Lookahead::new();
+        assert_eq!(ahead.advance(&queue, 2), None);
+        queue.push(1).unwrap();
+        assert_eq!(ahead.advance(&queue, 2), None);
+        assert_eq!(queue.len(), 1, "left for the next drain");
+
+        // One item, then another arrives while the first is worked on.
+        let mut ahead = Lookahead::new();
+        assert_eq!(ahead.advance(&queue, 2), Some(1));
+        queue.push(2).unwrap();
+        assert_eq!(ahead.advance(&queue, 2), None);
+        assert_eq!(queue.pop(), Some(2), "not popped after the queue was seen empty");
+
+        // A run of items comes out whole and in order, two ahead.
+        for i in 10..15 {
+            queue.push(i).unwrap();
+        }
+        let mut ahead = Lookahead::new();
+        let mut seen = vec![ahead.advance(&queue, 2).unwrap()];
+        assert_eq!((ahead.current, ahead.next), (Some(11), Some(12)));
+        while let Some(i) = ahead.advance(&queue, 2) {
+            seen.push(i);
+            if i == 12 {
+                queue.push(15).unwrap();
+            }
+        }
+        assert_eq!(seen, [10, 11, 12, 13, 14, 15]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn lookahead_holds_no_more_than_the_room_it_is_given() {
+        let queue = ArrayQueue::new(8);
+        for i in 0..6 {
+            queue.push(i).unwrap();
+        }
+        let mut ahead = Lookahead::new();
+        // A batch of three: two may be ahead of its first record, one of its second, none
+        // of its last (the batch is delivered with nothing held).
+        assert_eq!(ahead.advance(&queue, 2), Some(0));
+        assert_eq!(ahead.advance(&queue, 1), Some(1));
+        assert_eq!(ahead.advance(&queue, 0), Some(2));
+        assert_eq!((ahead.current, ahead.next, queue.len()), (None, None, 3));
+        // The next batch starts from the queue, in order.
+        assert_eq!(ahead.advance(&queue, 2), Some(3));
+        assert_eq!((ahead.current, ahead.next), (Some(4), Some(5)));
+        assert_eq!(ahead.advance(&queue, 0), Some(4));
+        assert_eq!(ahead.advance(&queue, 0), Some(5));
+        assert_eq!(ahead.advance(&queue, 2), None);
+    }
 
     #[test]
     fn capture_pool_hands_out_the_most_recent_first_and_stays_bounded() {
