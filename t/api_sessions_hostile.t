@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Tests for ngx_http_api_sessions_module: hostile input (SPEC section 8).
+# Tests for ngx_http_api_sessions_module: hostile input (docs/design.md, limits).
 # Invalid, truncated and deeply nested JSON, invalid UTF-8 and NUL bytes,
 # duplicate keys, huge numbers, malformed cookies and escapes, enormous
 # headers, bad requests and bodies cut by the client: workers survive, every

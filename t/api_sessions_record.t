@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Tests for ngx_http_api_sessions_module: the record of SPEC section 5.
+# Tests for ngx_http_api_sessions_module: the record (docs/record.md).
 # Every field with its JSON type and value, sizes against the access log,
 # seq without gaps per worker, user/role/flows/params (hash included), one
 # record per main request across internal redirects and subrequests, and
