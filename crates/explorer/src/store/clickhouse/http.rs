@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use ureq::tls::{TlsConfig, TlsProvider};
 use ureq::Agent;
+use url::Url;
 
 use crate::store::{Result, StoreError};
 
@@ -24,7 +26,7 @@ const DEFAULT_MAX_QUERY_SIZE: usize = 256 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// `scheme://host:port/`, without credentials or query.
-    pub endpoint: String,
+    pub endpoint: Url,
     pub database: String,
     /// From the URL's userinfo, sent as HTTP basic authentication.
     pub credentials: Option<(String, String)>,
@@ -34,39 +36,47 @@ pub struct Config {
 
 impl Config {
     /// Parses `http[s]://[user[:password]@]host[:port][/][?database=NAME&...]`.
-    pub fn parse(url: &str) -> Result<Config, String> {
-        let invalid = |why: &str| format!("invalid ClickHouse URL \"{}\": {why}", redact(url));
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
-        if scheme != "http" && scheme != "https" {
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let parsed = Url::parse(text);
+        let invalid = |why: &str| {
+            format!("invalid ClickHouse URL \"{}\": {why}", without_secrets(text, &parsed))
+        };
+        let url = parsed.as_ref().map_err(|err| match err {
+            url::ParseError::RelativeUrlWithoutBase => invalid("no scheme"),
+            url::ParseError::EmptyHost => invalid("no host"),
+            err => invalid(&err.to_string()),
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
             return Err(invalid("the scheme must be http or https"));
         }
-        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        let (userinfo, host) = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => (Some(userinfo), host),
-            None => (None, authority),
-        };
-        if host.is_empty() {
+        if !url.has_host() {
             return Err(invalid("no host"));
         }
-        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
-        if !path.is_empty() && path != "/" {
+        if url.path() != "/" {
             return Err(invalid("the path must be /"));
         }
-        let credentials = match userinfo {
-            Some(userinfo) => {
-                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let decode = |text: &str| percent_decode(text).ok_or_else(|| invalid("bad escape"));
-                Some((decode(user)?, decode(password)?))
+        if url.fragment().is_some() {
+            return Err(invalid("a #fragment has no meaning here"));
+        }
+        let credentials = match (url.username(), url.password()) {
+            ("", None) => None,
+            (user, password) => {
+                let decode = |text: &str| {
+                    percent_decode_str(text)
+                        .decode_utf8()
+                        .map(|text| text.into_owned())
+                        .map_err(|_| invalid("the user name and password must be UTF-8"))
+                };
+                Some((decode(user)?, decode(password.unwrap_or(""))?))
             }
-            None => None,
         };
         let mut database = "default".to_owned();
-        let mut rest = Vec::new();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let mut query = Vec::new();
+        for (name, value) in url.query_pairs() {
             match &*name {
                 "database" => database = value.into_owned(),
                 "query" => return Err(invalid("the explorer writes its own queries")),
-                _ => rest.push((name.into_owned(), value.into_owned())),
+                _ => query.push((name.into_owned(), value.into_owned())),
             }
         }
         // The name goes into CREATE DATABASE, so only plain identifiers are taken.
@@ -76,7 +86,7 @@ impl Config {
         {
             return Err(invalid("the database name must be letters, digits and _"));
         }
-        Ok(Config { endpoint: format!("{scheme}://{host}/"), database, credentials, query: rest })
+        Ok(Config { endpoint: server(url), database, credentials, query })
     }
 
     /// The server and database, for messages (no credentials).
@@ -85,32 +95,25 @@ impl Config {
     }
 }
 
-/// The URL with the userinfo and query left out, for messages.
-fn redact(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or(url);
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => {
-            format!("{}://…@{}", &url[..start], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+/// The URL without userinfo, query and fragment: scheme, host, port and path.
+fn server(url: &Url) -> Url {
+    let mut url = url.clone();
+    // These fail only for URLs that cannot have userinfo, which then have none to remove.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url
 }
 
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// The URL as given, for messages, without what may hold a password: the userinfo and the
+/// query of a URL that parses; a text that does not parse is shown only if it has neither.
+fn without_secrets(text: &str, parsed: &Result<Url, url::ParseError>) -> String {
+    match parsed {
+        Ok(url) => server(url).into(),
+        Err(_) if text.contains(['@', '?']) => "…".to_owned(),
+        Err(_) => text.to_owned(),
     }
-    String::from_utf8(out).ok()
 }
 
 /// Sends statements to one server.
@@ -143,22 +146,21 @@ impl Client {
     }
 
     /// The URL of a request: the operator's settings, ours, and `extra` (name, value) pairs.
-    fn url(&self, database: bool, extra: &[(&str, &str)]) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &self.config.query {
-            query.append_pair(name, value);
+    fn url(&self, database: bool, extra: &[(&str, &str)]) -> Url {
+        let mut url = self.config.endpoint.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.extend_pairs(&self.config.query);
+            if database {
+                query.append_pair("database", &self.config.database);
+            }
+            query.extend_pairs(SETTINGS.iter().chain(extra));
         }
-        if database {
-            query.append_pair("database", &self.config.database);
-        }
-        for (name, value) in SETTINGS.iter().chain(extra) {
-            query.append_pair(name, value);
-        }
-        format!("{}?{}", self.config.endpoint, query.finish())
+        url
     }
 
-    fn post(&self, url: &str, body: &[u8]) -> Result<String> {
-        let mut request = self.agent.post(url);
+    fn post(&self, url: &Url, body: &[u8]) -> Result<String> {
+        let mut request = self.agent.post(url.as_str());
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }
@@ -220,7 +222,7 @@ mod tests {
         let config =
             Config::parse("http://u%40x:p%3Aw+d@127.0.0.1:8123/?database=api_sessions&async=1")
                 .unwrap();
-        assert_eq!(config.endpoint, "http://127.0.0.1:8123/");
+        assert_eq!(config.endpoint.as_str(), "http://127.0.0.1:8123/");
         assert_eq!(config.database, "api_sessions");
         assert_eq!(config.credentials, Some(("u@x".into(), "p:w+d".into())));
         assert_eq!(config.query, [("async".to_owned(), "1".to_owned())]);
@@ -231,22 +233,43 @@ mod tests {
             ("https://ch.example/", "default")
         );
         assert_eq!(plain.credentials, None);
+        let ipv6 = Config::parse("http://user@[::1]:8123").unwrap();
+        assert_eq!(ipv6.endpoint.as_str(), "http://[::1]:8123/");
+        assert_eq!(ipv6.credentials, Some(("user".into(), String::new())));
+        let client = Client::new(config);
+        assert_eq!(
+            client.url(true, &[("query", "INSERT INTO t FORMAT JSONEachRow")]).as_str(),
+            "http://127.0.0.1:8123/?async=1&database=api_sessions\
+             &output_format_json_quote_64bit_integers=0&query=INSERT+INTO+t+FORMAT+JSONEachRow"
+        );
 
         for (bad, why) in [
             ("127.0.0.1:8123", "no scheme"),
             ("tcp://127.0.0.1:9000", "http or https"),
             ("http:///?database=x", "no host"),
+            ("http://h:99999/", "invalid port"),
             ("http://h/db", "path must be /"),
+            ("http://h/#x", "fragment"),
             ("http://h/?database=a;DROP", "letters, digits and _"),
             ("http://h/?database=", "letters, digits and _"),
             ("http://h/?query=SELECT+1", "its own queries"),
-            ("http://u:%zz@h/", "bad escape"),
+            ("http://u:%ff@h/", "UTF-8"),
         ] {
             let err = Config::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+        let err = Config::parse("127.0.0.1:8123").unwrap_err();
+        assert_eq!(err, "invalid ClickHouse URL \"127.0.0.1:8123\": no scheme");
         // Credentials never appear in messages.
-        let err = Config::parse("ftp://user:secret@h/?password=secret").unwrap_err();
-        assert!(!err.contains("secret"), "{err}");
+        for (bad, shown) in [
+            ("ftp://user:secret@h/?password=secret", "\"ftp://h/\""),
+            ("http://user:secret@h/?database=1", "\"http://h/\""),
+            ("http://user:secret@h:x/", "\"…\""),
+            ("h:1/?password=secret", "\"h:1/\""),
+            ("127.0.0.1:1/?password=secret", "\"…\""),
+        ] {
+            let err = Config::parse(bad).unwrap_err();
+            assert!(err.contains(shown) && !err.contains("secret"), "{err}");
+        }
     }
 }
