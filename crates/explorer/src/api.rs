@@ -53,7 +53,7 @@ impl Failure {
 
     /// A store failure: logged, and 503 so that the module's exporter retries the batch later.
     pub fn store(err: impl std::fmt::Display) -> Self {
-        eprintln!("api-sessions: database: {err}");
+        tracing::error!("store: {err}");
         Failure::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later")
     }
 
@@ -80,7 +80,7 @@ pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|err| {
-        eprintln!("api-sessions: request handler failed: {err}");
+        tracing::error!("request handler failed: {err}");
         Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
     })
 }

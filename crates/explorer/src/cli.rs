@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 use crate::ingest;
 use crate::server::{self, ServeOptions};
@@ -86,7 +88,9 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
 }
 
 pub fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
         Command::Serve { store, db, listen, retention, token, follow } => {
             let Some(store) = backend(&store) else { return ExitCode::from(2) };
             let options = ServeOptions {
@@ -122,8 +126,20 @@ fn backend(text: &str) -> Option<Backend> {
     }
 }
 
+/// Logs go to stderr, one line each; `RUST_LOG` picks what is logged (`info` by default, e.g.
+/// `RUST_LOG=debug`).
+fn init_logging() {
+    let filter =
+        EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
 fn fail(message: &str) -> ExitCode {
-    eprintln!("api-sessions: {message}");
+    error!("{message}");
     ExitCode::FAILURE
 }
 
@@ -139,25 +155,20 @@ fn ingest_files(backend: &Backend, db: &std::path::Path, files: &[PathBuf]) -> E
     for file in files {
         match ingest::ingest_file(&*store, file) {
             Ok(report) => {
-                eprintln!(
-                    "api-sessions: {}: {} accepted, {} duplicates, {} rejected",
+                info!(
+                    "{}: {} accepted, {} duplicates, {} rejected",
                     file.display(),
                     report.counts.accepted,
                     report.counts.duplicates,
                     report.rejected_total
                 );
                 for rejected in &report.rejected {
-                    eprintln!(
-                        "api-sessions: {}:{}: {}",
-                        file.display(),
-                        rejected.line,
-                        rejected.error
-                    );
+                    warn!("{}:{}: {}", file.display(), rejected.line, rejected.error);
                 }
                 clean &= report.rejected_total == 0;
             }
             Err(err) => {
-                eprintln!("api-sessions: {}: {err}", file.display());
+                error!("{}: {err}", file.display());
                 clean = false;
             }
         }

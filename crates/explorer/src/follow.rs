@@ -140,13 +140,13 @@ impl Follower {
             Some(tail) if tail.inode == meta.ino() => {
                 if truncated(tail, meta.len())? {
                     tail.rewind();
-                    self.log(format_args!("truncated, reading again from the start"));
+                    self.note(format_args!("truncated, reading again from the start"));
                 }
                 Ok(())
             }
             Some(_) => {
                 let old = self.current.take().expect("checked above");
-                self.log(format_args!("rotated, reading the new file"));
+                self.note(format_args!("rotated, reading the new file"));
                 self.draining.push(old);
                 self.current = Some(open(&self.path, 0)?);
                 Ok(())
@@ -170,7 +170,7 @@ impl Follower {
                 tail.rewind();
             }
         } else if let Some(old) = find_by_inode(&self.path, saved.inode) {
-            self.log(format_args!("rotated while stopped, finishing {}", old.display()));
+            self.note(format_args!("rotated while stopped, finishing {}", old.display()));
             let mut rotated = open(&old, saved.offset)?;
             rotated.last_line = saved.last_line;
             if rotated.inode == saved.inode {
@@ -205,7 +205,7 @@ impl Follower {
                 None => {
                     // No record is this long; step over it rather than stall on it. The rest
                     // of the line is then rejected as a bad line.
-                    self.log(format_args!(
+                    self.warn(format_args!(
                         "skipped {read} bytes at offset {} without a line end",
                         tail.offset
                     ));
@@ -231,7 +231,7 @@ impl Follower {
             let records = std::mem::take(&mut parsed.records);
             self.store.ingest(records, position).map_err(|err| err.to_string())?;
             if let Some(first) = parsed.rejected.first() {
-                self.log(format_args!(
+                self.warn(format_args!(
                     "{} bad line(s) skipped in bytes {}..{next}, the first (line {} there): {}",
                     parsed.rejected_total, tail.offset, first.line, first.error
                 ));
@@ -249,13 +249,19 @@ impl Follower {
     fn problem(&mut self, problem: String) {
         self.troubled = true;
         if self.last_problem.as_ref() != Some(&problem) {
-            self.log(format_args!("{problem}"));
+            self.warn(format_args!("{problem}"));
             self.last_problem = Some(problem);
         }
     }
 
-    fn log(&self, message: std::fmt::Arguments<'_>) {
-        eprintln!("api-sessions: follow \"{}\": {message}", self.path.display());
+    /// Something worth knowing that needs no action: rotation, truncation.
+    fn note(&self, message: std::fmt::Arguments<'_>) {
+        tracing::info!("follow \"{}\": {message}", self.path.display());
+    }
+
+    /// Something lost or failing: lines skipped, the file unreadable, the store failing.
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        tracing::warn!("follow \"{}\": {message}", self.path.display());
     }
 }
 

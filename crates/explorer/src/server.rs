@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use tracing::{error, info};
 
 use crate::follow::{self, Follower};
 use crate::store::{Backend, Store};
@@ -82,8 +83,8 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
             format!("cannot listen on {}: {reason}", options.listen)
         })?;
         let address = listener.local_addr().map_err(|err| err.to_string())?;
-        eprintln!(
-            "api-sessions: listening on http://{address}/ ({}, retention {})",
+        info!(
+            "listening on http://{address}/ ({}, retention {})",
             options.store.describe(&options.db),
             options.retention_text
         );
@@ -92,7 +93,7 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
         for path in &options.follow {
             let (stop, stopped) = mpsc::channel::<()>();
             let follower = Follower::new(store.clone(), path, follow::Options::default());
-            eprintln!("api-sessions: following \"{}\"", path.display());
+            info!("following \"{}\"", path.display());
             followers.push((stop, thread::spawn(move || follower.run(stopped))));
         }
         let purge = tokio::spawn(purge_periodically(store.clone()));
@@ -108,7 +109,7 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
             drop(stop);
             let _ = thread.join();
         }
-        eprintln!("api-sessions: stopped");
+        info!("stopped");
         served
     })
 }
@@ -119,13 +120,13 @@ async fn purge_periodically(store: Arc<dyn Store>) {
         interval.tick().await;
         let store = store.clone();
         match tokio::task::spawn_blocking(move || store.purge()).await {
-            Ok(Ok(counts)) if counts.requests > 0 || counts.sessions > 0 => eprintln!(
-                "api-sessions: retention purge deleted {} requests, {} sessions",
+            Ok(Ok(counts)) if counts.requests > 0 || counts.sessions > 0 => info!(
+                "retention purge deleted {} requests, {} sessions",
                 counts.requests, counts.sessions
             ),
             Ok(Ok(_)) => {}
-            Ok(Err(err)) => eprintln!("api-sessions: retention purge failed: {err}"),
-            Err(err) => eprintln!("api-sessions: retention purge failed: {err}"),
+            Ok(Err(err)) => error!("retention purge failed: {err}"),
+            Err(err) => error!("retention purge failed: {err}"),
         }
     }
 }

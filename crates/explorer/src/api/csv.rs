@@ -109,7 +109,7 @@ fn stream(
             // Gone or failing mid-export: end the body; the client sees a short file.
             (Ok(None), None) => return,
             (Err(err), None) => {
-                eprintln!("api-sessions: CSV export of session {session_id:?} stopped: {err}");
+                tracing::error!("CSV export of session {session_id:?} stopped: {err}");
                 return;
             }
         };

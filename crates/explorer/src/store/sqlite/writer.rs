@@ -143,7 +143,7 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
             // Ingest never paused long enough for passive checkpoints to finish; catch up and
             // start the WAL over, waiting for readers if need be.
             if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-                eprintln!("api-sessions: checkpoint failed: {err}");
+                tracing::warn!("SQLite checkpoint failed: {err}");
             }
             signalled_at = 0;
         } else if size >= signalled_at + CHECKPOINT_STEP {
@@ -169,7 +169,7 @@ fn checkpoint_periodically(conn: &Connection, woken: &mpsc::Receiver<()>) {
         }
         // PASSIVE copies what it can without blocking the writer or readers.
         if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-            eprintln!("api-sessions: checkpoint failed: {err}");
+            tracing::warn!("SQLite checkpoint failed: {err}");
         }
     }
 }
