@@ -1,13 +1,22 @@
 //! api-sessions: receives the records of ngx_http_api_sessions_module, keeps them in a store
 //! and lets analysts explore the sessions in a web UI and a JSON API.
 //!
-//! Records come in through [`api`] (`POST /v1/records`), [`follow`] (tailing the module's
-//! NDJSON file) or [`ingest`] (loading files), parsed into a [`batch`]; [`store`] keeps and
-//! queries them; [`ui`] renders the pages; [`server`] puts it together.
+//! - Records come in through `POST /v1/records` ([`api`]), [`follow`] (tailing the module's
+//!   NDJSON file) or `api-sessions ingest`; [`ingest`] turns NDJSON into a [`batch`].
+//! - [`store`] keeps and queries them, behind one trait for SQLite and ClickHouse.
+//! - [`app`] is the web application: the state handlers share and the router, which mounts
+//!   [`api`] (one file per resource), [`ui`] (one file per page) and the checks of [`auth`].
+//!   Handlers fail with the one [`error::Error`]; [`params`] reads filters, cursors and page
+//!   sizes from query strings and writes them back into links.
+//! - [`server`] runs the application, the followers and the retention purge; [`cli`] is the
+//!   command line.
 
 pub mod api;
+pub mod app;
+pub mod auth;
 pub mod batch;
 pub mod cli;
+pub mod error;
 pub mod follow;
 pub mod ingest;
 pub mod params;

@@ -1,7 +1,12 @@
-//! Filters in URLs: parsing the query string of the API and the UI, and writing it back for
+//! Filters in URLs: reading the query string of the API and the UI, and writing it back for
 //! links, so that every view can be shared by copying its address.
+//!
+//! axum decodes the query string into [`QueryParams`]; this module turns its text into a
+//! [`Filter`], a [`Cursor`] and a page size, with messages that say what is wrong. A new
+//! filter or sort is a field here, in [`Filter`], and in the form of `ui::form`.
 
 use api_sessions_core::time::Millis;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::store::{AttackFilter, Cursor, Filter, StatusFilter};
@@ -23,6 +28,28 @@ pub struct QueryParams {
     pub q: Option<String>,
     pub limit: Option<String>,
     pub cursor: Option<String>,
+}
+
+/// How many items a page holds when `limit` does not say, and at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageSize {
+    pub default: usize,
+    pub max: usize,
+}
+
+impl PageSize {
+    /// Sessions per page of the list, in the API and the UI.
+    pub const SESSIONS: PageSize = PageSize { default: 50, max: 500 };
+    /// Requests per page of `GET /api/sessions/{id}`; the CSV export reads pages of the most.
+    pub const REQUESTS: PageSize = PageSize { default: 1000, max: 10_000 };
+}
+
+/// What a request asks for: which items, from where, how many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub filter: Filter,
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
 }
 
 fn set(value: &Option<String>) -> Option<&str> {
@@ -66,13 +93,18 @@ impl QueryParams {
         })
     }
 
-    /// `limit`, between 1 and `max`.
-    pub fn limit(&self, default: usize, max: usize) -> Result<usize, String> {
+    /// The filter, the cursor and `limit`, in that order of checking.
+    pub fn page(&self, size: PageSize) -> Result<PageRequest, String> {
+        Ok(PageRequest { filter: self.filter()?, cursor: self.cursor()?, limit: self.limit(size)? })
+    }
+
+    /// `limit`, between 1 and the most a page holds.
+    pub fn limit(&self, size: PageSize) -> Result<usize, String> {
         match set(&self.limit) {
-            None => Ok(default),
+            None => Ok(size.default),
             Some(text) => match text.parse::<usize>() {
-                Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
-                _ => Err(format!("invalid \"limit\" \"{text}\": expected 1 to {max}")),
+                Ok(limit) if (1..=size.max).contains(&limit) => Ok(limit),
+                _ => Err(format!("invalid \"limit\" \"{text}\": expected 1 to {}", size.max)),
             },
         }
     }
@@ -123,17 +155,13 @@ pub fn query_string(filter: &Filter, extra: &[(&str, &str)]) -> String {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters.
+const NOT_UNRESERVED: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// A path segment with everything but unreserved characters percent-encoded, for ids in URLs.
 pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
 #[cfg(test)]
@@ -178,7 +206,7 @@ mod tests {
         assert!(err.contains("expected a code (404) or a class (4xx)"), "{err}");
         for bad in ["0", "501", "x"] {
             let params = QueryParams { limit: Some(bad.into()), ..Default::default() };
-            assert!(params.limit(50, 500).is_err(), "{bad}");
+            assert!(params.limit(PageSize::SESSIONS).is_err(), "{bad}");
         }
     }
 
@@ -186,5 +214,6 @@ mod tests {
     fn path_segments_cannot_break_out_of_the_path() {
         assert_eq!(path_segment("3f9a-b_c.d"), "3f9a-b_c.d");
         assert_eq!(path_segment("../x?y#\"<"), "..%2Fx%3Fy%23%22%3C");
+        assert_eq!(path_segment("é %"), "%C3%A9%20%25");
     }
 }

@@ -1,4 +1,5 @@
-//! `api-sessions serve`: the HTTP server, the followers and the retention timer.
+//! `api-sessions serve`: runs the web application ([`crate::app`]), the followers and the
+//! retention timer until it is told to stop.
 
 use std::io;
 use std::path::PathBuf;
@@ -6,53 +7,15 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
+use crate::app::{self, AppState};
 use crate::follow::{self, Follower};
 use crate::store::{Backend, Store};
-use crate::{api, ui};
-
-/// What every handler shares.
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    /// Bearer token `POST /v1/records` requires, when set.
-    pub token: Option<String>,
-}
-
-/// Captured data is attacker-controlled: pages load nothing but the app's own stylesheet and
-/// script, and cannot be framed.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
-     img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// How often the retention purge runs. Between runs, queries already hide what has expired.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
-
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/records", post(api::post_records))
-        .route("/api/sessions", get(api::list_sessions))
-        .route("/api/sessions/{id}", get(api::session))
-        .merge(ui::routes())
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
-}
-
-async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers
-        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // Session URLs name users and IPs; keep them out of other sites' logs.
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    response
-}
 
 pub struct ServeOptions {
     pub store: Backend,
@@ -98,7 +61,8 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
         }
         let purge = tokio::spawn(purge_periodically(store.clone()));
 
-        let app = router(Arc::new(AppState { store, token: options.token.clone() }));
+        let state = AppState { store, ingest_token: options.token.clone() };
+        let app = app::router(Arc::new(state));
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

@@ -6,7 +6,7 @@ mod fixtures;
 use std::io::Write;
 use std::sync::Arc;
 
-use api_sessions::server::{router, AppState};
+use api_sessions::app::{router, AppState};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
@@ -25,7 +25,7 @@ struct App {
 
 fn app(kind: Kind, token: Option<&str>) -> App {
     let store = kind.store();
-    let state = AppState { store: store.store.clone(), token: token.map(str::to_owned) };
+    let state = AppState { store: store.store.clone(), ingest_token: token.map(str::to_owned) };
     App { router: router(Arc::new(state)), _store: store }
 }
 

@@ -2,25 +2,24 @@
 //!
 //! Every cell is attacker-controlled text that ends up in a spreadsheet, so cells that a
 //! spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) are
-//! prefixed with `'`. The export is streamed page by page: a bot's session can hold millions
-//! of requests.
+//! prefixed with `'`; the `csv` crate does the quoting. The export is streamed page by page:
+//! a bot's session can hold millions of requests.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use api_sessions_core::record::Record;
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use http_body::Frame;
 use tokio::sync::mpsc;
 
-use super::{Failure, REQUEST_LIMIT};
-use crate::params::QueryParams;
-use crate::server::AppState;
-use crate::store::{Cursor, Filter, Store};
+use crate::app::AppState;
+use crate::error::Error;
+use crate::params::{PageSize, QueryParams};
+use crate::store::{Cursor, Filter, Store, StoreError};
 
 const COLUMNS: [&str; 17] = [
     "time",
@@ -42,23 +41,22 @@ const COLUMNS: [&str; 17] = [
     "user_agent",
 ];
 
-pub async fn export(
-    app: Arc<AppState>,
-    id: String,
-    params: QueryParams,
-) -> Result<Response, Failure> {
-    let filter = params.filter().map_err(Failure::bad_request)?;
+pub async fn export(app: &AppState, id: &str, params: &QueryParams) -> Result<Response, Error> {
+    let filter = params.filter().map_err(Error::BadRequest)?;
     // The first page answers "does the session exist" before the 200 goes out.
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let store = app.store.clone();
-    let session_id = id.clone();
+    let session_id = id.to_owned();
+    // Streams on its own thread: the response is sent while pages are still being read.
     tokio::task::spawn_blocking(move || stream(&*store, &session_id, &filter, first_tx, &tx));
     match first_rx.await {
         Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return Err(Failure::not_found()),
-        Ok(Err(err)) => return Err(Failure::store(err)),
-        Err(_) => return Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")),
+        Ok(Ok(false)) => return Err(Error::NotFound("no such session")),
+        Ok(Err(err)) => return Err(Error::Store(err)),
+        Err(_) => {
+            return Err(Error::Internal("the CSV export stopped before its first page".into()))
+        }
     }
     let filename = format!(
         "attachment; filename=\"session-{}.csv\"",
@@ -83,15 +81,15 @@ fn stream(
     store: &dyn Store,
     session_id: &str,
     filter: &Filter,
-    first: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    first: tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
     tx: &mpsc::Sender<Bytes>,
 ) {
     let mut first = Some(first);
     let mut after: Option<Cursor> = None;
-    let mut chunk = String::new();
-    write_row(&mut chunk, COLUMNS.iter().map(|column| column.to_string()));
+    let mut rows = Rows::new();
+    rows.write(COLUMNS.iter().map(|column| column.to_string()));
     loop {
-        let page = store.session_requests(session_id, filter, after, REQUEST_LIMIT.1);
+        let page = store.session_requests(session_id, filter, after, PageSize::REQUESTS.max);
         let page = match (page, first.take()) {
             (Ok(Some(page)), Some(first)) => {
                 let _ = first.send(Ok(true));
@@ -102,7 +100,7 @@ fn stream(
                 return;
             }
             (Err(err), Some(first)) => {
-                let _ = first.send(Err(err.to_string()));
+                let _ = first.send(Err(err));
                 return;
             }
             (Ok(Some(page)), None) => page,
@@ -115,10 +113,10 @@ fn stream(
         };
         for request in &page.requests {
             if let Ok(record) = serde_json::from_str::<Record>(&request.json) {
-                write_row(&mut chunk, cells(&record));
+                rows.write(cells(&record));
             }
         }
-        if tx.blocking_send(Bytes::from(std::mem::take(&mut chunk))).is_err() {
+        if tx.blocking_send(rows.take()).is_err() {
             return;
         }
         match page.next {
@@ -157,34 +155,37 @@ fn cells(record: &Record) -> impl Iterator<Item = String> {
     .into_iter()
 }
 
-/// Appends one CRLF-terminated row.
-fn write_row(out: &mut String, cells: impl Iterator<Item = String>) {
-    for (i, cell) in cells.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_cell(out, &cell);
+/// CSV rows written into a buffer that is sent a page at a time.
+struct Rows(csv::Writer<Vec<u8>>);
+
+impl Rows {
+    fn new() -> Self {
+        Rows(Self::writer())
     }
-    out.push_str("\r\n");
+
+    fn writer() -> csv::Writer<Vec<u8>> {
+        csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new())
+    }
+
+    fn write(&mut self, cells: impl Iterator<Item = String>) {
+        // Writing to memory cannot fail, and every row has the header's number of cells.
+        self.0.write_record(cells.map(guard_formula)).expect("CSV row");
+    }
+
+    /// The rows written since the last call.
+    fn take(&mut self) -> Bytes {
+        let written = std::mem::replace(&mut self.0, Self::writer());
+        Bytes::from(written.into_inner().expect("CSV into memory"))
+    }
 }
 
-fn write_cell(out: &mut String, value: &str) {
-    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = value.contains(['"', ',', '\r', '\n']);
-    if quote {
-        out.push('"');
-    }
-    if formula {
-        out.push('\'');
-    }
-    for c in value.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    if quote {
-        out.push('"');
+/// The cell, with `'` in front if a spreadsheet would run it as a formula. Written here: CSV
+/// libraries write cells as given, and this is a rule of spreadsheets, not of CSV.
+fn guard_formula(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
     }
 }
 
@@ -208,9 +209,9 @@ mod tests {
     use super::*;
 
     fn row(cells: &[&str]) -> String {
-        let mut out = String::new();
-        write_row(&mut out, cells.iter().map(|cell| cell.to_string()));
-        out
+        let mut rows = Rows::new();
+        rows.write(cells.iter().map(|cell| cell.to_string()));
+        String::from_utf8(rows.take().to_vec()).unwrap()
     }
 
     #[test]

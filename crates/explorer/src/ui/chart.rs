@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use api_sessions_core::time::Millis;
 
+use super::format::time;
 use super::html::Html;
 use crate::store::Timeline;
 
@@ -164,8 +165,8 @@ pub fn timeline(html: &mut Html, timeline: &Timeline) {
             &[],
             &format!(
                 "{} – {}: {total} requests ({} ok, {} 4xx, {} 5xx, {} malicious)",
-                super::time(from),
-                super::time(to),
+                time(from),
+                time(to),
                 bin.ok,
                 bin.client_errors,
                 bin.server_errors,
@@ -210,15 +211,11 @@ pub fn timeline(html: &mut Html, timeline: &Timeline) {
         html.close("g");
     }
     let label_y = format!("{}", TIMELINE_HEIGHT + 15.0);
-    html.element(
-        "text",
-        &[("x", "0"), ("y", &label_y), ("class", "label")],
-        &super::time(timeline.start),
-    );
+    html.element("text", &[("x", "0"), ("y", &label_y), ("class", "label")], &time(timeline.start));
     html.element(
         "text",
         &[("x", &format!("{TIMELINE_WIDTH}")), ("y", &label_y), ("class", "label end")],
-        &super::time(timeline.end),
+        &time(timeline.end),
     );
     html.element(
         "text",

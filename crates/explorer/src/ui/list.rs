@@ -7,21 +7,18 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::form::{self, filter_form};
+use super::format::{duration, time};
 use super::html::Html;
-use super::{duration, error_box, page as render, time};
-use crate::api::{blocking, Failure, LIST_LIMIT};
-use crate::params::{path_segment, query_string, QueryParams};
-use crate::server::AppState;
+use super::layout::{error_box, error_page, page as render};
+use crate::app::AppState;
+use crate::params::{path_segment, query_string, PageRequest, PageSize, QueryParams};
 use crate::store::{Filter, SessionPage, SessionSummary};
 
 /// IPs listed per session before "+N".
 const IPS_SHOWN: usize = 2;
 
 pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryParams>) -> Response {
-    let request = params.filter().and_then(|filter| {
-        Ok((filter, params.cursor()?, params.limit(LIST_LIMIT.0, LIST_LIMIT.1)?))
-    });
-    let (filter, cursor, limit) = match request {
+    let PageRequest { filter, cursor, limit } = match params.page(PageSize::SESSIONS) {
         Ok(request) => request,
         Err(message) => {
             return render(StatusCode::BAD_REQUEST, "Sessions", |html| {
@@ -30,14 +27,13 @@ pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryPa
             })
         }
     };
-    let store = app.store.clone();
     let listed = {
         let filter = filter.clone();
-        blocking(move || store.list_sessions(&filter, cursor, limit).map_err(Failure::store)).await
+        app.with_store(move |store| store.list_sessions(&filter, cursor, limit)).await
     };
     let sessions = match listed {
         Ok(sessions) => sessions,
-        Err(failure) => return super::failure_page(failure),
+        Err(error) => return error_page(error),
     };
     render(StatusCode::OK, "Sessions", |html| {
         heading(html, &params);
@@ -147,7 +143,7 @@ fn short_id(id: &str) -> String {
 fn paging(html: &mut Html, filter: &Filter, limit: usize, paged: bool, next: Option<&str>) {
     let limit_text = limit.to_string();
     let mut extra = Vec::new();
-    if limit != LIST_LIMIT.0 {
+    if limit != PageSize::SESSIONS.default {
         extra.push(("limit", limit_text.as_str()));
     }
     html.open("nav", &[("class", "paging")]);

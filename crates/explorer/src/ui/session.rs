@@ -13,15 +13,15 @@ use axum::response::Response;
 
 use super::chart::{self, status_class};
 use super::form::{self, filter_form};
+use super::format::{duration, time};
 use super::html::Html;
-use super::{duration, error_box, not_found, page as render, time};
-use crate::api::{blocking, Failure};
+use super::layout::{error_box, error_page, not_found, page as render};
+use crate::app::AppState;
 use crate::params::{path_segment, query_string, QueryParams};
-use crate::server::AppState;
 use crate::store::{Cursor, Filter, SessionDetail};
 
 /// Requests per page on screen.
-const REQUESTS_PER_PAGE: usize = 200;
+const REQUESTS_ON_SCREEN: usize = 200;
 
 pub async fn page(
     State(app): State<Arc<AppState>>,
@@ -41,18 +41,14 @@ pub async fn page(
             })
         }
     };
-    let store = app.store.clone();
     let loaded = {
         let (id, filter) = (id.clone(), filter.clone());
-        blocking(move || {
-            store.session(&id, &filter, cursor, REQUESTS_PER_PAGE).map_err(Failure::store)
-        })
-        .await
+        app.with_store(move |store| store.session(&id, &filter, cursor, REQUESTS_ON_SCREEN)).await
     };
     let detail = match loaded {
         Ok(Some(detail)) => detail,
         Ok(None) => return not_found("No such session, or it is older than the retention."),
-        Err(failure) => return super::failure_page(failure),
+        Err(error) => return error_page(error),
     };
     render(StatusCode::OK, &title, |html| {
         let view =

@@ -1,0 +1,52 @@
+//! The page around every page's content, and the pages that say something went wrong.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::html::Html;
+use crate::error::Error;
+
+/// A complete page around `body`.
+pub fn page(status: StatusCode, title: &str, body: impl FnOnce(&mut Html)) -> Response {
+    let mut html = Html::new();
+    html.markup(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+    )
+    .element("title", &[], title)
+    .markup(
+        "<link rel=\"stylesheet\" href=\"/static/app.css\">\
+         <script src=\"/static/app.js\" defer></script></head><body>\
+         <header class=\"top\"><a class=\"brand\" href=\"/\">api-sessions</a>\
+         <span class=\"tagline\">API traffic as user sessions</span></header><main>",
+    );
+    body(&mut html);
+    html.markup("</main></body></html>\n");
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        html.finish(),
+    )
+        .into_response()
+}
+
+pub fn not_found(message: &str) -> Response {
+    page(StatusCode::NOT_FOUND, "Not found", |html| {
+        html.element("h1", &[], "Not found").element("p", &[], message);
+        html.open("p", &[]).element("a", &[("href", "/")], "All sessions").close("p");
+    })
+}
+
+/// A request that failed on the server's side (the store), as a page.
+pub fn error_page(error: Error) -> Response {
+    let (status, message) = error.into_status_and_message();
+    page(status, "Unavailable", |html| {
+        html.element("h1", &[], "Unavailable");
+        error_box(html, &message);
+    })
+}
+
+/// What is wrong, where the page's content would be.
+pub fn error_box(html: &mut Html, message: &str) {
+    html.element("p", &[("class", "error"), ("role", "alert")], message);
+}
