@@ -67,6 +67,9 @@ struct Retention {
     text: String,
 }
 
+/// One number and one unit of a fixed length. Parsed here: duration crates also take months
+/// and years, whose length varies, and forms (`1h30m`, `7 days`) the documentation does not
+/// promise.
 fn parse_retention(text: &str) -> Result<Retention, String> {
     let invalid =
         || format!("invalid retention \"{text}\": use a number and s, m, h, d or w, e.g. 7d");

@@ -189,7 +189,8 @@ fn guard_formula(cell: String) -> String {
     }
 }
 
-/// A response body fed by a channel.
+/// A response body fed by a channel. Written here: axum streams bodies from a `Stream`, and a
+/// channel becomes one only through another crate, for these few lines.
 struct ChunkBody(mpsc::Receiver<Bytes>);
 
 impl http_body::Body for ChunkBody {

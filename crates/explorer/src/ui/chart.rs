@@ -1,7 +1,9 @@
 //! Charts as inline SVG: distributions as horizontal bars, the session as a timeline.
 //!
 //! Colours come from classes in the stylesheet (inline `style` would be blocked by the
-//! Content-Security-Policy); labels are escaped text like everything else.
+//! Content-Security-Policy); labels are escaped text like everything else. Drawn here rather
+//! than by a charting crate: those pick their own colours and write their own text, outside
+//! the stylesheet and the escaping of [`Html`].
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@ use api_sessions_core::time::Millis;
 use super::html::Html;
 use crate::params::QueryParams;
 
-/// The business flows SPEC §2 names; custom ones can be typed.
+/// The flow names the `api_sessions_flow` directive documents, suggested by the form; custom ones can be typed.
 const KNOWN_FLOWS: [&str; 7] =
     ["auth", "account_creation", "account_management", "admin", "billing", "sms_gateway", "ai_llm"];
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];

@@ -4,6 +4,9 @@
 //! names are `&'static str` (written by this program); text and attribute values are always
 //! escaped, and values are always quoted. The only way to write markup unescaped is
 //! [`Html::markup`], which also takes `&'static str` only.
+//!
+//! Kept instead of a template engine: the pages are a few, built in Rust beside their data,
+//! and here the types themselves keep data out of markup, with no template language to learn.
 
 #[derive(Default)]
 pub struct Html {
