@@ -1,5 +1,5 @@
 //! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]` and
-//! the CSV export for people and scripts. One file per resource; [`routes`] mounts them.
+//! the CSV export for people and scripts. One file per resource, each route in [`routes`].
 
 mod csv;
 mod records;

@@ -1,7 +1,7 @@
-//! Who may do what, as layers in front of the handlers they guard.
+//! Who may do what, as layers in front of the handlers they guard (see [`crate::api::routes`]).
 //!
-//! Today one check: the bearer token `POST /v1/records` requires when the explorer runs with
-//! `--token`, checked before the body is read.
+//! `POST /v1/records` requires the bearer token given with `--token`, checked before the body
+//! is read.
 
 use std::sync::Arc;
 

@@ -4,9 +4,9 @@
 //! the query string, so any view can be shared by its address. Nothing is loaded from
 //! elsewhere: the stylesheet and the script are compiled into the binary.
 //!
-//! One file per page ([`list`], [`session`]), each with its handler; the pieces they share
-//! are [`layout`] (the page around the content, error pages), [`form`] (the filter form),
-//! [`chart`], [`format`] (times and durations) and [`html`] (the writer that escapes).
+//! One file per page (`list`, `session`), each with its handler and its route in [`routes`];
+//! the pieces they share are `layout` (the page around the content, error pages), `form` (the
+//! filter form), `chart`, `format` (times and durations) and `html` (the writer that escapes).
 
 mod chart;
 mod form;

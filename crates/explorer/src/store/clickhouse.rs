@@ -1,7 +1,7 @@
 //! The ClickHouse store (`--store clickhouse=URL`): many nodes' records in one ClickHouse
 //! server or cluster, over its HTTP interface, with the same answers as the SQLite store.
 //!
-//! Records go to one `requests` table; sessions are aggregated when queried ([`schema`] says
+//! Records go to one `requests` table; sessions are aggregated when queried (`schema` says
 //! why). Writes (batches, follow positions, the purge) take one lock, which duplicate
 //! detection needs ([`write`]); reads run side by side.
 

@@ -1,7 +1,7 @@
 //! The SQLite store: one file, WAL mode, one writer thread and a pool of readers.
 //!
 //! SQLite allows one writer at a time, so every write (batches from every sender and follower,
-//! the purge) goes through one thread ([`writer`]). Readers each get their own connection and
+//! the purge) goes through one thread (`writer`). Readers each get their own connection and
 //! see committed snapshots without waiting for it.
 
 mod query;
