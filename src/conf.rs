@@ -13,7 +13,7 @@ use core::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use api_sessions_core::hash::{Secret, SecretError, MIN_SECRET_LEN};
-use api_sessions_core::profile::Profile;
+use api_sessions_core::profile::{Profile, Settings};
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_int_t, ngx_str_t,
     ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
@@ -145,15 +145,14 @@ impl LocConf {
         }
 
         self.profile = (self.enable == 1).then(|| {
-            Arc::new(Profile {
+            Arc::new(Profile::new(Settings {
                 keys: self.keys().iter().map(|k| k.spec.clone()).collect(),
                 builtin_keys: self.builtin_keys == 1,
                 params: self.params().iter().map(|p| p.spec.clone()).collect(),
                 flows: self.flows.clone().unwrap_or_default(),
                 body_limit: self.body_limit,
                 attack: !self.attack.is_null(),
-                fragments: Default::default(),
-            })
+            }))
         });
     }
 

@@ -11,7 +11,7 @@ use api_sessions_core::counters::CounterBoard;
 use api_sessions_core::export::{Destination, ExportSettings, Exporter};
 use api_sessions_core::hash::Secret;
 use api_sessions_core::keys::BuiltinScanner;
-use api_sessions_core::profile::{KeySpec, ParamSpec, Profile, Source};
+use api_sessions_core::profile::{KeySpec, ParamSpec, Profile, Settings, Source};
 use api_sessions_core::record::ParamKind;
 use api_sessions_core::time::Millis;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -30,7 +30,7 @@ fn profile() -> Arc<Profile> {
         kind,
         hashed,
     };
-    Arc::new(Profile {
+    Arc::new(Profile::new(Settings {
         keys: vec![KeySpec { source: Source::parse("$cookie_sid").unwrap(), label: "sid".into() }],
         params: vec![
             param("$http_x_user", "user", ParamKind::User, false),
@@ -40,8 +40,8 @@ fn profile() -> Arc<Profile> {
             param("$arg_card", "card", ParamKind::Context, true),
         ],
         flows: vec!["billing".into()],
-        ..Profile::default()
-    })
+        ..Settings::default()
+    }))
 }
 
 /// Fills a capture as the request path does; `n` varies the session key and the request id.

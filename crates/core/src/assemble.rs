@@ -6,10 +6,6 @@
 //! field order of [`crate::record::Record`] (schema 1), which parses it back.
 
 mod cache;
-mod fragments;
-mod json;
-
-pub use self::fragments::Fragments;
 
 use self::cache::HashCache;
 use crate::body::{self, BodyFormat, Pointer, RequestDocument};
@@ -17,7 +13,7 @@ use crate::capture::{Body, Capture};
 use crate::hash::{hex_into, KeyHash, Secret, ZoneKey, PARAM_PREFIX};
 use crate::keys::{Builtin, CUSTOM_SPACE};
 use crate::profile::{Profile, Source};
-use crate::record::{ParamKind, Truncated, SCHEMA_VERSION};
+use crate::record::{json, ParamKind, Truncated, SCHEMA_VERSION};
 use crate::session_table::{SessionTable, SplitPolicy};
 use crate::time::{DateCache, Millis};
 
@@ -317,9 +313,8 @@ impl Assembler {
             }
         }
 
-        let fragments = profile.fragments.get(profile);
         out.extend_from_slice(b",\"flows\":");
-        out.extend_from_slice(&fragments.flows);
+        out.extend_from_slice(profile.flows_json());
         out.extend_from_slice(b",\"params\":[");
         let mut first = true;
         for (i, spec) in profile.params.iter().enumerate() {
@@ -328,7 +323,7 @@ impl Assembler {
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(&fragments.params[i]);
+            out.extend_from_slice(profile.param_head(i));
             if spec.hashed {
                 self.hashed_value(raw, out);
                 out.extend_from_slice(b",\"hashed\":true}");
@@ -394,7 +389,7 @@ mod tests {
 
     use super::*;
     use crate::keys::BuiltinScanner;
-    use crate::profile::{KeySpec, ParamSpec, Profile};
+    use crate::profile::{KeySpec, ParamSpec, Profile, Settings};
 
     use crate::record::Record;
 
@@ -440,14 +435,14 @@ mod tests {
     /// in an argument or in the request body, groups all three requests into one session.
     #[test]
     fn the_login_token_example_groups_into_one_session() {
-        let profile = Arc::new(Profile {
+        let profile = Arc::new(Profile::new(Settings {
             keys: vec![
                 key("response_body:/hash/token"),
                 key("$arg_token"),
                 key("request_body:/hash/token"),
             ],
-            ..Profile::default()
-        });
+            ..Settings::default()
+        }));
         let mut a = assembler();
         let ts = Millis(1_795_341_600_000);
 
@@ -483,7 +478,10 @@ mod tests {
 
     #[test]
     fn builtin_chain_follows_custom_keys_in_its_own_space() {
-        let profile = Arc::new(Profile { keys: vec![key("$arg_token")], ..Profile::default() });
+        let profile = Arc::new(Profile::new(Settings {
+            keys: vec![key("$arg_token")],
+            ..Settings::default()
+        }));
         let mut a = assembler();
 
         let mut custom = Capture::new(profile.clone(), 64);
@@ -503,17 +501,17 @@ mod tests {
     #[test]
     fn request_path_knows_the_zone_key_only_without_bodies_ahead() {
         let secret = assembler().secret;
-        let profile = Profile {
+        let profile = Profile::new(Settings {
             keys: vec![key("$arg_a"), key("request_body:/t"), key("$arg_b")],
-            ..Profile::default()
-        };
+            ..Settings::default()
+        });
         let cookie = Some((Builtin::Cookie(0), &b"php"[..]));
         let custom = secret.zone_key(CUSTOM_SPACE.as_bytes(), b"v");
         assert_eq!(early_zone_key(&profile, &secret, Some((0, b"v")), None), Some(custom));
         assert_eq!(early_zone_key(&profile, &secret, Some((2, b"v")), None), None);
         assert_eq!(early_zone_key(&profile, &secret, None, cookie), None);
 
-        let variables = Profile { keys: vec![key("$arg_a")], ..Profile::default() };
+        let variables = Profile::new(Settings { keys: vec![key("$arg_a")], ..Settings::default() });
         let builtin = secret.zone_key(b"cookie:PHPSESSID", b"php");
         assert_eq!(early_zone_key(&variables, &secret, None, cookie), Some(builtin));
         assert_eq!(early_zone_key(&variables, &secret, None, None), None);
@@ -521,7 +519,8 @@ mod tests {
 
     #[test]
     fn a_start_from_the_request_path_is_kept() {
-        let profile = Arc::new(Profile { keys: vec![key("$arg_t")], ..Profile::default() });
+        let profile =
+            Arc::new(Profile::new(Settings { keys: vec![key("$arg_t")], ..Settings::default() }));
         let mut c = Capture::new(profile, 64);
         c.ts = Millis(1_795_341_600_500);
         c.set_key_value(0, b"t1");
@@ -535,7 +534,8 @@ mod tests {
 
     #[test]
     fn no_key_makes_a_session_of_one_request() {
-        let profile = Arc::new(Profile { builtin_keys: false, ..Profile::default() });
+        let profile =
+            Arc::new(Profile::new(Settings { builtin_keys: false, ..Settings::default() }));
         let mut a = assembler();
         let mut one = Capture::new(profile.clone(), 64);
         one.request_id = one.push(b"r1");
@@ -550,7 +550,7 @@ mod tests {
 
     #[test]
     fn params_user_role_hashing_and_truncation() {
-        let profile = Arc::new(Profile {
+        let profile = Arc::new(Profile::new(Settings {
             params: vec![
                 param("$http_x_user", "user", ParamKind::User, false),
                 param("request_body:/role", "role", ParamKind::Role, false),
@@ -559,8 +559,8 @@ mod tests {
                 param("response_body:/user/name", "login", ParamKind::User, false),
             ],
             flows: vec!["auth".into()],
-            ..Profile::default()
-        });
+            ..Settings::default()
+        }));
         let mut a = assembler();
         let mut c = Capture::new(profile, 256);
         c.set_param_value(0, b"alice");
@@ -587,7 +587,7 @@ mod tests {
 
     #[test]
     fn attack_carries_the_full_request() {
-        let profile = Arc::new(Profile { attack: true, ..Profile::default() });
+        let profile = Arc::new(Profile::new(Settings { attack: true, ..Settings::default() }));
         let mut a = assembler();
         let mut c = Capture::new(profile, 256);
         let kind = c.push(b"sqli");

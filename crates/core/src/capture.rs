@@ -240,15 +240,15 @@ fn prefetch_line(_: *const u8) {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{KeySpec, ParamSpec, Source};
+    use crate::profile::{KeySpec, ParamSpec, Settings, Source};
     use crate::record::ParamKind;
 
     #[test]
     fn a_recycled_capture_is_like_a_new_one() {
-        let profile = Arc::new(Profile {
+        let profile = Arc::new(Profile::new(Settings {
             keys: vec![KeySpec { source: Source::parse("$arg_t").unwrap(), label: "t".into() }],
-            ..Profile::default()
-        });
+            ..Settings::default()
+        }));
         let mut c = Capture::new(profile.clone(), 64);
         c.seq = 9;
         c.path = c.push(b"/old");
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn values_land_in_their_slots() {
-        let profile = Profile {
+        let profile = Profile::new(Settings {
             keys: vec![KeySpec { source: Source::parse("$arg_t").unwrap(), label: "t".into() }],
             params: vec![ParamSpec {
                 source: Source::parse("$arg_u").unwrap(),
@@ -290,8 +290,8 @@ mod tests {
                 kind: ParamKind::User,
                 hashed: false,
             }],
-            ..Profile::default()
-        };
+            ..Settings::default()
+        });
         let mut c = Capture::new(Arc::new(profile), 64);
         c.path = c.push(b"/login");
         c.set_key_value(0, b"aaa");

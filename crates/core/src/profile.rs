@@ -5,12 +5,13 @@
 //! record without touching nginx's configuration structures.
 
 use core::fmt;
+use core::ops::Deref;
 
-use crate::assemble::Fragments;
 use crate::body::{Pointer, PointerError};
-use crate::record::ParamKind;
+use crate::record::{json, ParamKind};
 
-/// Where a key or parameter value comes from (SPEC §3).
+/// Where a key or parameter value comes from: an nginx variable, or a value inside the request
+/// or the response body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// An nginx complex value such as `$cookie_sid`; nginx evaluates it at the log phase.
@@ -109,7 +110,7 @@ pub struct ParamSpec {
 
 /// The merged settings of one location.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Profile {
+pub struct Settings {
     pub keys: Vec<KeySpec>,
     pub builtin_keys: bool,
     pub params: Vec<ParamSpec>,
@@ -118,25 +119,22 @@ pub struct Profile {
     pub body_limit: usize,
     /// `api_sessions_attack` is set: bodies are kept for the full content of attacks.
     pub attack: bool,
-    /// The parts of this location's records that only depend on the settings, written once.
-    pub fragments: Fragments,
 }
 
-impl Default for Profile {
+impl Default for Settings {
     fn default() -> Self {
-        Profile {
+        Settings {
             keys: Vec::new(),
             builtin_keys: true,
             params: Vec::new(),
             flows: Vec::new(),
             body_limit: 64 * 1024,
             attack: false,
-            fragments: Fragments::default(),
         }
     }
 }
 
-impl Profile {
+impl Settings {
     fn sources(&self) -> impl Iterator<Item = &Source> {
         self.keys.iter().map(|k| &k.source).chain(self.params.iter().map(|p| &p.source))
     }
@@ -151,7 +149,6 @@ impl Profile {
         self.attack || self.sources().any(|s| matches!(s, Source::RequestBody(_)))
     }
 
-    /// The response body must be captured by the body filter.
     /// The pointers of the `response_body:` sources.
     pub fn response_pointers(&self) -> impl Iterator<Item = &Pointer> {
         self.sources().filter_map(|s| match s {
@@ -160,6 +157,7 @@ impl Profile {
         })
     }
 
+    /// The response body must be captured by the body filter.
     pub fn needs_response_body(&self) -> bool {
         self.sources().any(|s| matches!(s, Source::ResponseBody(_)))
     }
@@ -168,6 +166,74 @@ impl Profile {
     /// yields a value, and need not look at the built-in chain.
     pub fn keys_are_variables(&self) -> bool {
         self.keys.iter().all(|k| matches!(k.source, Source::Variable(_)))
+    }
+}
+
+/// A location's settings, with the parts of its records that depend on them alone already
+/// encoded: every record of the location repeats them, and escaping them once here saves the
+/// exporter thread doing it for each record.
+///
+/// Built whole by [`Profile::new`] and read-only after, so the encoded parts always match the
+/// settings; the settings are read through `Deref`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    settings: Settings,
+    /// Per parameter, its object in `params` up to the value:
+    /// `{"name":...,"source":...,"type":...,"value":`.
+    param_heads: Vec<Box<[u8]>>,
+    /// The whole `flows` array.
+    flows_json: Box<[u8]>,
+}
+
+impl Profile {
+    pub fn new(settings: Settings) -> Profile {
+        let param_heads = settings
+            .params
+            .iter()
+            .map(|spec| {
+                let mut head = b"{\"name\":".to_vec();
+                json::string(&mut head, spec.name.as_bytes());
+                head.extend_from_slice(b",\"source\":");
+                json::string(&mut head, spec.source_text.as_bytes());
+                head.extend_from_slice(b",\"type\":");
+                json::string(&mut head, spec.kind.as_str().as_bytes());
+                head.extend_from_slice(b",\"value\":");
+                head.into_boxed_slice()
+            })
+            .collect();
+        let mut flows_json = b"[".to_vec();
+        for (i, flow) in settings.flows.iter().enumerate() {
+            if i > 0 {
+                flows_json.push(b',');
+            }
+            json::string(&mut flows_json, flow.as_bytes());
+        }
+        flows_json.push(b']');
+        Profile { settings, param_heads, flows_json: flows_json.into_boxed_slice() }
+    }
+
+    /// Parameter `index`'s object in a record's `params`, up to its value.
+    pub fn param_head(&self, index: usize) -> &[u8] {
+        &self.param_heads[index]
+    }
+
+    /// A record's `flows` array.
+    pub fn flows_json(&self) -> &[u8] {
+        &self.flows_json
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile::new(Settings::default())
+    }
+}
+
+impl Deref for Profile {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
     }
 }
 
@@ -213,14 +279,35 @@ mod tests {
 
     #[test]
     fn body_needs_follow_the_sources() {
-        let mut p = Profile::default();
-        assert!(!p.needs_request_body() && !p.needs_response_body() && p.keys_are_variables());
-        p.keys.push(KeySpec {
+        let mut s = Settings::default();
+        assert!(!s.needs_request_body() && !s.needs_response_body() && s.keys_are_variables());
+        s.keys.push(KeySpec {
             source: Source::parse("response_body:/token").unwrap(),
             label: "t".into(),
         });
-        assert!(p.needs_response_body() && !p.needs_request_body() && !p.keys_are_variables());
-        p.attack = true;
-        assert!(p.needs_request_body());
+        assert!(s.needs_response_body() && !s.needs_request_body() && !s.keys_are_variables());
+        s.attack = true;
+        assert!(s.needs_request_body());
+    }
+
+    #[test]
+    fn record_parts_are_encoded_with_the_profile() {
+        let profile = Profile::new(Settings {
+            params: vec![ParamSpec {
+                source: Source::parse("$arg_q").unwrap(),
+                name: "q \"1\"".into(),
+                source_text: "$arg_q".into(),
+                kind: ParamKind::User,
+                hashed: false,
+            }],
+            flows: vec!["auth".into(), "a\\b".into()],
+            ..Settings::default()
+        });
+        assert_eq!(
+            profile.param_head(0),
+            br#"{"name":"q \"1\"","source":"$arg_q","type":"user","value":"#
+        );
+        assert_eq!(profile.flows_json(), br#"["auth","a\\b"]"#);
+        assert_eq!(Profile::default().flows_json(), b"[]");
     }
 }

@@ -3,6 +3,11 @@
 //! This is the contract between the module and every receiver (the explorer, ClickHouse, files
 //! people grep). Removing or renaming a field is a schema version change; receivers ignore
 //! fields they do not know, so optional extras may be added.
+//!
+//! The exporter writes each record's line straight into the batch (see [`crate::assemble`]),
+//! with the encoder of [`json`].
+
+pub(crate) mod json;
 
 use serde::{Deserialize, Serialize};
 
