@@ -3,7 +3,9 @@
 //! This is where body values are extracted, the session key is resolved across custom keys
 //! and the built-in chain, key values are hashed, the session is split by time and the
 //! parameters are filled in. The line is written straight into the batch buffer in the
-//! field order of [`crate::record::Record`] (schema 1), which parses it back.
+//! field order of [`Record`](crate::record::Record): serialising a `Record` would cost some
+//! thirty allocations per record, and this writer none. A property test holds its lines equal
+//! to serde's serialisation of the `Record` they stand for.
 
 mod cache;
 
@@ -371,7 +373,12 @@ impl Assembler {
                 json::string(out, which.as_str().as_bytes());
             }
         }
-        out.extend_from_slice(b"]}\n");
+        out.push(b']');
+        if let Some(blocked) = capture.blocked {
+            out.extend_from_slice(b",\"blocked\":");
+            json::string(out, blocked.as_str().as_bytes());
+        }
+        out.extend_from_slice(b"}\n");
     }
 
     fn hashed_value(&mut self, raw: &[u8], out: &mut Vec<u8>) {
@@ -391,7 +398,9 @@ mod tests {
     use crate::keys::BuiltinScanner;
     use crate::profile::{KeySpec, ParamSpec, Profile, Settings};
 
-    use crate::record::Record;
+    use crate::record::{Blocked, Record};
+    use crate::testing;
+    use proptest::prelude::*;
 
     fn assembler() -> Assembler {
         let secret = Secret::from_file_contents(&[b's'; 32]).unwrap();
@@ -603,5 +612,33 @@ mod tests {
         assert_eq!(attack.request.headers, [("Host".into(), "api.example.com".into())]);
         assert_eq!(attack.request.body, "q=\u{fffd}<script>");
         assert!(attack.request.body_truncated);
+    }
+
+    #[test]
+    fn blocked_is_written_when_set() {
+        let profile = Arc::new(Profile::default());
+        let mut c = Capture::new(profile, 64);
+        assert_eq!(assembler().assemble(&c).blocked, None);
+        c.blocked = Some(Blocked::DryRun);
+        let mut line = Vec::new();
+        assembler().write_record(&c, &mut line);
+        assert!(line.ends_with(b",\"truncated\":[],\"blocked\":\"dry_run\"}\n"));
+    }
+
+    proptest! {
+        /// Every line the writer makes is, as JSON, the serialisation of the record it stands
+        /// for, and reads back as that record.
+        #[test]
+        fn every_line_is_the_record_it_stands_for(written in testing::written()) {
+            let lines: Vec<&[u8]> = written.lines.split_inclusive(|&b| b == b'\n').collect();
+            prop_assert_eq!(lines.len(), written.records.len());
+            for (line, record) in lines.into_iter().zip(&written.records) {
+                prop_assert_eq!(line.last(), Some(&b'\n'));
+                let value: serde_json::Value = serde_json::from_slice(line)?;
+                prop_assert_eq!(&value, &serde_json::to_value(record)?);
+                let back: Record = serde_json::from_slice(line)?;
+                prop_assert_eq!(&back, record);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::keys::Builtin;
 use crate::profile::Profile;
+use crate::record::Blocked;
 use crate::time::Millis;
 
 /// A byte range in the capture's arena.
@@ -65,6 +66,8 @@ pub struct Capture {
     pub request_body: Option<Body>,
     pub response_body: Option<Body>,
     pub attack: Option<CapturedAttack>,
+    /// Set when the request's key was on the denylist.
+    pub blocked: Option<Blocked>,
     arena: Vec<u8>,
 }
 
@@ -93,6 +96,7 @@ impl Capture {
             request_body: None,
             response_body: None,
             attack: None,
+            blocked: None,
             arena: Vec::with_capacity(arena_capacity),
         }
     }
@@ -127,6 +131,7 @@ impl Capture {
         self.request_body = None;
         self.response_body = None;
         self.attack = None;
+        self.blocked = None;
         self.arena.clear();
     }
 

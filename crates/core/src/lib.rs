@@ -15,4 +15,6 @@ pub mod profile;
 pub mod record;
 pub mod session_table;
 pub mod shm_lock;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;

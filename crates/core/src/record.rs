@@ -4,8 +4,10 @@
 //! people grep). Removing or renaming a field is a schema version change; receivers ignore
 //! fields they do not know, so optional extras may be added.
 //!
-//! The exporter writes each record's line straight into the batch (see [`crate::assemble`]),
-//! with the encoder of [`json`].
+//! [`Record`] is the one definition of a record. The exporter does not build one per request:
+//! [`crate::assemble`] writes each line straight into the batch with the encoder of
+//! [`json`], in the field order declared here, and a property test holds every line it writes
+//! equal to serde's serialisation of the corresponding `Record`.
 
 pub(crate) mod json;
 
@@ -51,6 +53,10 @@ pub struct Record {
     pub params: Vec<Param>,
     pub attack: Option<Attack>,
     pub truncated: Vec<Truncated>,
+    /// Whether the request's key was on the denylist. Written only when it was, so absent
+    /// reads as `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
 }
 
 /// A context parameter captured with the request.
@@ -130,6 +136,25 @@ impl Truncated {
     }
 }
 
+/// What the module did with a request whose key was on the denylist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocked {
+    /// Answered by the module with the block status.
+    Blocked,
+    /// Let through, because blocking is in dry-run mode.
+    DryRun,
+}
+
+impl Blocked {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blocked::Blocked => "blocked",
+            Blocked::DryRun => "dry_run",
+        }
+    }
+}
+
 impl Record {
     /// Appends the record as one NDJSON line (with the trailing newline).
     pub fn write_ndjson(&self, out: &mut Vec<u8>) {
@@ -178,6 +203,7 @@ mod tests {
             }],
             attack: None,
             truncated: vec![],
+            blocked: None,
         }
     }
 
@@ -217,6 +243,7 @@ mod tests {
             },
         });
         record.truncated = vec![Truncated::RequestBody, Truncated::ResponseBody];
+        record.blocked = Some(Blocked::DryRun);
         let mut line = Vec::new();
         record.write_ndjson(&mut line);
         let back: Record = serde_json::from_slice(&line).unwrap();
@@ -226,5 +253,26 @@ mod tests {
         value["traceparent"] = "00-abc-def-01".into();
         let back: Record = serde_json::from_value(value).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn blocked_is_written_only_when_set_and_absent_reads_as_null() {
+        let mut line = Vec::new();
+        sample().write_ndjson(&mut line);
+        assert!(!String::from_utf8_lossy(&line).contains("blocked"));
+
+        let mut value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        value["blocked"] = serde_json::Value::Null;
+        assert_eq!(serde_json::from_value::<Record>(value.clone()).unwrap().blocked, None);
+        for (text, blocked) in [("blocked", Blocked::Blocked), ("dry_run", Blocked::DryRun)] {
+            assert_eq!(blocked.as_str(), text);
+            value["blocked"] = text.into();
+            let record: Record = serde_json::from_value(value.clone()).unwrap();
+            assert_eq!(record.blocked, Some(blocked));
+            let written = serde_json::to_value(&record).unwrap();
+            assert_eq!(written["blocked"], text);
+        }
+        value["blocked"] = "maybe".into();
+        assert!(serde_json::from_value::<Record>(value).is_err());
     }
 }

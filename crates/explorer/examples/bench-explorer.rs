@@ -281,6 +281,7 @@ fn record(plan: &Plan, s: u32, k: u32, ts: i64, seq: u64) -> Record {
         params,
         attack,
         truncated: vec![],
+        blocked: None,
     }
 }
 

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use api_sessions_core::record::SCHEMA_VERSION;
+use api_sessions_core::record::{Blocked, SCHEMA_VERSION};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -52,7 +52,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// same message, exactly as deserializing a `Record` would; a test holds them to it. Fields that
 /// are only validated are never read.
 mod view {
-    use api_sessions_core::record::{ParamKind, Truncated};
+    use api_sessions_core::record::{Blocked, ParamKind, Truncated};
     use api_sessions_core::time::Millis;
     use serde::Deserialize;
 
@@ -102,6 +102,8 @@ mod view {
         #[serde(borrow)]
         pub attack: Option<Attack<'a>>,
         pub truncated: Vec<Truncated>,
+        #[serde(default)]
+        pub blocked: Option<Blocked>,
     }
 
     #[derive(Deserialize)]
@@ -168,6 +170,7 @@ struct Fields {
     /// Range of [`Batch::flows`].
     flows: (u32, u32),
     search: Span,
+    blocked: Option<Blocked>,
 }
 
 /// Valid records, in the order they were pushed.
@@ -250,6 +253,7 @@ impl Batch {
             attack: view.attack.as_ref().map(|attack| self.place(base, text, &attack.kind.0)),
             flows: (flows_start, self.flows.len() as u32),
             search: self.push_search_text(&view),
+            blocked: view.blocked,
         };
         self.records.push(fields);
         Ok(())
@@ -394,6 +398,11 @@ impl<'b> RecordRef<'b> {
     pub fn search(&self) -> &'b str {
         self.text(self.fields.search)
     }
+
+    /// Whether the module blocked the request (or would have, in dry-run mode).
+    pub fn blocked(&self) -> Option<Blocked> {
+        self.fields.blocked
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +454,7 @@ mod tests {
                 },
             }),
             truncated: vec![Truncated::RequestBody],
+            blocked: Some(Blocked::Blocked),
         }
     }
 
@@ -466,6 +476,7 @@ mod tests {
         plain.attack = None;
         plain.flows.clear();
         plain.params.clear();
+        plain.blocked = None;
         batch.push_line(&line(&plain)).unwrap();
         assert_eq!(batch.len(), 2);
 
@@ -479,9 +490,10 @@ mod tests {
         assert_eq!((r.user(), r.role(), r.attack()), (Some("Alice"), Some("admin"), Some("sqli")));
         assert_eq!(r.flows().collect::<Vec<_>>(), ["billing", "auth"]);
         assert_eq!(r.search(), "/orders/1001\nalice\norder=ord-1\npost /orders?id=1' http/1.1");
+        assert_eq!(r.blocked(), Some(Blocked::Blocked));
 
         let p = got[1];
-        assert_eq!((p.user(), p.role(), p.attack()), (None, None, None));
+        assert_eq!((p.user(), p.role(), p.attack(), p.blocked()), (None, None, None, None));
         assert_eq!(p.flows().count(), 0);
         assert_eq!(p.search(), "/orders/1001");
         assert_eq!(p.json(), String::from_utf8(line(&plain)).unwrap());
@@ -521,6 +533,8 @@ mod tests {
             good.replace("\"status\":403", "\"status\":70000"),
             good.replace("[\"Host\",\"x\"]", "[\"Host\"]"),
             good.replace("\"seq\":17", "\"seq\":17,\"seq\":18"),
+            good.replace("\"blocked\":\"blocked\"", "\"blocked\":null"),
+            good.replace("\"blocked\":\"blocked\"", "\"blocked\":\"maybe\""),
             format!("{},\"traceparent\":\"00-1\"}}", &good[..good.len() - 1]),
         ];
         let object = value.as_object().unwrap();

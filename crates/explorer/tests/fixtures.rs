@@ -131,6 +131,7 @@ pub fn record(session: &str, n: u64, ts: i64) -> Record {
         params: vec![],
         attack: None,
         truncated: vec![],
+        blocked: None,
     }
 }
 
