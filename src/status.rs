@@ -1,13 +1,12 @@
-//! `api_sessions_status`: exporter and zone counters, as JSON or Prometheus text.
+//! `api_sessions_status`: exporter and zone counters, as JSON or Prometheus text (the documents
+//! are built by `api_sessions_core::counters::status`).
 //!
 //! The counters live in shared memory, so whichever worker answers reports every worker,
 //! and the totals include workers that have exited (reloads).
 
 use core::ffi::{c_char, c_void};
-use std::fmt::Write;
 
-use api_sessions_core::counters::{CounterValues, Snapshot};
-use api_sessions_core::session_table::TableStats;
+use api_sessions_core::counters::status;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_HTTP_GET,
     NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
@@ -31,83 +30,6 @@ pub extern "C" fn cmd_status(
         crate::Module::main_conf_mut(cf).expect("main conf").active = true;
         NGX_CONF_OK
     })
-}
-
-const COUNTERS: [&str; 6] =
-    ["captured", "exported", "dropped", "queued", "spooled", "export_errors"];
-
-fn fields(v: &CounterValues) -> [u64; 6] {
-    [v.captured, v.exported, v.dropped, v.queued, v.spooled, v.export_errors]
-}
-
-fn json_counters(out: &mut String, v: &CounterValues) {
-    out.push('{');
-    for (i, (name, value)) in COUNTERS.iter().zip(fields(v)).enumerate() {
-        let comma = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{comma}\"{name}\":{value}");
-    }
-    out.push('}');
-}
-
-/// `{"workers":[{"pid":N,...}],"total":{...},"zone":{"entries":N,"evictions":N}}`.
-pub fn json(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
-    let mut out = String::from("{\"workers\":[");
-    for (i, (pid, values)) in snapshot.workers.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let mut counters = String::new();
-        json_counters(&mut counters, values);
-        let _ = write!(out, "{{\"pid\":{pid},{}", &counters[1..]);
-    }
-    out.push_str("],\"total\":");
-    json_counters(&mut out, &snapshot.total);
-    match zone {
-        Some(z) => {
-            let _ = writeln!(
-                out,
-                ",\"zone\":{{\"entries\":{},\"evictions\":{},\"capacity\":{}}}}}",
-                z.entries, z.evictions, z.capacity
-            );
-        }
-        None => out.push_str(",\"zone\":null}\n"),
-    }
-    out
-}
-
-/// Prometheus text format: the node's totals (per-pid series would churn on every reload).
-pub fn prometheus(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
-    let help = [
-        "Records captured by the module.",
-        "Records delivered to the export destination.",
-        "Records lost: queue full, refused by the receiver, spool full.",
-        "Records waiting in the exporter queues.",
-        "Records waiting in the disk spool.",
-        "Failed delivery attempts.",
-    ];
-    let mut out = String::new();
-    for ((name, value), help) in COUNTERS.iter().zip(fields(&snapshot.total)).zip(help) {
-        // SPEC §6 names every counter `_total` but `queued`; `spooled` goes down as the spool
-        // is replayed, so it is typed a gauge under its contractual name.
-        let (metric, kind) = match *name {
-            "queued" => (format!("api_sessions_{name}"), "gauge"),
-            "spooled" => (format!("api_sessions_{name}_total"), "gauge"),
-            _ => (format!("api_sessions_{name}_total"), "counter"),
-        };
-        let _ = write!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}\n");
-    }
-    if let Some(z) = zone {
-        let _ = write!(
-            out,
-            "# HELP api_sessions_zone_entries Keys in the session zone.\n\
-             # TYPE api_sessions_zone_entries gauge\napi_sessions_zone_entries {}\n\
-             # HELP api_sessions_zone_evictions_total Keys evicted from the full session zone.\n\
-             # TYPE api_sessions_zone_evictions_total counter\n\
-             api_sessions_zone_evictions_total {}\n",
-            z.entries, z.evictions
-        );
-    }
-    out
 }
 
 fn prometheus_requested(r: &mut ngx_http_request_t) -> bool {
@@ -140,9 +62,9 @@ extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let snapshot = board.snapshot();
         let zone = amcf.zone.as_ref().and_then(|z| z.table.as_ref()).map(|t| t.stats());
         let (body, content_type) = if prometheus_requested(r) {
-            (prometheus(&snapshot, zone), "text/plain; version=0.0.4")
+            (status::prometheus(&snapshot, zone), "text/plain; version=0.0.4")
         } else {
-            (json(&snapshot, zone), "application/json")
+            (status::json(&snapshot, zone), "application/json")
         };
         send(r, content_type, body.as_bytes())
     })

@@ -12,7 +12,11 @@
 //! `captured = exported + dropped + queued + spooled` holds exactly in every snapshot. When a
 //! worker exits its counters are folded into the `exited` group, so totals survive reloads.
 
+pub mod status;
+
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use serde::Serialize;
 
 use crate::shm_lock;
 
@@ -21,8 +25,8 @@ const MAGIC: u64 = u64::from_be_bytes(*b"APICNT01");
 /// Slots for concurrently running workers, old (exiting) generations included.
 pub const SLOTS: usize = 1024;
 
-/// The public counters of SPEC §6.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The counters `api_sessions_status` reports, per worker and in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CounterValues {
     pub captured: u64,
     pub exported: u64,
@@ -33,6 +37,18 @@ pub struct CounterValues {
 }
 
 impl CounterValues {
+    /// Each counter with its name, in the order of the JSON document.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("captured", self.captured),
+            ("exported", self.exported),
+            ("dropped", self.dropped),
+            ("queued", self.queued),
+            ("spooled", self.spooled),
+            ("export_errors", self.export_errors),
+        ]
+    }
+
     fn add(&mut self, other: &CounterValues) {
         self.captured += other.captured;
         self.exported += other.exported;
@@ -530,6 +546,21 @@ mod tests {
         let v = board.snapshot().total;
         assert_eq!((v.captured, v.queued), (100_000, 0));
         assert!(identity(&v));
+    }
+
+    #[test]
+    fn names_are_the_serialised_ones() {
+        let values = CounterValues {
+            captured: 1,
+            exported: 2,
+            dropped: 3,
+            queued: 4,
+            spooled: 5,
+            export_errors: 6,
+        };
+        let named: Vec<String> =
+            values.named().iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+        assert_eq!(serde_json::to_string(&values).unwrap(), format!("{{{}}}", named.join(",")));
     }
 
     #[test]
