@@ -1,4 +1,4 @@
-//! Directives and the module's configuration (SPEC §4).
+//! Directives and the module's configuration.
 //!
 //! Unset values are nginx's `NGX_CONF_UNSET*` or `None` and are merged once, with their
 //! default, in [`LocConf::merge`]; lists (`api_sessions_key`, `api_sessions_param`,
