@@ -5,9 +5,9 @@
 //! fields they do not know, so optional extras may be added.
 //!
 //! [`Record`] is the one definition of a record. The exporter does not build one per request:
-//! [`crate::assemble`] writes each line straight into the batch with the encoder of
-//! [`json`], in the field order declared here, and a property test holds every line it writes
-//! equal to serde's serialisation of the corresponding `Record`.
+//! [`crate::assemble`] writes each line straight into the batch with the encoder in
+//! `record/json.rs`, in the field order declared here, and a property test holds every line it
+//! writes equal to serde's serialisation of the corresponding `Record`.
 
 pub(crate) mod json;
 

@@ -119,7 +119,6 @@ fn settings() -> impl Strategy<Value = Settings> {
             builtin_keys,
             params,
             flows,
-            attack: true,
             ..Settings::default()
         })
 }
