@@ -219,11 +219,11 @@ impl CounterBoard {
     /// Claims a slot for worker `pid`, first folding the slots of workers that died without
     /// detaching (their queued records are lost and counted as dropped).
     pub fn attach_worker(&self, pid: u32) -> Option<WorkerCounters<'_>> {
-        let _guard = shm_lock::lock(&self.header().lock);
+        let guard = shm_lock::lock(&self.header().lock);
         for (index, slot) in self.slots().iter().enumerate() {
             let owner = slot.pid.load(Ordering::Acquire);
             if owner != 0 && owner != pid && !shm_lock::process_alive(owner) {
-                self.fold_locked(index);
+                self.fold(&guard, index);
             }
         }
         let index = self.slots().iter().position(|slot| slot.pid.load(Ordering::Acquire) == 0)?;
@@ -234,8 +234,9 @@ impl CounterBoard {
         Some(WorkerCounters { board: self, index })
     }
 
-    /// Folds a slot into the exited totals and frees it. Lock held by the caller.
-    fn fold_locked(&self, index: usize) {
+    /// Folds a slot into the exited totals and frees it. `_held` is the board lock: the
+    /// exited group has one writer at a time.
+    fn fold(&self, _held: &shm_lock::ShmGuard<'_>, index: usize) {
         let slot = &self.slots()[index];
         let v = slot.values();
         self.header().exited.update(|e| {
@@ -389,8 +390,8 @@ impl<'a> WorkerCounters<'a> {
 
     /// Worker exit, after the exporter thread has stopped: fold into the exited totals.
     pub fn detach(self) {
-        let _guard = shm_lock::lock(&self.board.header().lock);
-        self.board.fold_locked(self.index);
+        let guard = shm_lock::lock(&self.board.header().lock);
+        self.board.fold(&guard, self.index);
     }
 }
 

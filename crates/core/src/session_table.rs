@@ -14,7 +14,7 @@ use crate::hash::ZoneKey;
 use crate::shm_lock;
 use crate::time::Millis;
 
-const MAGIC: u64 = u64::from_be_bytes(*b"APISESS1");
+const MAGIC: u64 = u64::from_be_bytes(*b"APISESS2");
 const NIL: u32 = u32::MAX;
 
 /// Idle gap and maximum duration of a session, in milliseconds.
@@ -45,21 +45,31 @@ pub struct TableStats {
     pub capacity: u64,
 }
 
+/// The start of the region. `magic`, `capacity` and `buckets` are written once, before any
+/// view of the table exists; `lock` is the only word touched without holding the lock; the
+/// rest is [`State`], touched only with it held.
 #[repr(C)]
 struct Header {
     magic: u64,
     lock: AtomicU32,
+    capacity: u32,
+    buckets: u32,
+    _reserved: u32,
+    state: State,
+}
+
+#[repr(C)]
+struct State {
     /// Set while a mutation is in progress: if the lock is recovered from a dead owner with
     /// this set, the lists may be broken and the table is cleared.
     dirty: u32,
-    capacity: u32,
-    buckets: u32,
     len: u32,
     /// Most recently used entry.
     lru_head: u32,
     /// Least recently used entry, the next to evict.
     lru_tail: u32,
     free_head: u32,
+    _reserved: u32,
     evictions: u64,
 }
 
@@ -81,9 +91,12 @@ pub struct SessionTable {
     header: *mut Header,
     buckets: *mut u32,
     entries: *mut Entry,
+    capacity: u32,
+    bucket_count: u32,
 }
 
-// SAFETY: all access to the region goes through the process-shared lock in the header.
+// SAFETY: the region is only read or written through `Locked`, which holds the process-shared
+// lock in the header, or through atomics.
 unsafe impl Send for SessionTable {}
 // SAFETY: as above.
 unsafe impl Sync for SessionTable {}
@@ -114,24 +127,49 @@ impl SessionTable {
         if capacity < 8 || region.align_offset(Self::ALIGN) != 0 {
             return None;
         }
-        // SAFETY: the caller guarantees the region; the layout fits by capacity_for().
-        let table = unsafe { Self::layout(region, capacity as u32, capacity as u32) };
-        // SAFETY: exclusive access during init.
+        let capacity = capacity as u32;
+        // SAFETY: the region is valid, aligned and ours alone for this call; the header comes
+        // first in it.
         unsafe {
-            table.header.write(Header {
+            region.cast::<Header>().write(Header {
                 magic: MAGIC,
                 lock: AtomicU32::new(0),
-                dirty: 0,
-                capacity: capacity as u32,
-                buckets: capacity as u32,
-                len: 0,
-                lru_head: NIL,
-                lru_tail: NIL,
-                free_head: NIL,
-                evictions: 0,
+                capacity,
+                buckets: capacity,
+                _reserved: 0,
+                state: State {
+                    dirty: 0,
+                    len: 0,
+                    lru_head: NIL,
+                    lru_tail: NIL,
+                    free_head: NIL,
+                    _reserved: 0,
+                    evictions: 0,
+                },
             });
-            table.clear();
         }
+        // SAFETY: the header was just written; the rest fits by capacity_for().
+        let table = unsafe { Self::layout(region) };
+        // The buckets and entries are still raw bytes: give every one a value first.
+        // SAFETY: within the region, which nothing else accesses yet.
+        unsafe {
+            for b in 0..table.bucket_count as usize {
+                table.buckets.add(b).write(NIL);
+            }
+            for i in 0..table.capacity as usize {
+                table.entries.add(i).write(Entry {
+                    key: [0; 16],
+                    start: 0,
+                    last: 0,
+                    bucket_next: NIL,
+                    lru_prev: NIL,
+                    lru_next: NIL,
+                    _reserved: 0,
+                });
+            }
+        }
+        // SAFETY: nothing else can see the table yet, so this view is the only one.
+        unsafe { Locked::new(&table, None) }.clear();
         Some(table)
     }
 
@@ -141,40 +179,44 @@ impl SessionTable {
     ///
     /// `region` must be the start of a region on which `init` succeeded, still mapped.
     pub unsafe fn attach(region: *mut u8) -> Option<SessionTable> {
-        let header = region.cast::<Header>();
-        // SAFETY: per the contract the header was written by init.
-        let (magic, capacity, buckets) =
-            unsafe { ((*header).magic, (*header).capacity, (*header).buckets) };
+        // SAFETY: per the contract the header was written by init; magic is never written
+        // again.
+        let magic = unsafe { (*region.cast::<Header>()).magic };
         if magic != MAGIC {
             return None;
         }
-        // SAFETY: same layout as init computed.
-        Some(unsafe { Self::layout(region, capacity, buckets) })
+        // SAFETY: a table init formatted.
+        Some(unsafe { Self::layout(region) })
     }
 
-    /// Where the parts of a table with `capacity` entries and `buckets` buckets are.
+    /// Where the parts of the table formatted in `region` are.
     ///
     /// # Safety
     ///
-    /// `region` must be valid for the size [`Self::capacity_for`] gives for `capacity`.
-    unsafe fn layout(region: *mut u8, capacity: u32, buckets: u32) -> SessionTable {
+    /// `region` must start with a written header, and be valid for the size
+    /// [`Self::capacity_for`] gives for its capacity.
+    unsafe fn layout(region: *mut u8) -> SessionTable {
         let header = region.cast::<Header>();
-        // SAFETY: within the region per capacity_for().
-        let buckets_ptr = unsafe { region.add(size_of::<Header>()) }.cast::<u32>();
-        let after_buckets = unsafe { buckets_ptr.add(buckets as usize) }.cast::<u8>();
-        let pad = after_buckets.align_offset(align_of::<Entry>());
-        let entries = unsafe { after_buckets.add(pad) }.cast::<Entry>();
-        debug_assert!(capacity <= buckets);
-        SessionTable { header, buckets: buckets_ptr, entries }
+        // SAFETY: capacity and buckets are written once, before any view exists.
+        let (capacity, bucket_count) = unsafe { ((*header).capacity, (*header).buckets) };
+        debug_assert!(capacity <= bucket_count);
+        // SAFETY: all within the region per capacity_for().
+        let (buckets, entries) = unsafe {
+            let buckets = region.add(size_of::<Header>()).cast::<u32>();
+            let after_buckets = buckets.add(bucket_count as usize).cast::<u8>();
+            let pad = after_buckets.align_offset(align_of::<Entry>());
+            (buckets, after_buckets.add(pad).cast::<Entry>())
+        };
+        SessionTable { header, buckets, entries, capacity, bucket_count }
     }
 
     /// Records a request of `key` at `ts` and returns the start of the session it belongs to.
     pub fn touch(&self, key: &ZoneKey, ts: Millis, policy: SplitPolicy) -> Millis {
-        let inner = self.lock();
-        inner.set_dirty(true);
-        let start = match inner.find(key) {
+        let mut table = self.lock();
+        table.state.dirty = 1;
+        let start = match table.find(key) {
             Some(i) => {
-                let entry = inner.entry(i);
+                let entry = &mut table.entries[i as usize];
                 if !policy.continues(entry, ts) {
                     entry.start = ts.0;
                     entry.last = ts.0;
@@ -184,124 +226,112 @@ impl SessionTable {
                     entry.last = ts.0;
                 }
                 let start = entry.start;
-                inner.promote(i);
+                table.promote(i);
                 start
             }
             None => {
-                inner.insert(key, ts.0);
+                table.insert(key, ts.0);
                 ts.0
             }
         };
-        inner.set_dirty(false);
+        table.state.dirty = 0;
         Millis(start)
     }
 
     /// The start of the session a request of `key` at `ts` would belong to, without recording
     /// it (for `$api_session_id`, evaluated before the request is logged).
     pub fn peek(&self, key: &ZoneKey, ts: Millis, policy: SplitPolicy) -> Millis {
-        let inner = self.lock();
-        match inner.find(key) {
-            Some(i) if policy.continues(inner.entry(i), ts) => Millis(inner.entry(i).start),
+        let table = self.lock();
+        match table.find(key).map(|i| &table.entries[i as usize]) {
+            Some(entry) if policy.continues(entry, ts) => Millis(entry.start),
             _ => ts,
         }
     }
 
     pub fn stats(&self) -> TableStats {
-        let inner = self.lock();
-        let h = inner.header();
+        let table = self.lock();
         TableStats {
-            entries: u64::from(h.len),
-            evictions: h.evictions,
-            capacity: u64::from(h.capacity),
+            entries: u64::from(table.state.len),
+            evictions: table.state.evictions,
+            capacity: u64::from(self.capacity),
         }
     }
 
     fn lock(&self) -> Locked<'_> {
-        // SAFETY: the header was initialised by init(); the lock word is atomic.
-        let word = unsafe { &(*self.header).lock };
+        // SAFETY: the header was written by init() and outlives the view; the lock word is
+        // an atomic, the one field shared without the lock.
+        let word = unsafe { &*core::ptr::addr_of!((*self.header).lock) };
         let guard = shm_lock::lock(word);
         let recovered = guard.recovered;
-        let locked = Locked { table: self, _guard: guard };
-        if recovered && locked.header_ref().dirty != 0 {
-            // SAFETY: the lock is held.
-            unsafe { self.clear() };
+        // SAFETY: the guard, kept inside the view, holds the table's lock.
+        let mut table = unsafe { Locked::new(self, Some(guard)) };
+        if recovered && table.state.dirty != 0 {
+            table.clear();
         }
-        locked
+        table
+    }
+}
+
+/// Exclusive access to a table's state, buckets and entries: made once the lock is held (or,
+/// in `init`, before anything else can see the table), and holding the lock until dropped.
+/// Every change goes through `&mut self`, so the borrow checker keeps one reference at a time
+/// to each part.
+struct Locked<'a> {
+    state: &'a mut State,
+    buckets: &'a mut [u32],
+    entries: &'a mut [Entry],
+    _guard: Option<shm_lock::ShmGuard<'a>>,
+}
+
+impl<'a> Locked<'a> {
+    /// # Safety
+    ///
+    /// While the view lives nothing else reads or writes the table's state, buckets or
+    /// entries: `guard` holds the table's lock, or the table is not visible to anyone else.
+    unsafe fn new(table: &'a SessionTable, guard: Option<shm_lock::ShmGuard<'a>>) -> Locked<'a> {
+        // SAFETY: exclusive per the contract; the parts are disjoint and initialised, and
+        // sized by the header.
+        unsafe {
+            Locked {
+                state: &mut *core::ptr::addr_of_mut!((*table.header).state),
+                buckets: core::slice::from_raw_parts_mut(
+                    table.buckets,
+                    table.bucket_count as usize,
+                ),
+                entries: core::slice::from_raw_parts_mut(table.entries, table.capacity as usize),
+                _guard: guard,
+            }
+        }
     }
 
     /// Empties the table.
-    ///
-    /// # Safety
-    ///
-    /// The caller holds the lock or has exclusive access.
-    unsafe fn clear(&self) {
-        // SAFETY: exclusive access per the contract; indexes are within the layout.
-        unsafe {
-            let h = &mut *self.header;
-            for b in 0..h.buckets as usize {
-                *self.buckets.add(b) = NIL;
-            }
-            for i in 0..h.capacity {
-                let e = &mut *self.entries.add(i as usize);
-                e.bucket_next = if i + 1 < h.capacity { i + 1 } else { NIL };
-                e.lru_prev = NIL;
-                e.lru_next = NIL;
-            }
-            h.free_head = 0;
-            h.lru_head = NIL;
-            h.lru_tail = NIL;
-            h.len = 0;
-            h.dirty = 0;
+    fn clear(&mut self) {
+        self.buckets.fill(NIL);
+        let capacity = self.entries.len() as u32;
+        for (i, e) in (0..).zip(self.entries.iter_mut()) {
+            e.bucket_next = if i + 1 < capacity { i + 1 } else { NIL };
+            e.lru_prev = NIL;
+            e.lru_next = NIL;
         }
-    }
-}
-
-/// The table with its lock held.
-struct Locked<'a> {
-    table: &'a SessionTable,
-    _guard: shm_lock::ShmGuard<'a>,
-}
-
-impl Locked<'_> {
-    fn header_ref(&self) -> &Header {
-        // SAFETY: the lock is held.
-        unsafe { &*self.table.header }
+        let s = &mut *self.state;
+        s.free_head = 0;
+        s.lru_head = NIL;
+        s.lru_tail = NIL;
+        s.len = 0;
+        s.dirty = 0;
     }
 
-    #[allow(clippy::mut_from_ref)]
-    fn header(&self) -> &mut Header {
-        // SAFETY: the lock is held and no other reference to the header is alive.
-        unsafe { &mut *self.table.header }
-    }
-
-    #[allow(clippy::mut_from_ref)]
-    fn entry(&self, i: u32) -> &mut Entry {
-        debug_assert!(i < self.header_ref().capacity);
-        // SAFETY: the lock is held; i < capacity.
-        unsafe { &mut *self.table.entries.add(i as usize) }
-    }
-
-    #[allow(clippy::mut_from_ref)]
-    fn bucket(&self, key: &ZoneKey) -> &mut u32 {
+    fn bucket_of(&self, key: &ZoneKey) -> usize {
         // Key hashes are HMAC output, uniformly distributed.
         let h = u64::from_le_bytes(key.0[..8].try_into().expect("8 bytes"));
-        let b = (h % u64::from(self.header_ref().buckets)) as usize;
-        // SAFETY: the lock is held; b < buckets.
-        unsafe { &mut *self.table.buckets.add(b) }
-    }
-
-    fn set_dirty(&self, dirty: bool) {
-        self.header().dirty = u32::from(dirty);
+        (h % self.buckets.len() as u64) as usize
     }
 
     fn find(&self, key: &ZoneKey) -> Option<u32> {
-        let mut i = *self.bucket(key);
+        let mut i = self.buckets[self.bucket_of(key)];
         // Bounded walk: even a corrupted chain cannot loop forever.
-        for _ in 0..self.header_ref().capacity {
-            if i == NIL {
-                return None;
-            }
-            let e = self.entry(i);
+        for _ in 0..self.entries.len() {
+            let e = self.entries.get(i as usize)?;
             if e.key == key.0 {
                 return Some(i);
             }
@@ -310,85 +340,79 @@ impl Locked<'_> {
         None
     }
 
-    fn insert(&self, key: &ZoneKey, ts: i64) {
-        let h = self.header();
-        let i = if h.free_head != NIL {
-            let i = h.free_head;
-            h.free_head = self.entry(i).bucket_next;
-            h.len += 1;
+    fn insert(&mut self, key: &ZoneKey, ts: i64) {
+        let i = if self.state.free_head != NIL {
+            let i = self.state.free_head;
+            self.state.free_head = self.entries[i as usize].bucket_next;
+            self.state.len += 1;
             i
         } else {
-            let victim = h.lru_tail;
+            let victim = self.state.lru_tail;
             self.unlink_bucket(victim);
             self.unlink_lru(victim);
-            h.evictions += 1;
+            self.state.evictions += 1;
             victim
         };
 
-        let head = self.bucket(key);
-        let e = self.entry(i);
+        let b = self.bucket_of(key);
+        let e = &mut self.entries[i as usize];
         e.key = key.0;
         e.start = ts;
         e.last = ts;
-        e.bucket_next = *head;
-        *head = i;
+        e.bucket_next = self.buckets[b];
+        self.buckets[b] = i;
         self.push_front(i);
     }
 
-    fn promote(&self, i: u32) {
-        if self.header_ref().lru_head != i {
+    fn promote(&mut self, i: u32) {
+        if self.state.lru_head != i {
             self.unlink_lru(i);
             self.push_front(i);
         }
     }
 
-    fn push_front(&self, i: u32) {
-        let h = self.header();
-        let old = h.lru_head;
-        let e = self.entry(i);
+    fn push_front(&mut self, i: u32) {
+        let old = self.state.lru_head;
+        let e = &mut self.entries[i as usize];
         e.lru_prev = NIL;
         e.lru_next = old;
         if old != NIL {
-            self.entry(old).lru_prev = i;
+            self.entries[old as usize].lru_prev = i;
         } else {
-            h.lru_tail = i;
+            self.state.lru_tail = i;
         }
-        h.lru_head = i;
+        self.state.lru_head = i;
     }
 
-    fn unlink_lru(&self, i: u32) {
-        let h = self.header();
-        let (prev, next) = {
-            let e = self.entry(i);
-            (e.lru_prev, e.lru_next)
-        };
+    fn unlink_lru(&mut self, i: u32) {
+        let Entry { lru_prev: prev, lru_next: next, .. } = self.entries[i as usize];
         if prev != NIL {
-            self.entry(prev).lru_next = next;
+            self.entries[prev as usize].lru_next = next;
         } else {
-            h.lru_head = next;
+            self.state.lru_head = next;
         }
         if next != NIL {
-            self.entry(next).lru_prev = prev;
+            self.entries[next as usize].lru_prev = prev;
         } else {
-            h.lru_tail = prev;
+            self.state.lru_tail = prev;
         }
     }
 
-    fn unlink_bucket(&self, i: u32) {
-        let key = ZoneKey(self.entry(i).key);
-        let mut link: *mut u32 = self.bucket(&key);
-        for _ in 0..self.header_ref().capacity {
-            // SAFETY: link points at a bucket head or an entry's bucket_next, under the lock.
-            let cur = unsafe { *link };
-            if cur == NIL {
+    fn unlink_bucket(&mut self, i: u32) {
+        let b = self.bucket_of(&ZoneKey(self.entries[i as usize].key));
+        let next = self.entries[i as usize].bucket_next;
+        let mut cur = self.buckets[b];
+        if cur == i {
+            self.buckets[b] = next;
+            return;
+        }
+        for _ in 0..self.entries.len() {
+            let Some(e) = self.entries.get(cur as usize) else { return };
+            if e.bucket_next == i {
+                self.entries[cur as usize].bucket_next = next;
                 return;
             }
-            if cur == i {
-                // SAFETY: as above.
-                unsafe { *link = self.entry(i).bucket_next };
-                return;
-            }
-            link = &mut self.entry(cur).bucket_next;
+            cur = e.bucket_next;
         }
     }
 }
@@ -505,30 +529,29 @@ mod tests {
             let n = (rng % u64::from(cap * 3)) as u32;
             t.touch(&key(n), Millis(step), policy());
         }
-        let inner = t.lock();
-        let h = inner.header_ref();
-        assert_eq!(h.len, cap);
+        let table = t.lock();
+        assert_eq!(table.state.len, cap);
         // Walk the LRU list both ways and every bucket chain.
         let mut seen = 0;
-        let mut i = h.lru_head;
+        let mut i = table.state.lru_head;
         let mut prev = NIL;
         while i != NIL {
-            assert_eq!(inner.entry(i).lru_prev, prev);
+            assert_eq!(table.entries[i as usize].lru_prev, prev);
             prev = i;
-            i = inner.entry(i).lru_next;
+            i = table.entries[i as usize].lru_next;
             seen += 1;
             assert!(seen <= cap);
         }
-        assert_eq!(prev, h.lru_tail);
+        assert_eq!(prev, table.state.lru_tail);
         assert_eq!(seen, cap);
         let mut chained = 0;
-        for b in 0..h.buckets as usize {
-            // SAFETY: the lock is held.
-            let mut i = unsafe { *t.buckets.add(b) };
+        for &head in table.buckets.iter() {
+            let mut i = head;
             while i != NIL {
-                assert_eq!(inner.find(&ZoneKey(inner.entry(i).key)), Some(i));
+                let e = &table.entries[i as usize];
+                assert_eq!(table.find(&ZoneKey(e.key)), Some(i));
                 chained += 1;
-                i = inner.entry(i).bucket_next;
+                i = e.bucket_next;
             }
         }
         assert_eq!(chained, cap);
@@ -559,7 +582,7 @@ mod tests {
         // Simulate a worker killed mid-update: lock held by a dead pid, dirty flag set.
         // SAFETY: exclusive access in this test.
         unsafe {
-            (*t.header).dirty = 1;
+            (*t.header).state.dirty = 1;
             (*t.header).lock.store(4_194_305, core::sync::atomic::Ordering::Relaxed);
         }
         assert_eq!(t.stats().entries, 0);
@@ -567,6 +590,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri does not emulate fork")]
     fn shared_between_processes() {
         // The real deployment: an anonymous shared mapping and forked workers.
         let len = 256 * 1024;
