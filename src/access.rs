@@ -40,32 +40,23 @@ pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
 
 extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(Status::NGX_DECLINED.into(), || {
-        // SAFETY: nginx passes a valid request.
+        // SAFETY: nginx passes a valid request, used only through this view.
         let mut req = unsafe { Request::from_raw(r) };
         let needs_body = req
             .loc_conf()
             .and_then(|lcf| lcf.profile.as_ref())
             .is_some_and(|profile| profile.needs_request_body());
-        // SAFETY: reading a field of a valid request.
-        let body_started = unsafe { !(*r).request_body.is_null() };
-        if !req.is_main() || !needs_body || !req.has_body() || body_started {
+        if !req.is_main() || !needs_body || !req.has_body() || req.body_started() {
             return Status::NGX_DECLINED.into();
         }
 
-        debug!(req.log(), "api_sessions: reading request body");
-        // SAFETY: a main request in the access phase whose body has not been touched.
-        let rc = unsafe {
-            // Keep the body, and its temporary file, until the log phase copies it: the
-            // upstream module closes the file when the response starts otherwise.
-            (*req.raw()).set_preserve_body(1);
-            nginx_sys::ngx_http_read_client_request_body(req.raw(), Some(body_read))
-        };
+        log!(req.log(), Debug, "reading request body");
+        let rc = req.read_body(Some(body_read));
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
             return rc;
         }
         // Balances the reference the body reading took; the phases continue in body_read.
-        // SAFETY: as above.
-        unsafe { nginx_sys::ngx_http_finalize_request(req.raw(), Status::NGX_DONE.into()) };
+        req.finalize(Status::NGX_DONE.into());
         Status::NGX_DONE.into()
     })
 }
@@ -73,9 +64,8 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// The body is in: run the phases again, this time past the access handler (it declines
 /// because `request_body` is now set).
 extern "C" fn body_read(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx passes the request whose body was read.
-    unsafe {
-        (*r).write_event_handler = Some(nginx_sys::ngx_http_core_run_phases);
-        nginx_sys::ngx_http_core_run_phases(r);
-    }
+    guard((), || {
+        // SAFETY: nginx passes the request whose body was read, used only through this view.
+        unsafe { Request::from_raw(r) }.resume_phases();
+    })
 }

@@ -18,7 +18,7 @@ use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_int_t, ngx_str_t,
     ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
     NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ngx_string;
@@ -27,6 +27,7 @@ pub use self::export::ExportConf;
 use self::sources::CompileError;
 pub use self::sources::{KeyEntry, ParamEntry, SourceValue};
 use self::zone::SessionZone;
+use crate::log::{Level, Log};
 use crate::util::{args, conf_str, guard_conf};
 
 const NGX_CONF_UNSET_SIZE: usize = usize::MAX;
@@ -273,7 +274,7 @@ pub const DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
 
 /// Logs an `[emerg]` for the directive being parsed and fails it.
 pub fn conf_error(cf: &mut ngx_conf_t, message: std::fmt::Arguments<'_>) -> *mut c_char {
-    ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", message);
+    Log::directive(cf).write(Level::Emerg, message);
     NGX_CONF_ERROR
 }
 

@@ -38,21 +38,14 @@ fn json_like(content_type: &[u8]) -> bool {
 
 extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard((), || {
-        // SAFETY: nginx passes a valid request.
+        // SAFETY: nginx passes a valid request, used only through this view until the next
+        // filter is called.
         let mut req = unsafe { Request::from_raw(r) };
         let Some(profile) = req.loc_conf().and_then(|lcf| lcf.profile.as_ref()) else { return };
-        // SAFETY: reading fields of a valid request.
-        let (header_only, encoded, length) = unsafe {
-            (
-                (*r).header_only() != 0,
-                !(*r).headers_out.content_encoding.is_null(),
-                (*r).headers_out.content_length_n,
-            )
-        };
         if !req.is_main()
             || !profile.needs_response_body()
-            || header_only
-            || encoded
+            || req.header_only()
+            || req.response_encoded()
             || !json_like(req.response_content_type())
         {
             return;
@@ -64,8 +57,8 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         let content_type = req.response_content_type();
         let (format, content_type_empty) =
             (BodyFormat::from_content_type(content_type), content_type.is_empty());
+        let expected = req.response_length().unwrap_or(4096);
         if let Some(ctx) = req.ctx() {
-            let expected = usize::try_from(length).unwrap_or(4096);
             ctx.response = Some(ResponseCapture {
                 bytes: worker.body_buffer(expected.min(limit)),
                 limit,
@@ -77,8 +70,9 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             });
         }
     });
-    // SAFETY: the saved next filter of the chain.
+    // SAFETY: set once in postconfiguration, before any request.
     match unsafe { NEXT_HEADER_FILTER } {
+        // SAFETY: the next filter of the chain, with the request nginx passed.
         Some(next) => unsafe { next(r) },
         None => NGX_ERROR as ngx_int_t,
     }
@@ -120,21 +114,23 @@ fn collect_file(
 
 extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
     guard((), || {
-        // SAFETY: nginx passes a valid request.
-        let req = unsafe { Request::from_raw(r) };
+        // SAFETY: nginx passes a valid request, used only through this view until the next
+        // filter is called.
+        let mut req = unsafe { Request::from_raw(r) };
         if !req.is_main() {
             return;
         }
+        let Some(profile) = req.loc_conf().and_then(|lcf| lcf.profile.as_deref()) else { return };
         let Some(capture) = req.existing_ctx().and_then(|ctx| ctx.response.as_mut()) else {
             return;
         };
-        let Some(profile) = req.loc_conf().and_then(|lcf| lcf.profile.as_deref()) else { return };
         let mut cl = chain;
         // SAFETY: the chain and its buffers are valid for this call.
         while let Some(link) = unsafe { cl.as_ref() } {
             if capture.decided {
                 break;
             }
+            // SAFETY: as above.
             if let Some(buf) = unsafe { link.buf.as_ref() } {
                 let room = capture.limit - capture.bytes.len();
                 let size = if file_only(buf) && room > FILE_PROBE && !capture.probed {
@@ -149,8 +145,9 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -
             cl = link.next;
         }
     });
-    // SAFETY: the saved next filter of the chain.
+    // SAFETY: set once in postconfiguration, before any request.
     match unsafe { NEXT_BODY_FILTER } {
+        // SAFETY: the next filter of the chain, with what nginx passed.
         Some(next) => unsafe { next(r, chain) },
         None => NGX_ERROR as ngx_int_t,
     }

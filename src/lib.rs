@@ -32,6 +32,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 use api_sessions_core::hash::Secret;
 
 use crate::conf::{LocConf, MainConf};
+use crate::log::Log;
 use crate::util::guard;
 
 pub struct Module;
@@ -90,8 +91,9 @@ impl HttpModule for Module {
             if let (Some((file, line)), None) = (&amcf.hash_used, &amcf.secret) {
                 // Reported at the parameter, as nginx reports directive errors; the secret
                 // may come anywhere in the http block, so this is known only now.
-                emerg!(
-                    cf.log,
+                log!(
+                    Log::configuration(cf),
+                    Emerg,
                     "the \"hash\" parameter of \"api_sessions_param\" requires \
                      \"api_sessions_secret\" in {file}:{line}"
                 );
@@ -133,9 +135,9 @@ impl HttpModule for Module {
                 return Status::NGX_OK.into();
             }
             if !amcf.secret.as_ref().is_some_and(Secret::is_keyed) {
-                ngx::ngx_conf_log_error!(
-                    nginx_sys::NGX_LOG_WARN,
-                    cf,
+                log!(
+                    Log::directive(cf),
+                    Warn,
                     "\"api_sessions_secret\" is not set, key hashes and session ids use a \
                      public key"
                 );
@@ -171,7 +173,7 @@ extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 Status::NGX_OK.into()
             }
             Err(e) => {
-                alert!(cycle, "api_sessions: {e} while starting the exporter");
+                log!(Log::cycle(), Alert, "{e} while starting the exporter");
                 Status::NGX_ERROR.into()
             }
         }

@@ -1,12 +1,21 @@
 //! Plain views of an `ngx_http_request_t`: the few accessors the hooks need, turning nginx
 //! structures into byte slices and nothing more.
+//!
+//! A hook makes one [`Request`] from the pointer nginx passes and works through it alone.
+//! Strings of the request live as long as the request (`'r`) and are handed out for that
+//! long; anything inside the request structure itself, and the module's context, is borrowed
+//! from the view, so the borrow checker keeps a single writer.
 
 use api_sessions_core::body::BodyFormat;
 use api_sessions_core::capture::Body;
-use nginx_sys::{ngx_buf_t, ngx_http_complex_value_t, ngx_http_request_t, ngx_str_t};
+use nginx_sys::{
+    ngx_buf_t, ngx_http_client_body_handler_pt, ngx_http_complex_value_t, ngx_http_request_t,
+    ngx_int_t, ngx_str_t,
+};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf};
 
 use crate::conf::{LocConf, MainConf};
+use crate::log::Log;
 use crate::Module;
 
 pub struct Request<'r>(&'r mut ngx_http_request_t);
@@ -33,17 +42,55 @@ impl<'r> Request<'r> {
         Request(unsafe { &mut *r })
     }
 
-    pub fn raw(&mut self) -> *mut ngx_http_request_t {
-        self.0
-    }
-
     pub fn is_main(&self) -> bool {
         core::ptr::eq(self.0.main, &*self.0)
     }
 
-    pub fn log(&self) -> *mut nginx_sys::ngx_log_t {
-        // SAFETY: a request always has a connection.
-        unsafe { (*self.0.connection).log }
+    pub fn log(&self) -> Log {
+        Log::request(self.0)
+    }
+
+    /// Reading of the request body has started (or is done).
+    pub fn body_started(&self) -> bool {
+        !self.0.request_body.is_null()
+    }
+
+    /// Reads the request body, keeping it and its temporary file until the request is done
+    /// (the upstream module would close the file when the response starts otherwise), then
+    /// calls `then`. Returns what `ngx_http_read_client_request_body` returns.
+    pub fn read_body(&mut self, then: ngx_http_client_body_handler_pt) -> ngx_int_t {
+        self.0.set_preserve_body(1);
+        // SAFETY: a valid request of this view; nginx keeps the handler until it is called.
+        unsafe { nginx_sys::ngx_http_read_client_request_body(self.0, then) }
+    }
+
+    /// `ngx_http_finalize_request`.
+    pub fn finalize(&mut self, rc: ngx_int_t) {
+        // SAFETY: a valid request of this view.
+        unsafe { nginx_sys::ngx_http_finalize_request(self.0, rc) };
+    }
+
+    /// Runs the phases again from where they stopped, and from now on whenever the request
+    /// can be written to (as nginx's own modules do after reading the body).
+    pub fn resume_phases(&mut self) {
+        self.0.write_event_handler = Some(nginx_sys::ngx_http_core_run_phases);
+        // SAFETY: a valid request of this view.
+        unsafe { nginx_sys::ngx_http_core_run_phases(self.0) };
+    }
+
+    /// The response has a header and no body (`HEAD`, 204, 304).
+    pub fn header_only(&self) -> bool {
+        self.0.header_only() != 0
+    }
+
+    /// The response has a `Content-Encoding`.
+    pub fn response_encoded(&self) -> bool {
+        !self.0.headers_out.content_encoding.is_null()
+    }
+
+    /// The response's `Content-Length`, when known.
+    pub fn response_length(&self) -> Option<usize> {
+        usize::try_from(self.0.headers_out.content_length_n).ok()
     }
 
     pub fn loc_conf(&self) -> Option<&'static LocConf> {
@@ -55,7 +102,7 @@ impl<'r> Request<'r> {
     }
 
     /// The module's per-request context, created on first use in the request pool.
-    pub fn ctx(&mut self) -> Option<&'r mut RequestCtx> {
+    pub fn ctx(&mut self) -> Option<&mut RequestCtx> {
         let module = Module::module();
         // SAFETY: r->ctx has one slot per HTTP module.
         let slot = unsafe { self.0.ctx.add(module.ctx_index) };
@@ -76,9 +123,9 @@ impl<'r> Request<'r> {
     }
 
     /// The context, if one was created.
-    pub fn existing_ctx(&self) -> Option<&'r mut RequestCtx> {
+    pub fn existing_ctx(&mut self) -> Option<&mut RequestCtx> {
         let module = Module::module();
-        // SAFETY: as in ctx().
+        // SAFETY: as in ctx(); the context is borrowed from this view, which is the only one.
         unsafe { (*self.0.ctx.add(module.ctx_index)).cast::<RequestCtx>().as_mut() }
     }
 
@@ -212,11 +259,11 @@ impl<'r> Request<'r> {
         Some(unsafe { request_bytes(&ua.value) })
     }
 
-    /// Request headers in received order.
-    pub fn headers(&self) -> impl Iterator<Item = (&'r [u8], &'r [u8])> {
+    /// Request headers in received order. The list is part of the request structure, so the
+    /// iterator borrows the view; the names and values live as long as the request.
+    pub fn headers(&self) -> impl Iterator<Item = (&'r [u8], &'r [u8])> + '_ {
         // SAFETY: headers_in.headers is a valid list for the life of the request.
-        let list =
-            unsafe { ngx::http::list_iterator(&*core::ptr::addr_of!(self.0.headers_in.headers)) };
+        let list = unsafe { ngx::http::list_iterator(&self.0.headers_in.headers) };
         list.map(|(k, v)| {
             let (k, v) = (k.as_bytes(), v.as_bytes());
             // SAFETY: header strings live as long as the request.

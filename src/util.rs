@@ -6,12 +6,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use nginx_sys::{ngx_conf_t, ngx_str_t};
 use ngx::core::NGX_CONF_ERROR;
 
+use crate::log::Log;
+
 /// Runs `f`, turning a panic into `fallback`: no Rust panic may unwind into nginx.
 pub fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => value,
         Err(_) => {
-            alert!(crate::log::cycle_log(), "api_sessions: internal error (panic), see stderr");
+            log!(Log::cycle(), Alert, "internal error (panic), see stderr");
             fallback
         }
     }

@@ -12,8 +12,8 @@ use api_sessions_core::assemble::{
 use api_sessions_core::keys::BuiltinScanner;
 use api_sessions_core::profile::Source;
 use nginx_sys::{
-    ngx_conf_t, ngx_http_request_t, ngx_http_variable_t, ngx_uint_t, ngx_variable_value_t,
-    NGX_HTTP_VAR_NOCACHEABLE,
+    ngx_conf_t, ngx_http_request_t, ngx_http_variable_t, ngx_int_t, ngx_uint_t,
+    ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE,
 };
 use ngx::core::Status;
 use ngx::ngx_string;
@@ -63,9 +63,10 @@ extern "C" fn get_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
     data: usize,
-) -> nginx_sys::ngx_int_t {
+) -> ngx_int_t {
     guard(Status::NGX_ERROR.into(), || {
-        // SAFETY: nginx passes a valid request and value.
+        // SAFETY: nginx passes a valid request, used only through this view, and the value
+        // to fill in.
         let (mut req, v) = unsafe { (Request::from_raw(r), &mut *v) };
         let Some(vars) = session(&mut req) else {
             v.set_not_found(1);
@@ -82,14 +83,14 @@ extern "C" fn get_variable(
     })
 }
 
-fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
+fn session<'v>(req: &'v mut Request<'_>) -> Option<&'v SessionVars> {
     let lcf = req.loc_conf()?;
     let profile = lcf.profile.as_ref()?;
     let amcf = req.main_conf()?;
     let ctx = req.ctx()?;
     let response_ready = ctx.response.is_some();
     if ctx.session.as_ref().is_some_and(|s| s.with_response || !response_ready) {
-        return ctx.session.as_ref();
+        return req.existing_ctx()?.session.as_ref();
     }
 
     let values: Vec<Option<&[u8]>> = lcf
@@ -104,9 +105,7 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
     let content_type = req.request_content_type();
     let request = request_body.as_ref().map(|b| BodyDocument::new(content_type, &b.bytes));
     let response_type = req.response_content_type();
-    let response = ctx.response.as_ref().map(|resp| BodyDocument::new(response_type, &resp.bytes));
-    let bodies = body_values(profile, request.as_ref(), req.args(), response.as_ref());
-
+    let args = req.args();
     let builtin = profile.builtin_keys.then(|| {
         let mut scanner = BuiltinScanner::new();
         for (name, value) in req.headers() {
@@ -115,32 +114,35 @@ fn session<'r>(req: &mut Request<'r>) -> Option<&'r SessionVars> {
         scanner.finish(req.ip(), req.user_agent())
     });
     let builtin = builtin.flatten();
-    let secret = amcf.secret();
     let builtin = builtin.as_ref().map(|b| (b.entry, &b.value[..]));
+    let secret = amcf.secret();
     let start = req.start();
-    let (label, id) =
-        match choose_key(profile, |i| values[i], |slot| bodies[slot].as_deref(), builtin) {
-            Some(key) => {
-                let (space, value) = (key.space.as_bytes(), key.value);
-                let hash = secret.key_hash(space, value);
-                let session_start = match &amcf.zone {
-                    Some(zone) => match &zone.table {
-                        Some(table) => {
-                            table.peek(&secret.zone_key(space, value), start, zone.policy)
-                        }
-                        None => start,
-                    },
-                    None => start.day_start(),
-                };
-                (key.label, secret.session_id(&hash, session_start))
-            }
-            None => {
-                let hash = no_key_hash(secret, req.variable(amcf.request_id_index));
-                (NO_KEY_LABEL, secret.session_id(&hash, start))
-            }
-        };
+
+    let ctx = req.existing_ctx()?;
+    let response = ctx.response.as_ref().map(|resp| BodyDocument::new(response_type, &resp.bytes));
+    let bodies = body_values(profile, request.as_ref(), args, response.as_ref());
+    let key = choose_key(profile, |i| values[i], |slot| bodies[slot].as_deref(), builtin);
+    let (label, id) = match key {
+        Some(key) => {
+            let (space, value) = (key.space.as_bytes(), key.value);
+            let hash = secret.key_hash(space, value);
+            let session_start = match &amcf.zone {
+                Some(zone) => match &zone.table {
+                    Some(table) => table.peek(&secret.zone_key(space, value), start, zone.policy),
+                    None => start,
+                },
+                None => start.day_start(),
+            };
+            (key.label, secret.session_id(&hash, session_start))
+        }
+        None => {
+            let hash = no_key_hash(secret, req.variable(amcf.request_id_index));
+            (NO_KEY_LABEL, secret.session_id(&hash, start))
+        }
+    };
     let vars =
         SessionVars { id: id.to_hex(), key: label.to_string(), with_response: response_ready };
+    let ctx = req.existing_ctx()?;
     ctx.session = Some(vars);
     ctx.session.as_ref()
 }

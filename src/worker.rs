@@ -19,6 +19,7 @@ use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_open_file_t, time_t};
 
 use crate::conf::export::Target;
 use crate::conf::MainConf;
+use crate::log::{Level as NgxLevel, Log};
 
 /// Set by nginx's reopen of the export file (through its `flush` hook, called right before
 /// the reopen); the worker then passes the new descriptor to the exporter.
@@ -146,7 +147,7 @@ impl Worker {
 
     /// Hands a capture to the exporter; when the queue is full, logs a notice at most once a
     /// second with the number of records dropped since the last one.
-    pub fn submit(&self, log: *mut ngx_log_t, mut capture: Box<Capture>) {
+    pub fn submit(&self, log: Log, mut capture: Box<Capture>) {
         self.pick_up_reopen();
         capture.seq = self.next_seq();
         if self.exporter.submit(capture).is_ok() {
@@ -160,7 +161,7 @@ impl Worker {
         }
         self.last_drop_notice.set(now);
         self.dropped_unreported.set(0);
-        notice!(log, "api_sessions: export queue is full, {dropped} records dropped");
+        log!(log, Notice, "export queue is full, {dropped} records dropped");
     }
 
     /// A record that could not be captured: its sequence number is skipped and it is counted
@@ -181,24 +182,25 @@ impl Worker {
         let fd = unsafe { file.as_ref().fd };
         match dup_file(fd) {
             Ok(f) => self.exporter.replace_file(f),
-            Err(e) => error!(
-                crate::log::cycle_log(),
-                "api_sessions: dup() failed ({}) while reopening the export file",
+            Err(e) => log!(
+                Log::cycle(),
+                Error,
+                "dup() failed ({}) while reopening the export file",
                 os_error(&e)
             ),
         }
     }
 
     /// Copies the exporter thread's messages into the error log.
-    fn relay_log(&self, log: *mut ngx_log_t) {
+    fn relay_log(&self, log: Log) {
         self.exporter.drain_log(|line| {
             let level = match line.level {
-                Level::Error => nginx_sys::NGX_LOG_ERR,
-                Level::Warn => nginx_sys::NGX_LOG_WARN,
-                Level::Notice => nginx_sys::NGX_LOG_NOTICE,
-                Level::Info => nginx_sys::NGX_LOG_INFO,
+                Level::Error => NgxLevel::Error,
+                Level::Warn => NgxLevel::Warn,
+                Level::Notice => NgxLevel::Notice,
+                Level::Info => NgxLevel::Info,
             };
-            log_at!(level, log, "api_sessions: {}", line.message);
+            log.write(level, format_args!("{}", line.message));
         });
     }
 
@@ -221,7 +223,7 @@ impl Worker {
 
     /// Worker exit: the exporter delivers what it holds within the export timeout.
     pub fn stop(mut self) {
-        let log = crate::log::cycle_log();
+        let log = Log::cycle();
         if self.timer.timer_set() != 0 {
             // SAFETY: the timer was armed by this worker on this thread.
             unsafe { nginx_sys::ngx_del_timer(&mut *self.timer) };
@@ -242,7 +244,7 @@ extern "C" fn tick(ev: *mut ngx_event_t) {
             return;
         };
         // SAFETY: the event passed is the worker's timer.
-        let log = unsafe { (*ev).log };
+        let log = Log::event(unsafe { &*ev });
         worker.pick_up_reopen();
         worker.relay_log(log);
         // SAFETY: reading nginx's process-wide flag.

@@ -17,6 +17,7 @@ use nginx_sys::{
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 
 use super::{conf_error, MainConf, DUPLICATE};
+use crate::log::Log;
 use crate::util::{args, guard_conf};
 
 /// `api_sessions_zone`: where the table lives and how it splits sessions.
@@ -82,11 +83,7 @@ extern "C" fn init_session_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_voi
             None => None,
         };
         let Some(table) = table else {
-            alert!(
-                crate::log::cycle_log(),
-                "api_sessions: cannot initialise zone \"{}\"",
-                shm_zone.shm.name
-            );
+            log!(Log::cycle(), Alert, "cannot initialise zone \"{}\"", shm_zone.shm.name);
             return NGX_ERROR as ngx_int_t;
         };
         zone.table = Some(table);
@@ -108,7 +105,7 @@ extern "C" fn init_counters_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_vo
             None => None,
         };
         let Some(board) = board else {
-            alert!(crate::log::cycle_log(), "api_sessions: cannot initialise the counters zone");
+            log!(Log::cycle(), Alert, "cannot initialise the counters zone");
             return NGX_ERROR as ngx_int_t;
         };
         zone.board = Some(board);
