@@ -16,26 +16,44 @@ use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use crate::request::Request;
 use crate::util::guard;
 
-/// Pushes `handler` onto a phase; phase handlers are pushed in postconfiguration.
-pub fn push_phase_handler(
+/// Where a phase handler goes in its phase's array, relative to the handlers of the modules
+/// set up before this one. nginx runs the log phase's array in order and the other phases'
+/// from the end.
+pub enum Position {
+    Last,
+    First,
+}
+
+/// Adds `handler` to a phase; phase handlers are added in postconfiguration.
+pub fn add_phase_handler(
     cf: &mut ngx_conf_t,
     phase: ngx_http_phases,
     handler: ngx_http_handler_pt,
+    position: Position,
 ) -> Result<(), Status> {
     let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(Status::NGX_ERROR)?;
+    let handlers = &mut cmcf.phases[phase as usize].handlers;
     // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
-    let slot = unsafe { ngx_array_push(&mut cmcf.phases[phase as usize].handlers) }
-        .cast::<ngx_http_handler_pt>();
+    let slot = unsafe { ngx_array_push(handlers) }.cast::<ngx_http_handler_pt>();
     if slot.is_null() {
         return Err(Status::NGX_ERROR);
     }
-    // SAFETY: a fresh slot of the array.
-    unsafe { *slot = handler };
+    // SAFETY: the array's elements, the fresh slot included (its last one).
+    let all = unsafe {
+        core::slice::from_raw_parts_mut(handlers.elts.cast::<ngx_http_handler_pt>(), handlers.nelts)
+    };
+    match position {
+        Position::Last => all[all.len() - 1] = handler,
+        Position::First => {
+            all.rotate_right(1);
+            all[0] = handler;
+        }
+    }
     Ok(())
 }
 
 pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
-    push_phase_handler(cf, NGX_HTTP_ACCESS_PHASE, Some(access_handler))
+    add_phase_handler(cf, NGX_HTTP_ACCESS_PHASE, Some(access_handler), Position::Last)
 }
 
 extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {

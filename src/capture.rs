@@ -15,12 +15,12 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 
-use crate::access::push_phase_handler;
+use crate::access::{add_phase_handler, Position};
 use crate::request::Request;
 use crate::util::guard;
 
 pub fn postconfiguration(cf: &mut ngx_conf_t) -> Result<(), Status> {
-    push_phase_handler(cf, NGX_HTTP_LOG_PHASE, Some(log_handler))
+    add_phase_handler(cf, NGX_HTTP_LOG_PHASE, Some(log_handler), Position::Last)
 }
 
 extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {

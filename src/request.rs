@@ -402,6 +402,8 @@ pub struct RequestCtx {
     pub response: Option<ResponseCapture>,
     /// `$api_session_*` as computed for this request.
     pub session: Option<crate::variables::SessionVars>,
+    /// The log phase has started: the response body is complete.
+    pub log_phase: bool,
 }
 
 pub struct ResponseCapture {

@@ -2,9 +2,12 @@
 //!
 //! They resolve the key from what is known when they are evaluated: request-side keys at the
 //! access phase (and the request body once it has been read), the response body as well at
-//! the log phase. The record, built later by the exporter, always has the final value. The
-//! result is computed once per request, and once more if the response body has arrived
-//! since.
+//! the log phase, where it is the body the record is built from. Before the log phase the
+//! response body is left out, even in part: a value cut off mid-body would be wrong. The result
+//! is computed once before the log phase and once at it, and is the record's from then on.
+//!
+//! nginx caches a variable's value for the rest of the request; these are registered
+//! uncacheable, so whatever reads them at the log phase (`access_log`) gets them afresh.
 
 use api_sessions_core::assemble::{
     body_values, choose_key, no_key_hash, BodyDocument, NO_KEY_LABEL,
@@ -12,12 +15,13 @@ use api_sessions_core::assemble::{
 use api_sessions_core::keys::BuiltinScanner;
 use api_sessions_core::profile::Source;
 use nginx_sys::{
-    ngx_conf_t, ngx_http_request_t, ngx_http_variable_t, ngx_int_t, ngx_uint_t,
-    ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE,
+    ngx_conf_t, ngx_http_phases_NGX_HTTP_LOG_PHASE as NGX_HTTP_LOG_PHASE, ngx_http_request_t,
+    ngx_http_variable_t, ngx_int_t, ngx_uint_t, ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE,
 };
 use ngx::core::Status;
 use ngx::ngx_string;
 
+use crate::access::{add_phase_handler, Position};
 use crate::conf::MainConf;
 use crate::request::Request;
 use crate::util::guard;
@@ -26,7 +30,8 @@ use crate::util::guard;
 pub struct SessionVars {
     id: String,
     key: String,
-    with_response: bool,
+    /// Computed at the log phase, with the response body.
+    at_log_phase: bool,
 }
 
 const ID: usize = 0;
@@ -47,7 +52,8 @@ pub fn register(cf: &mut ngx_conf_t) -> Status {
     Status::NGX_OK
 }
 
-/// Looks up what the module needs from other modules' variables.
+/// Looks up what the module needs from other modules' variables, and marks the start of the
+/// log phase for the variables.
 pub fn postconfiguration(cf: &mut ngx_conf_t, amcf: &mut MainConf) -> Result<(), Status> {
     let mut name = ngx_string!("request_id");
     // SAFETY: cf is valid in postconfiguration.
@@ -56,7 +62,20 @@ pub fn postconfiguration(cf: &mut ngx_conf_t, amcf: &mut MainConf) -> Result<(),
         return Err(Status::NGX_ERROR);
     }
     amcf.request_id_index = index;
-    Ok(())
+    // First in the phase, before the log module writes `access_log` lines.
+    add_phase_handler(cf, NGX_HTTP_LOG_PHASE, Some(log_phase_started), Position::First)
+}
+
+/// From here on the response body is complete: the variables may read it.
+extern "C" fn log_phase_started(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(Status::NGX_OK.into(), || {
+        // SAFETY: nginx passes a valid request, used only through this view.
+        let mut req = unsafe { Request::from_raw(r) };
+        if let Some(ctx) = req.existing_ctx() {
+            ctx.log_phase = true;
+        }
+        Status::NGX_OK.into()
+    })
 }
 
 extern "C" fn get_variable(
@@ -77,7 +96,8 @@ extern "C" fn get_variable(
         v.set_no_cacheable(1);
         v.set_not_found(0);
         v.set_len(text.len() as u32);
-        // The string lives in the request context, freed with the request pool.
+        // The string lives in the request context, freed with the request pool; it is only
+        // replaced at the log phase, which evaluates the variable again.
         v.data = text.as_ptr().cast_mut();
         Status::NGX_OK.into()
     })
@@ -88,8 +108,8 @@ fn session<'v>(req: &'v mut Request<'_>) -> Option<&'v SessionVars> {
     let profile = lcf.profile.as_ref()?;
     let amcf = req.main_conf()?;
     let ctx = req.ctx()?;
-    let response_ready = ctx.response.is_some();
-    if ctx.session.as_ref().is_some_and(|s| s.with_response || !response_ready) {
+    let log_phase = ctx.log_phase;
+    if ctx.session.as_ref().is_some_and(|s| s.at_log_phase || !log_phase) {
         return req.existing_ctx()?.session.as_ref();
     }
 
@@ -119,7 +139,10 @@ fn session<'v>(req: &'v mut Request<'_>) -> Option<&'v SessionVars> {
     let start = req.start();
 
     let ctx = req.existing_ctx()?;
-    let response = ctx.response.as_ref().map(|resp| BodyDocument::new(response_type, &resp.bytes));
+    let response = match (&ctx.response, log_phase) {
+        (Some(resp), true) => Some(BodyDocument::new(response_type, &resp.bytes)),
+        _ => None,
+    };
     let bodies = body_values(profile, request.as_ref(), args, response.as_ref());
     let key = choose_key(profile, |i| values[i], |slot| bodies[slot].as_deref(), builtin);
     let (label, id) = match key {
@@ -140,8 +163,7 @@ fn session<'v>(req: &'v mut Request<'_>) -> Option<&'v SessionVars> {
             (NO_KEY_LABEL, secret.session_id(&hash, start))
         }
     };
-    let vars =
-        SessionVars { id: id.to_hex(), key: label.to_string(), with_response: response_ready };
+    let vars = SessionVars { id: id.to_hex(), key: label.to_string(), at_log_phase: log_phase };
     let ctx = req.existing_ctx()?;
     ctx.session = Some(vars);
     ctx.session.as_ref()
