@@ -278,7 +278,7 @@ pub fn conf_error(cf: &mut ngx_conf_t, message: std::fmt::Arguments<'_>) -> *mut
     NGX_CONF_ERROR
 }
 
-fn main_conf(cf: &ngx_conf_t) -> &'static mut MainConf {
+fn main_conf(cf: &mut ngx_conf_t) -> &'static mut MainConf {
     use ngx::http::HttpModuleMainConf;
     crate::Module::main_conf_mut(cf).expect("api_sessions main conf")
 }

@@ -32,6 +32,43 @@ pub unsafe extern "C" fn file_reopened(_file: *mut ngx_open_file_t, _log: *mut n
 
 const TICK_MS: nginx_sys::ngx_msec_t = 1000;
 
+/// The worker's one-second tick. nginx links the event into its timer tree and changes it
+/// while it is armed, so no Rust reference to it is ever held: it is reached through its
+/// pointer alone, on the worker's thread.
+struct Timer(NonNull<ngx_event_t>);
+
+impl Timer {
+    fn new(log: *mut ngx_log_t) -> Timer {
+        // SAFETY: zeroed is the initial state of an nginx event.
+        let mut ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+        ev.handler = Some(tick);
+        ev.log = log;
+        ev.set_cancelable(1);
+        Timer(NonNull::from(Box::leak(ev)))
+    }
+
+    fn arm(&self) {
+        // SAFETY: the event lives until the timer is dropped, which disarms it first.
+        unsafe { nginx_sys::ngx_add_timer(self.0.as_ptr(), TICK_MS) };
+    }
+
+    fn disarm(&self) {
+        // SAFETY: as above; nginx changes the event only on this thread, not during this call.
+        if unsafe { self.0.as_ref() }.timer_set() != 0 {
+            // SAFETY: an armed timer of this worker.
+            unsafe { nginx_sys::ngx_del_timer(self.0.as_ptr()) };
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.disarm();
+        // SAFETY: made by Box::leak in new(), and out of nginx's timer tree now.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 pub struct Worker {
     exporter: Exporter,
     counters: WorkerCounters<'static>,
@@ -39,7 +76,7 @@ pub struct Worker {
     dropped_unreported: Cell<u64>,
     last_drop_notice: Cell<time_t>,
     file: Option<NonNull<ngx_open_file_t>>,
-    timer: Box<ngx_event_t>,
+    timer: Timer,
     shutdown_deadline: std::time::Duration,
     /// Request ids for requests nothing else asked one for.
     rng: RefCell<fastrand::Rng>,
@@ -109,11 +146,7 @@ impl Worker {
         let exporter = Exporter::start(settings, destination, assembler, counters)
             .map_err(|e| format!("cannot start exporter thread ({})", os_error(&e)))?;
 
-        // SAFETY: zeroed is the initial state of an nginx event.
-        let mut timer: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
-        timer.handler = Some(tick);
-        timer.log = cycle.log;
-        timer.set_cancelable(1);
+        let timer = Timer::new(cycle.log);
         let worker = Worker {
             exporter,
             counters,
@@ -126,15 +159,8 @@ impl Worker {
             // Seeded from the OS, so no two workers or restarts share a sequence.
             rng: RefCell::new(fastrand::Rng::with_seed(os_seed())),
         };
-        worker.arm_timer();
+        worker.timer.arm();
         Ok(worker)
-    }
-
-    fn arm_timer(&self) {
-        let timer = core::ptr::from_ref(&*self.timer).cast_mut();
-        // SAFETY: the event lives in the Box for the life of the worker; nginx's timer tree
-        // is only used from this thread.
-        unsafe { nginx_sys::ngx_add_timer(timer, TICK_MS) };
     }
 
     /// The next record sequence number of this worker: from 1, without gaps, so that a gap
@@ -224,10 +250,7 @@ impl Worker {
     /// Worker exit: the exporter delivers what it holds within the export timeout.
     pub fn stop(mut self) {
         let log = Log::cycle();
-        if self.timer.timer_set() != 0 {
-            // SAFETY: the timer was armed by this worker on this thread.
-            unsafe { nginx_sys::ngx_del_timer(&mut *self.timer) };
-        }
+        self.timer.disarm();
         self.pick_up_reopen();
         self.exporter.shutdown(self.shutdown_deadline);
         self.relay_log(log);
@@ -249,7 +272,7 @@ extern "C" fn tick(ev: *mut ngx_event_t) {
         worker.relay_log(log);
         // SAFETY: reading nginx's process-wide flag.
         if unsafe { nginx_sys::ngx_exiting } == 0 {
-            worker.arm_timer();
+            worker.timer.arm();
         }
     })
 }
