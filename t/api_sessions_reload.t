@@ -47,7 +47,8 @@ http {
                         batch=10000 flush=30s timeout=5s;
 
     server {
-        listen       127.0.0.1:%%PORT_8080%%;
+        # the kernel spreads connections over the workers
+        listen       127.0.0.1:%%PORT_8080%% reuseport;
         server_name  localhost;
 
         api_sessions on;
@@ -76,10 +77,22 @@ my @loads = map {
 
 my $reloads = 0;
 my $started = time();
+# each generation of workers serves some of the load before the next
+sub served_by_every_worker {
+	my @workers = $t->worker_pids();
+	wait_status('/status', sub {
+		my %captured = map { $_->{pid} => $_->{captured} }
+			@{$_[0]{workers}};
+		!grep { !$captured{$_} } @workers;
+	});
+}
+
 for (1 .. 20) {
+	served_by_every_worker();
 	$reloads++ if $t->reload();
 	select undef, undef, undef, 0.1;
 }
+served_by_every_worker();
 note(sprintf('20 reloads in %.1f s', time() - $started));
 
 my ($ok, $failed) = (0, 0);

@@ -34,7 +34,7 @@ sub status_json {
 sub wait_status {
 	my ($uri, $cond, %opts) = @_;
 
-	my $deadline = time() + ($opts{timeout} // 15);
+	my $deadline = time() + patience($opts{timeout} // 15);
 	my $s;
 
 	while (time() < $deadline) {
@@ -51,7 +51,7 @@ sub wait_status {
 sub wait_log {
 	my ($t, $re, %opts) = @_;
 
-	my $deadline = time() + ($opts{timeout} // 5);
+	my $deadline = time() + patience($opts{timeout} // 5);
 
 	while (time() < $deadline) {
 		return 1 if $t->read_file('error.log') =~ $re;

@@ -43,6 +43,9 @@ my %REASONS = (
 my $POLL = 0.05;
 my $ACK_TIMEOUT = 5;
 
+# As in Test::Nginx: every timeout stretched for a slow nginx.
+my $SLOWDOWN = $ENV{TEST_NGINX_SLOWDOWN} || 1;
+
 ###############################################################################
 
 sub new {
@@ -141,7 +144,7 @@ sub mode {
 	$control{gen} = ++$self->{gen};
 	$self->_write_json('control', \%control);
 
-	my $deadline = time() + $ACK_TIMEOUT;
+	my $deadline = time() + $ACK_TIMEOUT * $SLOWDOWN;
 
 	while (time() < $deadline) {
 		my $ack = $self->_read_json('ack');
@@ -248,7 +251,7 @@ sub wait_lines {
 sub _wait {
 	my ($self, $get, $n, %opts) = @_;
 
-	my $deadline = time() + ($opts{timeout} // 10);
+	my $deadline = time() + ($opts{timeout} // 10) * $SLOWDOWN;
 
 	while (1) {
 		my @got = $get->();
