@@ -52,27 +52,33 @@ fn pagesize() -> usize {
 /// # Safety
 ///
 /// `shm_zone` is the zone passed to an init callback.
-unsafe fn zone_root(shm_zone: &mut ngx_shm_zone_t, want: usize) -> Option<(*mut u8, usize, bool)> {
+unsafe fn zone_root(shm_zone: &ngx_shm_zone_t, want: usize) -> Option<(*mut u8, usize, bool)> {
+    // The pool header is shared memory: on reload the previous cycle's workers still run, so
+    // it is read and written through the pointer, never borrowed whole.
     let shpool = shm_zone.shm.addr.cast::<ngx_slab_pool_t>();
     // SAFETY: nginx initialised the slab pool at the start of the zone.
-    let shpool = unsafe { &mut *shpool };
-    if !shpool.data.is_null() {
-        return Some((shpool.data.cast(), 0, true));
+    let data = unsafe { (*shpool).data };
+    if !data.is_null() {
+        return Some((data.cast(), 0, true));
     }
-    let size = if want == 0 { shpool.pfree * pagesize() } else { want };
-    // SAFETY: init callbacks run single-threaded in the master, before workers exist.
+    // SAFETY: as above.
+    let free_pages = unsafe { (*shpool).pfree };
+    let size = if want == 0 { free_pages * pagesize() } else { want };
+    // SAFETY: a fresh zone, which only the master, single-threaded, sees yet.
     let root = unsafe { nginx_sys::ngx_slab_alloc_locked(shpool, size) };
     if root.is_null() {
         return None;
     }
-    shpool.data = root;
+    // SAFETY: as above.
+    unsafe { (*shpool).data = root };
     Some((root.cast(), size, false))
 }
 
 extern "C" fn init_session_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_void) -> ngx_int_t {
     crate::util::guard(NGX_ERROR as ngx_int_t, || {
-        // SAFETY: nginx passes the zone; its data is the SessionZone set in cmd_zone.
-        let shm_zone = unsafe { &mut *shm_zone };
+        // SAFETY: nginx passes the zone, which lives in the cycle.
+        let shm_zone = unsafe { &*shm_zone };
+        // SAFETY: its data is the SessionZone cmd_zone set, in the main conf.
         let zone = unsafe { &mut *shm_zone.data.cast::<SessionZone>() };
         // SAFETY: called from the zone's init callback.
         let table = match unsafe { zone_root(shm_zone, 0) } {
@@ -93,8 +99,9 @@ extern "C" fn init_session_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_voi
 
 extern "C" fn init_counters_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_void) -> ngx_int_t {
     crate::util::guard(NGX_ERROR as ngx_int_t, || {
-        // SAFETY: nginx passes the zone; its data is the CountersZone of the main conf.
-        let shm_zone = unsafe { &mut *shm_zone };
+        // SAFETY: nginx passes the zone, which lives in the cycle.
+        let shm_zone = unsafe { &*shm_zone };
+        // SAFETY: its data is the CountersZone of the main conf.
         let zone = unsafe { &mut *shm_zone.data.cast::<CountersZone>() };
         // SAFETY: called from the zone's init callback.
         let board = match unsafe { zone_root(shm_zone, CounterBoard::SIZE) } {
