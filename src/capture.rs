@@ -7,6 +7,7 @@
 //! line and headers. The exporter thread does the rest.
 
 use api_sessions_core::assemble::early_zone_key;
+use api_sessions_core::body::Extent;
 use api_sessions_core::capture::{Body, CapturedAttack};
 use api_sessions_core::keys::BuiltinScanner;
 use nginx_sys::{
@@ -121,8 +122,12 @@ fn capture(mut req: Request<'_>) {
     }
     if let Some(response) = req.existing_ctx().and_then(|ctx| ctx.response.take()) {
         let content_type = c.push(req.response_content_type());
-        c.response_body =
-            Some(Body { bytes: response.bytes, truncated: response.truncated, content_type });
+        c.response_body = Some(Body {
+            bytes: response.bytes,
+            truncated: response.truncated,
+            extent: Extent::cut_if(response.truncated || response.decided),
+            content_type,
+        });
     }
 
     if let Some(cv) = lcf.attack() {

@@ -6,7 +6,7 @@
 //! long; anything inside the request structure itself, and the module's context, is borrowed
 //! from the view, so the borrow checker keeps a single writer.
 
-use api_sessions_core::body::BodyFormat;
+use api_sessions_core::body::{BodyFormat, Extent};
 use api_sessions_core::capture::Body;
 use nginx_sys::{
     ngx_buf_t, ngx_http_client_body_handler_pt, ngx_http_complex_value_t, ngx_http_request_t,
@@ -320,7 +320,9 @@ impl<'r> Request<'r> {
             cl = link.next;
         }
         let truncated = total.max(announced) > limit;
-        Some(Body { bytes, truncated, content_type: Default::default() })
+        // Less than announced: the client stopped sending, and what came may stop mid-value.
+        let extent = Extent::cut_if(truncated || total < announced);
+        Some(Body { bytes, truncated, extent, content_type: Default::default() })
     }
 }
 

@@ -12,6 +12,7 @@
 use api_sessions_core::assemble::{
     body_values, choose_key, no_key_hash, BodyDocument, NO_KEY_LABEL,
 };
+use api_sessions_core::body::Extent;
 use api_sessions_core::keys::BuiltinScanner;
 use api_sessions_core::profile::Source;
 use nginx_sys::{
@@ -123,7 +124,8 @@ fn session<'v>(req: &'v mut Request<'_>) -> Option<&'v SessionVars> {
     let request_body =
         if wants_request_body { req.body(profile.body_limit, Vec::new()) } else { None };
     let content_type = req.request_content_type();
-    let request = request_body.as_ref().map(|b| BodyDocument::new(content_type, &b.bytes));
+    let request =
+        request_body.as_ref().map(|b| BodyDocument::new(content_type, &b.bytes, b.extent));
     let response_type = req.response_content_type();
     let args = req.args();
     let builtin = profile.builtin_keys.then(|| {
@@ -140,7 +142,10 @@ fn session<'v>(req: &'v mut Request<'_>) -> Option<&'v SessionVars> {
 
     let ctx = req.existing_ctx()?;
     let response = match (&ctx.response, log_phase) {
-        (Some(resp), true) => Some(BodyDocument::new(response_type, &resp.bytes)),
+        (Some(resp), true) => {
+            let extent = Extent::cut_if(resp.truncated || resp.decided);
+            Some(BodyDocument::new(response_type, &resp.bytes, extent))
+        }
         _ => None,
     };
     let bodies = body_values(profile, request.as_ref(), args, response.as_ref());

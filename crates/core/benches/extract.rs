@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::hint::black_box;
 
-use api_sessions_core::body::{self, BodyFormat, Pointer, RequestDocument};
+use api_sessions_core::body::{self, BodyFormat, Extent, Pointer, RequestDocument};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// An API body of about `size` bytes: a user, a list of items, and the session token last,
@@ -40,7 +40,12 @@ fn extract(c: &mut Criterion) {
     let mut group = c.benchmark_group("extract_request");
     for (label, size) in [("1KB", 1 << 10), ("64KB", 64 << 10)] {
         let body = document(size);
-        let doc = RequestDocument { format: BodyFormat::Json, body: body.as_bytes(), args: b"" };
+        let doc = RequestDocument {
+            format: BodyFormat::Json,
+            body: body.as_bytes(),
+            extent: Extent::Whole,
+            args: b"",
+        };
         let values = body::extract_request(&doc, &pointers);
         assert!(values.iter().all(Option::is_some), "{values:?}");
 

@@ -10,7 +10,7 @@
 mod cache;
 
 use self::cache::HashCache;
-use crate::body::{self, BodyFormat, Pointer, RequestDocument};
+use crate::body::{self, BodyFormat, Extent, Pointer, RequestDocument};
 use crate::capture::{Body, Capture};
 use crate::hash::{hex_into, KeyHash, Secret, ZoneKey, PARAM_PREFIX};
 use crate::keys::{Builtin, CUSTOM_SPACE};
@@ -92,14 +92,16 @@ pub struct BodyDocument<'a> {
     pub format: BodyFormat,
     pub content_type_empty: bool,
     pub bytes: &'a [u8],
+    pub extent: Extent,
 }
 
 impl<'a> BodyDocument<'a> {
-    pub fn new(content_type: &[u8], bytes: &'a [u8]) -> Self {
+    pub fn new(content_type: &[u8], bytes: &'a [u8], extent: Extent) -> Self {
         BodyDocument {
             format: BodyFormat::from_content_type(content_type),
             content_type_empty: content_type.is_empty(),
             bytes,
+            extent,
         }
     }
 }
@@ -128,9 +130,14 @@ pub fn body_values(
 
     if !from_request.is_empty() {
         let doc = match request {
-            Some(b) => RequestDocument { format: b.format, body: b.bytes, args },
+            Some(b) => RequestDocument { format: b.format, body: b.bytes, extent: b.extent, args },
             // GraphQL over GET has no body but arguments.
-            None => RequestDocument { format: BodyFormat::Other, body: &[], args },
+            None => RequestDocument {
+                format: BodyFormat::Other,
+                body: &[],
+                extent: Extent::Whole,
+                args,
+            },
         };
         let pointers: Vec<&Pointer> = from_request.iter().map(|(_, p)| *p).collect();
         for ((slot, _), value) in from_request.iter().zip(body::extract_request(&doc, &pointers)) {
@@ -139,7 +146,8 @@ pub fn body_values(
     }
     if let (false, Some(b)) = (from_response.is_empty(), response) {
         let pointers: Vec<&Pointer> = from_response.iter().map(|(_, p)| *p).collect();
-        let found = body::extract_response(b.format, b.content_type_empty, b.bytes, &pointers);
+        let found =
+            body::extract_response(b.format, b.content_type_empty, b.bytes, b.extent, &pointers);
         for ((slot, _), value) in from_response.iter().zip(found) {
             values[*slot] = value;
         }
@@ -193,7 +201,7 @@ pub fn no_key_hash(secret: &Secret, request_id: &[u8]) -> KeyHash {
 }
 
 fn document<'c>(capture: &'c Capture, body: &'c Option<Body>) -> Option<BodyDocument<'c>> {
-    body.as_ref().map(|b| BodyDocument::new(capture.get(b.content_type), &b.bytes))
+    body.as_ref().map(|b| BodyDocument::new(capture.get(b.content_type), &b.bytes, b.extent))
 }
 
 impl Assembler {
@@ -436,6 +444,7 @@ mod tests {
         Body {
             bytes: text.as_bytes().to_vec(),
             truncated: false,
+            extent: Extent::Whole,
             content_type: c.push(b"application/json"),
         }
     }
@@ -574,7 +583,7 @@ mod tests {
         let mut c = Capture::new(profile, 256);
         c.set_param_value(0, b"alice");
         let mut req = json_body(&mut c, r#"{"role":"admin","password":"hunter2"}"#);
-        req.truncated = true;
+        (req.truncated, req.extent) = (true, Extent::Cut);
         c.request_body = Some(req);
         let resp = json_body(&mut c, r#"{"user":{"name":"alice@example.com"}}"#);
         c.response_body = Some(resp);

@@ -3,8 +3,9 @@
 //!
 //! Bodies come from clients and upstreams alike and may be cut at `api_sessions_body_limit`.
 //! Every parser here is iterative and linear in its input, never panics, and gives no value
-//! rather than a guessed one: a value cut off by the limit is absent, while values that were
-//! complete before the cut are kept.
+//! rather than a guessed one. Each is told whether its bytes are the whole body
+//! ([`Extent`]): of a cut body, a value (or a field name) that reaches the cut is absent,
+//! never its prefix, while values that were complete before the cut are kept.
 
 pub mod form;
 pub mod graphql;
@@ -14,6 +15,27 @@ pub mod pointer;
 use memchr::memchr;
 
 pub use pointer::{Pointer, PointerError};
+
+/// Whether the bytes handed to a parser are the whole body or only its start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Extent {
+    /// The body ended where the bytes end: a value that reaches the end is complete.
+    #[default]
+    Whole,
+    /// The bytes stop before the body does (at the limit, where the client stopped, or where
+    /// the response filter stopped reading): whatever reaches the end may continue.
+    Cut,
+}
+
+impl Extent {
+    pub fn cut_if(cut: bool) -> Extent {
+        if cut {
+            Extent::Cut
+        } else {
+            Extent::Whole
+        }
+    }
+}
 
 /// How a body is parsed, from its Content-Type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,21 +97,24 @@ fn is_token(bytes: &[u8]) -> bool {
 pub struct RequestDocument<'a> {
     pub format: BodyFormat,
     pub body: &'a [u8],
+    /// Whether `body` is the whole body; the query string always is whole.
+    pub extent: Extent,
     pub args: &'a [u8],
 }
 
 /// Values for `request_body:POINTER` sources, in one pass over the body.
 /// `out[i]` is the value of `pointers[i]`: `None` when absent, JSON null, or not parseable.
 pub fn extract_request(doc: &RequestDocument<'_>, pointers: &[&Pointer]) -> Vec<Option<String>> {
-    if doc.body.is_empty() {
+    // No body at all, not a body cut before its first byte.
+    if doc.body.is_empty() && doc.extent == Extent::Whole {
         if let Some(values) = graphql::extract_args(doc.args, pointers) {
             return values;
         }
     }
     match doc.format {
-        BodyFormat::Json => graphql::extract_json(doc.body, pointers),
-        BodyFormat::Form => form::extract(doc.body, pointers),
-        BodyFormat::GraphQl => graphql::extract_text(doc.body, doc.args, pointers),
+        BodyFormat::Json => graphql::extract_json(doc.body, doc.extent, pointers),
+        BodyFormat::Form => form::extract(doc.body, doc.extent, pointers),
+        BodyFormat::GraphQl => graphql::extract_text(doc.body, doc.extent, doc.args, pointers),
         BodyFormat::Other => vec![None; pointers.len()],
     }
 }
@@ -101,10 +126,11 @@ pub fn extract_response(
     format: BodyFormat,
     content_type_empty: bool,
     body: &[u8],
+    extent: Extent,
     pointers: &[&Pointer],
 ) -> Vec<Option<String>> {
     if response_is_json(format, content_type_empty, body) {
-        json::extract(body, pointers)
+        json::extract(body, extent, pointers)
     } else {
         vec![None; pointers.len()]
     }
@@ -112,8 +138,10 @@ pub fn extract_response(
 
 /// Whether `prefix`, the start of a response body, already decides everything
 /// [`extract_response`] finds for `pointers` in the whole body; lets the response filter
-/// stop reading a large body early. A body that is not JSON decides at once: nothing is
-/// extracted from it. Without a Content-Type, a prefix of only whitespace does not tell yet.
+/// stop reading a large body early. When it does, extracting from `prefix` as
+/// [`Extent::Cut`] gives exactly the values of the whole body, whatever follows the prefix.
+/// A body that is not JSON decides at once: nothing is extracted from it. Without a
+/// Content-Type, a prefix of only whitespace does not tell yet.
 pub fn response_decided(
     format: BodyFormat,
     content_type_empty: bool,
@@ -151,7 +179,12 @@ mod tests {
         pointers: &[&str],
     ) -> Vec<Option<String>> {
         let pointers = parse_all(pointers);
-        let doc = RequestDocument { format, body: body.as_bytes(), args: args.as_bytes() };
+        let doc = RequestDocument {
+            format,
+            body: body.as_bytes(),
+            extent: Extent::Whole,
+            args: args.as_bytes(),
+        };
         extract_request(&doc, &pointers.iter().collect::<Vec<_>>())
     }
 
@@ -162,7 +195,8 @@ mod tests {
         pointer: &str,
     ) -> Option<String> {
         let pointer = Pointer::parse(pointer).unwrap();
-        extract_response(format, content_type_empty, body.as_bytes(), &[&pointer]).remove(0)
+        extract_response(format, content_type_empty, body.as_bytes(), Extent::Whole, &[&pointer])
+            .remove(0)
     }
 
     #[test]
@@ -417,6 +451,62 @@ mod tests {
         .prop_map(|text| Pointer::parse(&text).unwrap())
     }
 
+    /// Bytes that look like a body of `format`, often enough valid: random bytes alone would
+    /// seldom hold a value for a pointer to find.
+    fn body_of(format: BodyFormat) -> BoxedStrategy<Vec<u8>> {
+        let bytes = |alphabet: &[u8]| {
+            prop::collection::vec(prop::sample::select(alphabet.to_vec()), 0..48).boxed()
+        };
+        match format {
+            BodyFormat::Json | BodyFormat::Other => prop_oneof![
+                json::tests::document().prop_map(|(_, text)| text.into_bytes()),
+                // Scalars, at the top and in an object, with what may follow them.
+                "(\\{\"[a-c]\": ?)?(-?[0-9]{1,3}(\\.[0-9])?|true|false|null|\"[a-c]{0,3}\")[ a-c,\\]}]{0,2}"
+                    .prop_map(String::into_bytes),
+                bytes(b"{}[]\",:\\ abtrufl0123-.eE\xff"),
+            ]
+            .boxed(),
+            BodyFormat::Form => prop_oneof![
+                "(([a-c]|password|passwordx|token)(=[a-c0-9%+]{0,6})?&?){0,5}"
+                    .prop_map(String::into_bytes),
+                bytes(b"abc=&%+2041"),
+            ]
+            .boxed(),
+            BodyFormat::GraphQl => prop_oneof![
+                "(#[a-z ]{0,4}\n)?(query|mutation|fragment F on T \\{ a \\}) ?[A-Za-z]{0,6} ?\\{ [a-z]{1,3} \\}"
+                    .prop_map(String::into_bytes),
+                bytes(b"{}()\"#\n qmuery"),
+            ]
+            .boxed(),
+        }
+    }
+
+    fn request_case() -> impl Strategy<Value = (BodyFormat, Vec<u8>, Vec<u8>, Vec<Pointer>)> {
+        format().prop_flat_map(|format| {
+            let args = prop_oneof![
+                Just(String::new()),
+                "operationName=[A-Z][a-z]{0,3}&variables=%7B%22a%22%3A[0-9]{1,3}%7D",
+                "query=query%20Q%20%7Ba%7D&variables=%7B%22a%22%3A1%7D",
+            ];
+            let pointers = prop::collection::vec(
+                prop_oneof![
+                    pointer(),
+                    Just(Pointer::parse("/password").unwrap()),
+                    Just(Pointer::parse("/token").unwrap()),
+                ],
+                1..5,
+            );
+            (Just(format), body_of(format), args.prop_map(String::into_bytes), pointers)
+        })
+    }
+
+    fn response_case() -> impl Strategy<Value = (BodyFormat, bool, Vec<u8>, Vec<Pointer>)> {
+        (format(), any::<bool>()).prop_flat_map(|(format, content_type_empty)| {
+            let pointers = prop::collection::vec(pointer(), 1..4);
+            (Just(format), Just(content_type_empty), body_of(BodyFormat::Json), pointers)
+        })
+    }
+
     proptest! {
         #[test]
         fn requests_never_panic_and_stay_bounded(
@@ -425,7 +515,8 @@ mod tests {
             args in any::<Vec<u8>>(),
             pointers in prop::collection::vec(pointer(), 0..5),
         ) {
-            let doc = RequestDocument { format, body: &body, args: &args };
+            let extent = if body.len() % 2 == 0 { Extent::Whole } else { Extent::Cut };
+            let doc = RequestDocument { format, body: &body, extent, args: &args };
             let refs: Vec<&Pointer> = pointers.iter().collect();
             let values = extract_request(&doc, &refs);
             prop_assert_eq!(values.len(), pointers.len());
@@ -441,7 +532,8 @@ mod tests {
             args in "((query|variables|operationName|a)=[%7BbDa0+]{0,6}&?){0,3}",
             pointers in prop::collection::vec(pointer(), 1..5),
         ) {
-            let doc = RequestDocument { format, body: &body, args: args.as_bytes() };
+            let doc =
+                RequestDocument { format, body: &body, extent: Extent::Cut, args: args.as_bytes() };
             let refs: Vec<&Pointer> = pointers.iter().collect();
             prop_assert_eq!(extract_request(&doc, &refs).len(), pointers.len());
         }
@@ -454,9 +546,51 @@ mod tests {
             pointers in prop::collection::vec(pointer(), 0..5),
         ) {
             let refs: Vec<&Pointer> = pointers.iter().collect();
-            let values = extract_response(format, content_type_empty, &body, &refs);
+            let values = extract_response(format, content_type_empty, &body, Extent::Whole, &refs);
             prop_assert_eq!(values.len(), pointers.len());
             prop_assert!(values.iter().flatten().all(|value| value.len() <= 3 * body.len()));
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn no_prefix_of_a_request_body_has_a_value_the_whole_lacks(
+            (format, body, args, pointers) in request_case(),
+        ) {
+            let refs: Vec<&Pointer> = pointers.iter().collect();
+            let whole = RequestDocument { format, body: &body, extent: Extent::Whole, args: &args };
+            let whole = extract_request(&whole, &refs);
+            for cut in 0..body.len() {
+                let doc =
+                    RequestDocument { format, body: &body[..cut], extent: Extent::Cut, args: &args };
+                for ((pointer, part), value) in refs.iter().zip(extract_request(&doc, &refs)).zip(&whole) {
+                    prop_assert!(part.is_none() || part == *value,
+                        "{:?} {:?} cut at {}: {:?}, whole {:?}",
+                        format, pointer.as_str(), cut, part, value);
+                }
+            }
+        }
+
+        #[test]
+        fn no_prefix_of_a_response_has_a_value_the_whole_lacks(
+            (format, content_type_empty, body, pointers) in response_case(),
+        ) {
+            let refs: Vec<&Pointer> = pointers.iter().collect();
+            let whole = extract_response(format, content_type_empty, &body, Extent::Whole, &refs);
+            for cut in 0..=body.len() {
+                let prefix = &body[..cut];
+                let part = extract_response(format, content_type_empty, prefix, Extent::Cut, &refs);
+                for (p, w) in part.iter().zip(&whole) {
+                    prop_assert!(p.is_none() || p == w, "cut at {}: {:?}, whole {:?}", cut, p, w);
+                }
+                // A deciding prefix gives the whole's values, all of them.
+                if response_decided(format, content_type_empty, prefix, &refs) {
+                    prop_assert_eq!(&part, &whole, "decided at {}", cut);
+                }
+            }
         }
 
         #[test]

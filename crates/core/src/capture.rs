@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::body::Extent;
 use crate::keys::Builtin;
 use crate::profile::Profile;
 use crate::record::Blocked;
@@ -32,7 +33,12 @@ pub struct CapturedAttack {
 #[derive(Clone, Debug, Default)]
 pub struct Body {
     pub bytes: Vec<u8>,
+    /// Cut at the limit: the record says so.
     pub truncated: bool,
+    /// Whether `bytes` are the whole body. Cut when truncated, and also when the client
+    /// stopped sending or the response filter stopped reading once the start decided every
+    /// `response_body:` source: the parsers then take nothing that reaches the end as whole.
+    pub extent: Extent,
     /// The Content-Type header of that body.
     pub content_type: Span,
 }

@@ -1,12 +1,17 @@
 //! `application/x-www-form-urlencoded` bodies and query strings.
+//!
+//! Decoding is `form_urlencoded`'s: it borrows every name and value that needs no decoding and
+//! allocates at most the size of one field at a time. What it cannot know is whether the input
+//! was cut; that is decided here, before it sees the bytes.
 
-use memchr::{memchr, memchr2};
+use memchr::memrchr;
 
 use super::pointer::Pointer;
+use super::Extent;
 
 /// The value of each pointer: a pointer with exactly one token names a field, and the field's
 /// first occurrence wins. Any other pointer has no value.
-pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
+pub fn extract(body: &[u8], extent: Extent, pointers: &[&Pointer]) -> Vec<Option<String>> {
     let names: Vec<Option<&str>> = pointers
         .iter()
         .map(|pointer| match pointer.tokens() {
@@ -14,74 +19,39 @@ pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
             _ => None,
         })
         .collect();
-    fields(body, &names)
+    fields(body, extent, &names)
 }
 
-/// The decoded value of the first field with each name, in one pass.
-pub(crate) fn fields(body: &[u8], names: &[Option<&str>]) -> Vec<Option<String>> {
+/// The decoded value of the first field with each name, in one pass. `+` is a space and
+/// `%XX` a byte; a `%` without two hex digits stays as it is; invalid UTF-8 becomes U+FFFD.
+pub(crate) fn fields(body: &[u8], extent: Extent, names: &[Option<&str>]) -> Vec<Option<String>> {
     let mut values = vec![None; names.len()];
     let mut pending = names.iter().flatten().count();
-    let mut decoded_name = Vec::new();
-
-    for field in body.split(|&byte| byte == b'&') {
-        if pending == 0 {
-            break;
-        }
-        if field.is_empty() {
-            continue;
-        }
-        let (raw_name, raw_value) = match memchr(b'=', field) {
-            Some(at) => (&field[..at], &field[at + 1..]),
-            None => (field, &b""[..]),
-        };
-        let name = if memchr2(b'%', b'+', raw_name).is_some() {
-            decoded_name.clear();
-            decode_into(raw_name, &mut decoded_name);
-            &decoded_name[..]
-        } else {
-            raw_name
-        };
-
-        let mut value = None;
+    if pending == 0 {
+        return values;
+    }
+    for (name, value) in form_urlencoded::parse(whole_fields(body, extent)) {
         for (slot, wanted) in values.iter_mut().zip(names) {
-            if slot.is_none() && wanted.is_some_and(|wanted| wanted.as_bytes() == name) {
-                *slot = Some(value.get_or_insert_with(|| decode(raw_value)).clone());
+            if slot.is_none() && *wanted == Some(&*name) {
+                *slot = Some(value.clone().into_owned());
                 pending -= 1;
             }
+        }
+        if pending == 0 {
+            break;
         }
     }
     values
 }
 
-/// `+` is a space and `%XX` a byte; a `%` without two hex digits stays as it is. Invalid UTF-8
-/// becomes U+FFFD.
-fn decode(raw: &[u8]) -> String {
-    let mut bytes = Vec::with_capacity(raw.len());
-    decode_into(raw, &mut bytes);
-    String::from_utf8(bytes)
-        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
-}
-
-fn decode_into(raw: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while let Some(&byte) = raw.get(i) {
-        i += 1;
-        match byte {
-            b'+' => out.push(b' '),
-            b'%' => match (raw.get(i).and_then(hex), raw.get(i + 1).and_then(hex)) {
-                (Some(high), Some(low)) => {
-                    out.push((high << 4) | low);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            _ => out.push(byte),
-        }
+/// The fields that `body` holds whole. Of a cut body, the last field may go on past the cut,
+/// in its value (`token=ab` of `token=abc`) or its name (`password` of `passwordx`): it has
+/// no value at all.
+pub(crate) fn whole_fields(body: &[u8], extent: Extent) -> &[u8] {
+    match extent {
+        Extent::Whole => body,
+        Extent::Cut => memrchr(b'&', body).map_or(&[][..], |at| &body[..at]),
     }
-}
-
-fn hex(byte: &u8) -> Option<u8> {
-    char::from(*byte).to_digit(16).map(|digit| digit as u8)
 }
 
 #[cfg(test)]
@@ -92,7 +62,26 @@ mod tests {
 
     fn extract_one(body: &str, pointer: &str) -> Option<String> {
         let pointer = Pointer::parse(pointer).unwrap();
-        extract(body.as_bytes(), &[&pointer]).remove(0)
+        extract(body.as_bytes(), Extent::Whole, &[&pointer]).remove(0)
+    }
+
+    fn extract_cut(body: &str, pointer: &str) -> Option<String> {
+        let pointer = Pointer::parse(pointer).unwrap();
+        extract(body.as_bytes(), Extent::Cut, &[&pointer]).remove(0)
+    }
+
+    #[test]
+    fn the_field_at_the_cut_has_no_value() {
+        assert_eq!(extract_cut("a=1&token=abc", "/token"), None);
+        assert_eq!(extract_cut("a=1&token=abc", "/a").as_deref(), Some("1"));
+        assert_eq!(extract_cut("token=abc", "/token"), None);
+        // The name itself may be cut: `passwordx` is not `password`.
+        assert_eq!(extract_cut("a=1&password", "/password"), None);
+        assert_eq!(extract_cut("a=1&token=abc&", "/token").as_deref(), Some("abc"));
+        assert_eq!(extract_cut("a=%4", "/a"), None);
+        assert_eq!(extract_cut("", "/a"), None);
+        assert_eq!(extract_one("a=1&token=abc", "/token").as_deref(), Some("abc"));
+        assert_eq!(extract_one("a=1&password", "/password").as_deref(), Some(""));
     }
 
     #[test]
@@ -144,7 +133,7 @@ mod tests {
         assert_eq!(extract_one("a=%FFok%00", "/a").as_deref(), Some("\u{fffd}ok\u{0}"));
         let body = b"a=\xC3(";
         let pointer = Pointer::parse("/a").unwrap();
-        assert_eq!(extract(body, &[&pointer]), [Some("\u{fffd}(".to_owned())]);
+        assert_eq!(extract(body, Extent::Whole, &[&pointer]), [Some("\u{fffd}(".to_owned())]);
     }
 
     #[test]
@@ -159,7 +148,7 @@ mod tests {
         let pointers = ["/b", "/a", "/missing", "/a"].map(|p| Pointer::parse(p).unwrap());
         let refs: Vec<&Pointer> = pointers.iter().collect();
         assert_eq!(
-            extract(b"a=1&b=2&a=3", &refs),
+            extract(b"a=1&b=2&a=3", Extent::Whole, &refs),
             [Some("2".to_owned()), Some("1".to_owned()), None, Some("1".to_owned())]
         );
     }
@@ -195,7 +184,7 @@ mod tests {
         #[test]
         fn never_panics_and_stays_bounded(body in any::<Vec<u8>>(), name in any::<String>()) {
             let names = [Some(name.as_str()), Some("a")];
-            for value in fields(&body, &names).into_iter().flatten() {
+            for value in fields(&body, Extent::Whole, &names).into_iter().flatten() {
                 // One input byte decodes to at most one U+FFFD (3 bytes).
                 prop_assert!(value.len() <= 3 * body.len());
             }

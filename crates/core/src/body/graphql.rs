@@ -10,13 +10,14 @@ use memchr::{memchr2, memmem};
 use super::form;
 use super::json::{self, Lookup};
 use super::pointer::Pointer;
+use super::Extent;
 
 /// The type and name of the first operation in a query text: `mutation Login`, `query` for an
 /// anonymous query or the `{ ... }` shorthand. Fragment definitions before it are skipped.
-/// `None` when the text does not start like an executable document or is cut off before the
-/// operation's name ends.
-pub fn operation(query: &[u8]) -> Option<String> {
-    let mut lexer = Lexer { text: query, pos: 0 };
+/// `None` when the text does not start like an executable document or, when it is cut, is
+/// cut off before the operation's name ends.
+pub fn operation(query: &[u8], extent: Extent) -> Option<String> {
+    let mut lexer = Lexer { text: query, pos: 0, extent };
     loop {
         match lexer.next()? {
             Token::Punct(b'{') => return Some("query".to_owned()),
@@ -35,19 +36,24 @@ pub fn operation(query: &[u8]) -> Option<String> {
 
 /// Values from a JSON body. When its top-level object has a string `query`, `/operation` is
 /// derived from it; otherwise `/operation` is an ordinary pointer.
-pub(crate) fn extract_json(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
+pub(crate) fn extract_json(
+    body: &[u8],
+    extent: Extent,
+    pointers: &[&Pointer],
+) -> Vec<Option<String>> {
     if !pointers.iter().any(|pointer| is_operation(pointer)) {
-        return json::extract(body, pointers);
+        return json::extract(body, extent, pointers);
     }
 
     let query_path = [String::from("query")];
     let mut paths: Vec<&[String]> = pointers.iter().map(|pointer| pointer.tokens()).collect();
     paths.push(&query_path);
-    let mut found = json::lookup(body, &paths);
+    let mut found = json::lookup(body, extent, &paths);
 
     // `Some` when `/operation` is derived from the query text rather than read as a member.
     let derived = match found.pop().unwrap_or(Lookup::Undecided) {
-        Lookup::String(query) => Some(operation(query.as_bytes())),
+        // The string was read to its closing quote: the text is whole.
+        Lookup::String(query) => Some(operation(query.as_bytes(), Extent::Whole)),
         // Cut off before `query` was decided: a member named `operation` may not be read.
         Lookup::Undecided => Some(None),
         Lookup::Missing | Lookup::Other(_) => None,
@@ -64,25 +70,44 @@ pub(crate) fn extract_json(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<Str
 }
 
 /// Values from an `application/graphql` body: the body is the query text, `operationName` and
-/// `variables` come from the query string.
-pub(crate) fn extract_text(body: &[u8], args: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
+/// `variables` come from the query string. A cut text gives no `/query` (nor the document),
+/// and `/operation` only when its name ends before the cut.
+pub(crate) fn extract_text(
+    body: &[u8],
+    extent: Extent,
+    args: &[u8],
+    pointers: &[&Pointer],
+) -> Vec<Option<String>> {
     let (_, operation_name, variables) = request_args(args);
-    let query = String::from_utf8_lossy(body);
-    extract_document(&query, operation_name.as_deref(), variables.as_deref(), pointers)
+    let query = Query { text: &String::from_utf8_lossy(body), extent };
+    extract_document(query, operation_name.as_deref(), variables.as_deref(), pointers)
 }
 
 /// Values from a GraphQL GET: the query string holds `query`, `operationName` and `variables`.
 /// `None` when it has no `query`.
 pub(crate) fn extract_args(args: &[u8], pointers: &[&Pointer]) -> Option<Vec<Option<String>>> {
     let (query, operation_name, variables) = request_args(args);
-    let query = query?;
-    Some(extract_document(&query, operation_name.as_deref(), variables.as_deref(), pointers))
+    let query = Query { text: &query?, extent: Extent::Whole };
+    Some(extract_document(query, operation_name.as_deref(), variables.as_deref(), pointers))
+}
+
+/// The query text of a GraphQL request, and whether it is whole.
+#[derive(Clone, Copy)]
+struct Query<'a> {
+    text: &'a str,
+    extent: Extent,
+}
+
+impl<'a> Query<'a> {
+    fn whole(self) -> Option<&'a str> {
+        (self.extent == Extent::Whole).then_some(self.text)
+    }
 }
 
 /// The `query`, `operationName` and `variables` arguments, decoded.
 fn request_args(args: &[u8]) -> (Option<String>, Option<String>, Option<String>) {
     let names = [Some("query"), Some("operationName"), Some("variables")];
-    let mut values = form::fields(args, &names).into_iter();
+    let mut values = form::fields(args, Extent::Whole, &names).into_iter();
     let mut next = || values.next().flatten();
     (next(), next(), next())
 }
@@ -90,7 +115,7 @@ fn request_args(args: &[u8]) -> (Option<String>, Option<String>, Option<String>)
 /// Resolves pointers against the document `{query, operationName, variables}` assembled from
 /// its parts; `variables` is JSON text, walked once for all pointers that reach into it.
 fn extract_document(
-    query: &str,
+    query: Query<'_>,
     operation_name: Option<&str>,
     variables: Option<&str>,
     pointers: &[&Pointer],
@@ -98,7 +123,7 @@ fn extract_document(
     let paths: Vec<&[String]> =
         pointers.iter().filter_map(|pointer| variables_path(pointer.tokens())).collect();
     let mut in_variables = match variables {
-        Some(variables) => json::lookup(variables.as_bytes(), &paths),
+        Some(variables) => json::lookup(variables.as_bytes(), Extent::Whole, &paths),
         None => vec![Lookup::Undecided; paths.len()],
     }
     .into_iter();
@@ -108,12 +133,13 @@ fn extract_document(
         .map(|pointer| match pointer.tokens() {
             [] => {
                 let variables = in_variables.next().and_then(Lookup::into_text);
+                let query = query.whole()?;
                 Some(document_json(query, operation_name, variables.as_deref()))
             }
             [name, ..] if name == "variables" => in_variables.next().and_then(Lookup::into_text),
-            [name] if name == "query" => Some(query.to_owned()),
+            [name] if name == "query" => query.whole().map(str::to_owned),
             [name] if name == "operationName" => operation_name.map(str::to_owned),
-            [name] if name == "operation" => operation(query.as_bytes()),
+            [name] if name == "operation" => operation(query.text.as_bytes(), query.extent),
             _ => None,
         })
         .collect()
@@ -158,6 +184,7 @@ enum Token<'a> {
 struct Lexer<'a> {
     text: &'a [u8],
     pos: usize,
+    extent: Extent,
 }
 
 impl<'a> Lexer<'a> {
@@ -167,9 +194,15 @@ impl<'a> Lexer<'a> {
         let rest = self.text.get(self.pos..)?;
         match rest.first()? {
             b'_' | b'A'..=b'Z' | b'a'..=b'z' => {
-                let len = rest.iter().position(
+                let end = rest.iter().position(
                     |byte| !matches!(byte, b'_' | b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z'),
-                )?;
+                );
+                // A name that reaches the end of a cut text may go on past it.
+                let len = match (end, self.extent) {
+                    (Some(len), _) => len,
+                    (None, Extent::Whole) => rest.len(),
+                    (None, Extent::Cut) => return None,
+                };
                 self.pos += len;
                 // Names are ASCII, so this never fails.
                 core::str::from_utf8(&rest[..len]).ok().map(Token::Name)
@@ -256,7 +289,7 @@ mod tests {
     use super::*;
 
     fn op(query: &str) -> Option<String> {
-        operation(query.as_bytes())
+        operation(query.as_bytes(), Extent::Cut)
     }
 
     #[test]
@@ -314,6 +347,13 @@ mod tests {
         }
         assert_eq!(op("fragment F on T { a }"), None);
         assert_eq!(op("query 1 { a }"), None);
+    }
+
+    #[test]
+    fn a_whole_text_ends_the_name() {
+        assert_eq!(operation(b"mutation Log", Extent::Whole).as_deref(), Some("mutation Log"));
+        assert_eq!(operation(b"mutation", Extent::Whole), None);
+        assert_eq!(operation(b"fragment F on T { a }", Extent::Whole), None);
     }
 
     #[test]
@@ -377,7 +417,7 @@ mod tests {
             let expected = format!("{kind} {name}");
             prop_assert_eq!(op(&query), Some(expected.clone()));
             for cut in 0..query.len() {
-                if let Some(partial) = operation(&query.as_bytes()[..cut]) {
+                if let Some(partial) = operation(&query.as_bytes()[..cut], Extent::Cut) {
                     prop_assert_eq!(&partial, &expected, "cut at {}", cut);
                 }
             }
@@ -385,14 +425,15 @@ mod tests {
 
         #[test]
         fn never_panics(query in any::<Vec<u8>>()) {
-            check_shape(&query, operation(&query))?;
+            check_shape(&query, operation(&query, Extent::Cut))?;
+            check_shape(&query, operation(&query, Extent::Whole))?;
         }
 
         #[test]
         fn never_panics_on_graphql_like_bytes(
             query in prop::collection::vec(prop::sample::select(b"{}()\"\\#\n, qm fragment on@$".to_vec()), 0..128),
         ) {
-            check_shape(&query, operation(&query))?;
+            check_shape(&query, operation(&query, Extent::Cut))?;
         }
     }
 }

@@ -1,22 +1,28 @@
 //! JSON value extraction in one pass.
 //!
 //! The walker follows only the containers some pointer still reaches; everything else is skipped
-//! by matching brackets and strings, without decoding. Containers are tracked on an explicit
-//! stack capped at [`MAX_DEPTH`], so hostile nesting costs neither recursion nor memory. When
+//! by matching brackets and strings, without decoding, at any depth: the open brackets of a
+//! skipped subtree cost one bit each, so a deep prefix cannot hide the values after it. When
 //! the document ends early or stops being JSON, the walk stops and whatever it decided before
 //! stands: that is how a body cut at the limit still yields its complete values.
+//!
+//! It is written here rather than taken from a JSON library because none offers what the
+//! request path's exporter needs together: values borrowed from the body and only the pointed
+//! ones decoded, no recursion and no depth limit, a stop as soon as every pointer is decided
+//! (the response filter asks that of a prefix), and a cut body told apart from a whole one, so
+//! that a number or literal at the cut is not taken as complete. serde_json and its streaming
+//! deserializer recurse, refuse a document past 128 levels and treat an early end as an error
+//! of the whole document.
 
 use memchr::{memchr, memchr2};
 
 use super::pointer::{array_index, Pointer};
-
-/// Nesting levels that are read; deeper containers stop the walk.
-pub(crate) const MAX_DEPTH: usize = 128;
+use super::Extent;
 
 /// The value of each pointer: `None` when absent, null, cut off or unreadable.
-pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
+pub fn extract(body: &[u8], extent: Extent, pointers: &[&Pointer]) -> Vec<Option<String>> {
     let paths: Vec<&[String]> = pointers.iter().map(|pointer| pointer.tokens()).collect();
-    lookup(body, &paths).into_iter().map(Lookup::into_text).collect()
+    lookup(body, extent, &paths).into_iter().map(Lookup::into_text).collect()
 }
 
 /// Whether `prefix`, the start of a document, decides every pointer: its value or its
@@ -25,7 +31,7 @@ pub fn extract(body: &[u8], pointers: &[&Pointer]) -> Vec<Option<String>> {
 /// into a large document.
 pub fn decides_all(prefix: &[u8], pointers: &[&Pointer]) -> bool {
     let paths: Vec<&[String]> = pointers.iter().map(|pointer| pointer.tokens()).collect();
-    lookup(prefix, &paths).iter().all(|found| !matches!(found, Lookup::Undecided))
+    lookup(prefix, Extent::Cut, &paths).iter().all(|found| !matches!(found, Lookup::Undecided))
 }
 
 /// What one walk learned about one path.
@@ -51,12 +57,12 @@ impl Lookup {
 }
 
 /// Resolves every path (pointer tokens) in one walk over `body`.
-pub(crate) fn lookup(body: &[u8], paths: &[&[String]]) -> Vec<Lookup> {
+pub(crate) fn lookup(body: &[u8], extent: Extent, paths: &[&[String]]) -> Vec<Lookup> {
     if paths.is_empty() {
         return Vec::new();
     }
     let mut walker = Walker {
-        cur: Cursor { buf: body, pos: 0 },
+        cur: Cursor { buf: body, pos: 0, extent },
         paths,
         found: vec![Lookup::Undecided; paths.len()],
         undecided: paths.len(),
@@ -69,7 +75,7 @@ pub(crate) fn lookup(body: &[u8], paths: &[&[String]]) -> Vec<Lookup> {
     walker.found
 }
 
-/// The document cannot be read further: it ended, is not JSON, or nests too deep.
+/// The document cannot be read further: it ended, or is not JSON.
 #[derive(Debug)]
 struct Stop;
 
@@ -135,7 +141,7 @@ impl Walker<'_, '_> {
                 return Ok(());
             }
             if !self.wants_members(&frame) {
-                self.cur.skip_nested(frame.kind, self.frames.len() - 1)?;
+                self.cur.skip_nested(frame.kind)?;
                 self.close()?;
                 continue;
             }
@@ -198,7 +204,7 @@ impl Walker<'_, '_> {
         }
 
         if self.live.len() == segment {
-            self.cur.skip_value(self.frames.len())
+            self.cur.skip_value()
         } else {
             self.value(depth + 1, segment)
         }
@@ -211,10 +217,9 @@ impl Walker<'_, '_> {
         let byte = self.cur.peek().ok_or(Stop)?;
         let goes_deeper = self.live[segment..end].iter().any(|&i| self.paths[i].len() > depth);
 
+        // Frames are only pushed on the way of some pointer, so they are no more than the
+        // longest pointer has tokens.
         if let (Some(kind), true) = (Container::opened_by(byte), goes_deeper) {
-            if self.frames.len() == MAX_DEPTH {
-                return Err(Stop);
-            }
             self.frames.push(Frame {
                 kind,
                 depth,
@@ -238,9 +243,9 @@ impl Walker<'_, '_> {
 
         let ends_here = self.live[segment..end].iter().any(|&i| self.paths[i].len() == depth);
         let value = if ends_here {
-            self.cur.read_value(self.frames.len())?
+            self.cur.read_value()?
         } else {
-            self.cur.skip_value(self.frames.len())?;
+            self.cur.skip_value()?;
             Lookup::Missing
         };
         for k in segment..end {
@@ -269,8 +274,10 @@ impl Walker<'_, '_> {
             .iter()
             .any(|&i| self.is_undecided(i) && self.paths[i].len() == frame.depth);
         let value = if ends_here {
-            let mut span = Cursor { buf: &self.cur.buf[frame.start..self.cur.pos], pos: 0 };
-            Lookup::Other(span.compact(self.frames.len())?)
+            // The span ends with the closing bracket, so nothing in it reaches its end.
+            let span = &self.cur.buf[frame.start..self.cur.pos];
+            let mut span = Cursor { buf: span, pos: 0, extent: Extent::Whole };
+            Lookup::Other(span.compact()?)
         } else {
             Lookup::Missing
         };
@@ -313,26 +320,32 @@ struct RawString<'a> {
     escaped: bool,
 }
 
-/// Open containers inside a value being skipped or copied, one bit each (1 for an object).
+/// Open containers inside a value being skipped or copied, one bit each (1 for an object): the
+/// innermost 128 in a register, deeper ones spilled to the heap. Each level is one byte of
+/// input, so the spill is at most an eighth of the body, which the body limit bounds.
+#[derive(Default)]
 struct Levels {
     open: u128,
     depth: usize,
-    limit: usize,
+    spill: Vec<u64>,
 }
 
 impl Levels {
-    /// `enclosing` containers are already open around the value.
-    fn new(enclosing: usize) -> Levels {
-        Levels { open: 0, depth: 0, limit: MAX_DEPTH.saturating_sub(enclosing) }
-    }
+    const HELD: usize = u128::BITS as usize;
 
-    fn push(&mut self, kind: Container) -> Result<(), Stop> {
-        if self.depth == self.limit {
-            return Err(Stop);
+    fn push(&mut self, kind: Container) {
+        if self.depth >= Self::HELD {
+            let spilled = self.depth - Self::HELD;
+            if spilled % 64 == 0 {
+                self.spill.push(0);
+            }
+            let outermost = (self.open >> (Self::HELD - 1)) as u64;
+            if let Some(word) = self.spill.last_mut() {
+                *word |= outermost << (spilled % 64);
+            }
         }
         self.open = (self.open << 1) | u128::from(kind == Container::Object);
         self.depth += 1;
-        Ok(())
     }
 
     /// Closes the innermost container with `byte`, which must be its closing bracket.
@@ -342,6 +355,18 @@ impl Levels {
         }
         self.open >>= 1;
         self.depth -= 1;
+        if self.depth >= Self::HELD {
+            let spilled = self.depth - Self::HELD;
+            let word =
+                if spilled % 64 == 0 { self.spill.pop() } else { self.spill.last().copied() };
+            let outermost = word.map_or(0, |word| (word >> (spilled % 64)) & 1);
+            if spilled % 64 != 0 {
+                if let Some(word) = self.spill.last_mut() {
+                    *word &= !(1 << (spilled % 64));
+                }
+            }
+            self.open |= u128::from(outermost) << (Self::HELD - 1);
+        }
         Ok(())
     }
 
@@ -367,6 +392,7 @@ enum Expect {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    extent: Extent,
 }
 
 impl<'a> Cursor<'a> {
@@ -394,17 +420,21 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    /// Whether the byte after a number or literal ends it; the end of input does not, as the
-    /// text may have been cut there.
+    /// Whether the byte after a number or literal ends it. The end of the input does only
+    /// when it is the end of the body: at a cut, `12` may go on as `123` and `true` as
+    /// `truex`, which would be no value at all.
     fn at_delimiter(&self) -> bool {
-        matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}'))
+        match self.peek() {
+            Some(byte) => matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}'),
+            None => self.extent == Extent::Whole,
+        }
     }
 
     /// Reads the value at the cursor: strings unescaped, containers compacted, null missing.
-    fn read_value(&mut self, enclosing: usize) -> Result<Lookup, Stop> {
+    fn read_value(&mut self) -> Result<Lookup, Stop> {
         Ok(match self.peek().ok_or(Stop)? {
             b'"' => Lookup::String(decode_string(self.string()?)),
-            b'{' | b'[' => Lookup::Other(self.compact(enclosing)?),
+            b'{' | b'[' => Lookup::Other(self.compact()?),
             b't' | b'f' | b'n' => match self.literal()? {
                 "null" => Lookup::Missing,
                 word => Lookup::Other(word.to_owned()),
@@ -416,11 +446,11 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    fn skip_value(&mut self, enclosing: usize) -> Result<(), Stop> {
+    fn skip_value(&mut self) -> Result<(), Stop> {
         let byte = self.peek().ok_or(Stop)?;
         if let Some(kind) = Container::opened_by(byte) {
             self.pos += 1;
-            return self.skip_nested(kind, enclosing);
+            return self.skip_nested(kind);
         }
         match byte {
             b'"' => self.string().map(drop),
@@ -432,9 +462,9 @@ impl<'a> Cursor<'a> {
 
     /// Skips to just past the end of the open container `kind`, matching brackets and strings
     /// only: the fast path for subtrees no pointer reaches.
-    fn skip_nested(&mut self, kind: Container, enclosing: usize) -> Result<(), Stop> {
-        let mut levels = Levels::new(enclosing);
-        levels.push(kind)?;
+    fn skip_nested(&mut self, kind: Container) -> Result<(), Stop> {
+        let mut levels = Levels::default();
+        levels.push(kind);
         loop {
             let rest = &self.buf[self.pos..];
             let at = rest.iter().position(|&byte| STRUCTURAL[usize::from(byte)]).ok_or(Stop)?;
@@ -444,8 +474,8 @@ impl<'a> Cursor<'a> {
                 b'"' => {
                     self.string_rest()?;
                 }
-                b'{' => levels.push(Container::Object)?,
-                b'[' => levels.push(Container::Array)?,
+                b'{' => levels.push(Container::Object),
+                b'[' => levels.push(Container::Array),
                 b'}' | b']' => {
                     levels.pop(byte)?;
                     if levels.depth == 0 {
@@ -526,8 +556,7 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    /// `true`, `false` or `null`; complete at the end of input, as none is a prefix of a
-    /// longer valid value.
+    /// `true`, `false` or `null`.
     fn literal(&mut self) -> Result<&'static str, Stop> {
         let rest = &self.buf[self.pos..];
         let word = ["true", "false", "null"]
@@ -535,7 +564,7 @@ impl<'a> Cursor<'a> {
             .find(|word| rest.starts_with(word.as_bytes()))
             .ok_or(Stop)?;
         self.pos += word.len();
-        if self.peek().is_some() && !self.at_delimiter() {
+        if !self.at_delimiter() {
             return Err(Stop);
         }
         Ok(word)
@@ -543,9 +572,9 @@ impl<'a> Cursor<'a> {
 
     /// Copies the value at the cursor without whitespace, checking that it is JSON; strings
     /// are kept as written, invalid UTF-8 in them replaced.
-    fn compact(&mut self, enclosing: usize) -> Result<String, Stop> {
+    fn compact(&mut self) -> Result<String, Stop> {
         let mut out = Vec::new();
-        let mut levels = Levels::new(enclosing);
+        let mut levels = Levels::default();
         let mut expect = Expect::Value;
         loop {
             self.skip_ws();
@@ -554,7 +583,7 @@ impl<'a> Cursor<'a> {
             match (expect, byte) {
                 (Expect::Value | Expect::ValueOrClose, b'{' | b'[') => {
                     let kind = if byte == b'{' { Container::Object } else { Container::Array };
-                    levels.push(kind)?;
+                    levels.push(kind);
                     self.pos += 1;
                     out.push(byte);
                     expect = if kind == Container::Object {
@@ -681,19 +710,28 @@ fn utf8_lossy(bytes: Vec<u8>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::Value;
 
     use super::*;
 
-    fn extract_all(body: &[u8], pointers: &[&str]) -> Vec<Option<String>> {
+    fn extract_as(body: &[u8], extent: Extent, pointers: &[&str]) -> Vec<Option<String>> {
         let pointers: Vec<Pointer> = pointers.iter().map(|p| Pointer::parse(p).unwrap()).collect();
-        extract(body, &pointers.iter().collect::<Vec<_>>())
+        extract(body, extent, &pointers.iter().collect::<Vec<_>>())
+    }
+
+    fn extract_all(body: &[u8], pointers: &[&str]) -> Vec<Option<String>> {
+        extract_as(body, Extent::Whole, pointers)
     }
 
     fn extract_one(body: impl AsRef<[u8]>, pointer: &str) -> Option<String> {
         extract_all(body.as_ref(), &[pointer]).remove(0)
+    }
+
+    /// From a body cut at the limit.
+    fn extract_cut(body: impl AsRef<[u8]>, pointer: &str) -> Option<String> {
+        extract_as(body.as_ref(), Extent::Cut, &[pointer]).remove(0)
     }
 
     #[test]
@@ -856,35 +894,52 @@ mod tests {
     #[test]
     fn truncated_documents_keep_complete_values() {
         let body = r#"{"id": "u1", "n": 42, "ok": true, "obj": {"k": 1}, "cut": "abc"#;
-        assert_eq!(extract_one(body, "/id").as_deref(), Some("u1"));
-        assert_eq!(extract_one(body, "/n").as_deref(), Some("42"));
-        assert_eq!(extract_one(body, "/ok").as_deref(), Some("true"));
-        assert_eq!(extract_one(body, "/obj").as_deref(), Some(r#"{"k":1}"#));
-        assert_eq!(extract_one(body, "/cut"), None);
-        assert_eq!(extract_one(body, ""), None);
-        assert_eq!(extract_one(body, "/later"), None);
+        for extent in [Extent::Cut, Extent::Whole] {
+            let one = |pointer| extract_as(body.as_bytes(), extent, &[pointer]).remove(0);
+            assert_eq!(one("/id").as_deref(), Some("u1"));
+            assert_eq!(one("/n").as_deref(), Some("42"));
+            assert_eq!(one("/ok").as_deref(), Some("true"));
+            assert_eq!(one("/obj").as_deref(), Some(r#"{"k":1}"#));
+            assert_eq!(one("/cut"), None);
+            assert_eq!(one(""), None);
+            assert_eq!(one("/later"), None);
+        }
     }
 
     #[test]
     fn values_cut_at_the_end_are_absent() {
         // The digits that follow might have been cut off.
-        assert_eq!(extract_one(r#"{"n": 12"#, "/n"), None);
-        assert_eq!(extract_one(r#"{"n": 12."#, "/n"), None);
-        assert_eq!(extract_one(r#"{"o": {"k": 1}"#, "/o").as_deref(), Some(r#"{"k":1}"#));
-        assert_eq!(extract_one(r#"{"o": {"k": 1"#, "/o"), None);
-        assert_eq!(extract_one(r#"{"o": {"k": 1"#, "/o/k"), None);
-        assert_eq!(extract_one(r#"{"t": tru"#, "/t"), None);
-        assert_eq!(extract_one(r#"{"t": true"#, "/t").as_deref(), Some("true"));
-        assert_eq!(extract_one(r#"{"s": "a\"#, "/s"), None);
-        assert_eq!(extract_one(r#"{"s": "\ud83d\ude"#, "/s"), None);
+        assert_eq!(extract_cut(r#"{"n": 12"#, "/n"), None);
+        assert_eq!(extract_cut(r#"{"n": 12."#, "/n"), None);
+        assert_eq!(extract_cut(r#"{"o": {"k": 1}"#, "/o").as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(extract_cut(r#"{"o": {"k": 1"#, "/o"), None);
+        assert_eq!(extract_cut(r#"{"o": {"k": 1"#, "/o/k"), None);
+        assert_eq!(extract_cut(r#"{"t": tru"#, "/t"), None);
+        // `true` may go on as `truex`, which has no value.
+        assert_eq!(extract_cut(r#"{"t": true"#, "/t"), None);
+        assert_eq!(extract_cut(r#"{"t": true "#, "/t").as_deref(), Some("true"));
+        assert_eq!(extract_cut(r#"{"s": "a\"#, "/s"), None);
+        assert_eq!(extract_cut(r#"{"s": "\ud83d\ude"#, "/s"), None);
     }
 
     #[test]
-    fn a_top_level_number_needs_a_byte_after_it() {
-        assert_eq!(extract_one("123", ""), None);
-        assert_eq!(extract_one("123\n", "").as_deref(), Some("123"));
-        assert_eq!(extract_one("true", "").as_deref(), Some("true"));
-        assert_eq!(extract_one(" \"s\" ", "").as_deref(), Some("s"));
+    fn the_end_of_a_whole_body_ends_a_number_or_literal() {
+        assert_eq!(extract_one(r#"{"n": 12"#, "/n").as_deref(), Some("12"));
+        assert_eq!(extract_one(r#"{"t": true"#, "/t").as_deref(), Some("true"));
+        assert_eq!(extract_one(r#"{"n": 12."#, "/n"), None);
+        assert_eq!(extract_one(r#"{"t": truex}"#, "/t"), None);
+    }
+
+    #[test]
+    fn a_top_level_scalar_at_the_cut_is_absent() {
+        for text in ["123", "-0.5e3", "true", "false"] {
+            assert_eq!(extract_cut(text, ""), None, "{text}");
+            assert_eq!(extract_one(text, "").as_deref(), Some(text), "{text}");
+            assert_eq!(extract_cut(format!("{text}\n"), "").as_deref(), Some(text), "{text}");
+        }
+        assert_eq!(extract_cut("null", ""), None);
+        assert_eq!(extract_cut(" \"s\" ", "").as_deref(), Some("s"));
+        assert_eq!(extract_cut("\"s\"", "").as_deref(), Some("s"));
     }
 
     #[test]
@@ -910,25 +965,43 @@ mod tests {
     }
 
     #[test]
-    fn reads_exactly_max_depth_levels() {
-        let deepest = format!("/{}", vec!["0"; MAX_DEPTH - 1].join("/"));
-        let body = nested_arrays(MAX_DEPTH, "7");
-        assert_eq!(extract_one(&body, &format!("{deepest}/0")).as_deref(), Some("7"));
-        assert_eq!(extract_one(&body, &deepest).as_deref(), Some("[7]"));
-        assert_eq!(extract_one(&body, "/0").map(|v| v.len()), Some(2 * (MAX_DEPTH - 1) + 1));
-
-        let body = nested_arrays(MAX_DEPTH + 1, "7");
-        assert_eq!(extract_one(&body, &format!("{deepest}/0")), None);
-        assert_eq!(extract_one(&body, "/0"), None);
+    fn reads_values_at_any_depth() {
+        for levels in [127, 128, 129, 130, 1000] {
+            let deepest = format!("/{}", vec!["0"; levels - 1].join("/"));
+            let body = nested_arrays(levels, "7");
+            assert_eq!(extract_one(&body, &format!("{deepest}/0")).as_deref(), Some("7"));
+            assert_eq!(extract_one(&body, &deepest).as_deref(), Some("[7]"));
+            assert_eq!(extract_one(&body, "/0").map(|v| v.len()), Some(2 * (levels - 1) + 1));
+        }
     }
 
     #[test]
-    fn content_past_max_depth_stops_the_walk() {
-        let deep = nested_arrays(MAX_DEPTH + 10, "1");
-        let body = format!(r#"{{"before": "kept", "deep": {deep}, "after": 1}}"#);
-        assert_eq!(extract_one(&body, "/before").as_deref(), Some("kept"));
+    fn values_after_a_deep_subtree_are_found() {
+        for levels in [100, 128, 129, 200, 64 << 10] {
+            let deep = nested_arrays(levels, "1");
+            let body = format!(r#"{{"before": "kept", "deep": {deep}, "after": "found"}}"#);
+            let values = extract_all(body.as_bytes(), &["/before", "/after", "/nope"]);
+            assert_eq!(values, [Some("kept".to_owned()), Some("found".to_owned()), None]);
+            assert_eq!(extract_one(&body, "/deep").map(|v| v.len()), Some(2 * levels + 1));
+            // Objects and arrays mixed, skipped as an array element.
+            let mixed =
+                format!("{}1{}", r#"{"a":["#.repeat(levels / 2 + 1), "]}".repeat(levels / 2 + 1));
+            let body = format!(r#"[{mixed}, {{"token": "t"}}]"#);
+            assert_eq!(extract_one(&body, "/1/token").as_deref(), Some("t"));
+        }
+    }
+
+    #[test]
+    fn a_deep_subtree_with_a_wrong_bracket_stops_the_walk() {
+        let body = format!(r#"{{"deep": {}1{}}}, "after": 1}}"#, "[".repeat(300), "]".repeat(299));
         assert_eq!(extract_one(&body, "/after"), None);
-        assert_eq!(extract_one(&body, "/deep"), None);
+        // The mismatch is deep in the spilled levels, far from the innermost 128.
+        let body =
+            format!(r#"{{"deep": {{"x":{}1{}]}}, "after": 1}}"#, "[".repeat(300), "]".repeat(300));
+        assert_eq!(extract_one(&body, "/after"), None);
+        let body =
+            format!(r#"{{"deep": {{"x":{}1{}}}, "after": 1}}"#, "[".repeat(300), "]".repeat(300));
+        assert_eq!(extract_one(&body, "/after").as_deref(), Some("1"));
     }
 
     #[test]
@@ -938,6 +1011,10 @@ mod tests {
         assert_eq!(extract_all(&body, &["/a", "/b", "/b/0/0"]), [Some("x".to_owned()), None, None]);
         let body = vec![b'{'; 10 << 20];
         assert_eq!(extract_one(&body, "/a"), None);
+        // Skipped, not descended into: still one pass, one bit per level.
+        let mut body = br#"{"skip": "#.to_vec();
+        body.extend(std::iter::repeat_n(b'[', 10 << 20));
+        assert_eq!(extract_all(&body, &["/a"]), [None]);
     }
 
     #[test]
@@ -949,7 +1026,7 @@ mod tests {
 
     #[test]
     fn no_pointers_no_values() {
-        assert!(extract(b"{}", &[]).is_empty());
+        assert!(extract(b"{}", Extent::Whole, &[]).is_empty());
     }
 
     fn key() -> impl Strategy<Value = String> {
@@ -979,7 +1056,7 @@ mod tests {
     }
 
     /// A document as an API sends it: an object or array, compact or pretty.
-    fn document() -> impl Strategy<Value = (Value, String)> {
+    pub(crate) fn document() -> impl Strategy<Value = (Value, String)> {
         (container(json_value()), any::<bool>()).prop_map(|(value, pretty)| {
             let text = if pretty {
                 serde_json::to_string_pretty(&value).unwrap()
@@ -1076,7 +1153,7 @@ mod tests {
             let refs: Vec<&str> = pointers.iter().map(String::as_str).collect();
             let full = extract_all(text.as_bytes(), &refs);
             for cut in 0..text.len() {
-                let partial = extract_all(&text.as_bytes()[..cut], &refs);
+                let partial = extract_as(&text.as_bytes()[..cut], Extent::Cut, &refs);
                 for ((pointer, whole), part) in pointers.iter().zip(&full).zip(partial) {
                     prop_assert!(part.is_none() || part.as_ref() == whole.as_ref(),
                         "pointer {:?} cut at {}: {:?} vs {:?}", pointer, cut, part, whole);
@@ -1093,19 +1170,43 @@ mod tests {
             let pointers = pointers_into(&value, &picks, &misses);
             let parsed: Vec<Pointer> = pointers.iter().map(|p| Pointer::parse(p).unwrap()).collect();
             let refs: Vec<&Pointer> = parsed.iter().collect();
-            let full = extract(text.as_bytes(), &refs);
+            let full = extract(text.as_bytes(), Extent::Whole, &refs);
             prop_assert!(decides_all(text.as_bytes(), &refs), "the whole decides: {}", text);
             let mut decided_at = None;
             for cut in 0..=text.len() {
                 let prefix = &text.as_bytes()[..cut];
                 if decides_all(prefix, &refs) {
                     decided_at.get_or_insert(cut);
-                    prop_assert_eq!(&extract(prefix, &refs), &full, "cut at {} of {}", cut, text);
+                    let got = extract(prefix, Extent::Cut, &refs);
+                    prop_assert_eq!(&got, &full, "cut at {} of {}", cut, text);
                 }
             }
             // Once decided, every longer prefix is too.
             let first = decided_at.unwrap();
             prop_assert!((first..=text.len()).all(|cut| decides_all(&text.as_bytes()[..cut], &refs)));
+        }
+
+        #[test]
+        fn a_deep_subtree_hides_nothing_after_it(
+            kinds in prop::collection::vec(any::<bool>(), 0..2000),
+            skipped in any::<bool>(),
+        ) {
+            let mut deep = String::new();
+            for &object in &kinds {
+                deep.push_str(if object { r#"{"k":"# } else { "[" });
+            }
+            deep.push_str(r#"[1,"}]"]"#);
+            for &object in kinds.iter().rev() {
+                deep.push(if object { '}' } else { ']' });
+            }
+            let body = format!(r#"{{"deep": {deep}, "token": "t"}}"#);
+            // Skipped as a member no pointer reaches, or copied as the value of one.
+            let pointers: &[&str] = if skipped { &["/token"] } else { &["/token", "/deep"] };
+            let values = extract_all(body.as_bytes(), pointers);
+            prop_assert_eq!(values[0].as_deref(), Some("t"));
+            if !skipped {
+                prop_assert_eq!(values[1].as_ref().map(String::len), Some(deep.len()));
+            }
         }
 
         #[test]
