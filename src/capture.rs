@@ -4,7 +4,8 @@
 //! values of variable keys (up to the first one that has a value) and parameters, the
 //! built-in key when no variable key had one, the request body up to the limit, the
 //! response body collected by the filter (moved, not copied) and, for attacks, the request
-//! line and headers. The exporter thread does the rest.
+//! line and headers and the values of every variable key, which the content must hide. The
+//! exporter thread does the rest.
 
 use api_sessions_core::assemble::early_zone_key;
 use api_sessions_core::body::Extent;
@@ -137,6 +138,14 @@ fn capture(mut req: Request<'_>) {
             let line = c.push(req.request_line());
             let headers = req.headers().map(|(n, v)| (c.push(n), c.push(v))).collect();
             c.attack = Some(CapturedAttack { kind, line, headers });
+            // The content of an attack hides every key's value, not only the one that won.
+            if let Some((first, _)) = hit {
+                for (i, key) in lcf.keys().iter().enumerate().skip(first + 1) {
+                    if let Some(source) = key.value {
+                        c.set_key_value(i, req.source_value(source));
+                    }
+                }
+            }
         }
     }
 

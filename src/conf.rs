@@ -2,7 +2,8 @@
 //!
 //! Unset values are nginx's `NGX_CONF_UNSET*` or `None` and are merged once, with their
 //! default, in [`LocConf::merge`]; lists (`api_sessions_key`, `api_sessions_param`,
-//! `api_sessions_flow`) are inherited whole, and a level that sets any entry replaces them.
+//! `api_sessions_flow`, `api_sessions_mask`) are inherited whole, and a level that sets any
+//! entry replaces them.
 
 pub mod export;
 mod sources;
@@ -13,6 +14,7 @@ use core::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use api_sessions_core::hash::{Secret, SecretError, MIN_SECRET_LEN};
+use api_sessions_core::mask::Target;
 use api_sessions_core::profile::{Profile, Settings};
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_int_t, ngx_str_t,
@@ -88,6 +90,8 @@ pub struct LocConf {
     pub keys: Option<Vec<KeyEntry>>,
     pub params: Option<Vec<ParamEntry>>,
     pub flows: Option<Vec<String>>,
+    /// `api_sessions_mask`.
+    pub mask: Option<Vec<Target>>,
     /// Built by merge when the location captures.
     pub profile: Option<Arc<Profile>>,
 }
@@ -102,6 +106,7 @@ impl Default for LocConf {
             keys: None,
             params: None,
             flows: None,
+            mask: None,
             profile: None,
         }
     }
@@ -144,6 +149,9 @@ impl LocConf {
         if self.flows.is_none() {
             self.flows = prev.flows.clone();
         }
+        if self.mask.is_none() {
+            self.mask = prev.mask.clone();
+        }
 
         self.profile = (self.enable == 1).then(|| {
             Arc::new(Profile::new(Settings {
@@ -153,6 +161,7 @@ impl LocConf {
                 flows: self.flows.clone().unwrap_or_default(),
                 body_limit: self.body_limit,
                 attack: !self.attack.is_null(),
+                mask: self.mask.clone().unwrap_or_default(),
             }))
         });
     }
@@ -187,7 +196,7 @@ macro_rules! command {
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut COMMANDS: [ngx_command_t; 13] = [
+pub static mut COMMANDS: [ngx_command_t; 14] = [
     command!(
         "api_sessions",
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -214,6 +223,13 @@ pub static mut COMMANDS: [ngx_command_t; 13] = [
         "api_sessions_flow",
         ANY_LEVEL | NGX_CONF_1MORE,
         cmd_flow,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0
+    ),
+    command!(
+        "api_sessions_mask",
+        ANY_LEVEL | NGX_CONF_1MORE,
+        cmd_mask,
         NGX_HTTP_LOC_CONF_OFFSET,
         0
     ),
@@ -341,6 +357,27 @@ extern "C" fn cmd_param(
             Err(CompileError::Invalid(e)) => conf_error(cf, format_args!("{e}")),
             Err(CompileError::Logged) => NGX_CONF_ERROR,
         }
+    })
+}
+
+extern "C" fn cmd_mask(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard_conf(|| {
+        // SAFETY: nginx passes a valid cf and this module's location conf.
+        let (cf, lcf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+        let args = args(cf);
+        let mut targets = Vec::with_capacity(args.len() - 1);
+        for arg in &args[1..] {
+            match Target::parse(&conf_str(arg.as_bytes())) {
+                Ok(target) => targets.push(target),
+                Err(e) => return conf_error(cf, format_args!("{e}")),
+            }
+        }
+        lcf.mask.get_or_insert_with(Vec::new).extend(targets);
+        NGX_CONF_OK
     })
 }
 

@@ -14,6 +14,7 @@ use crate::body::{self, BodyFormat, Extent, Pointer, RequestDocument};
 use crate::capture::{Body, Capture};
 use crate::hash::{hex_into, KeyHash, Secret, ZoneKey, PARAM_PREFIX};
 use crate::keys::{Builtin, CUSTOM_SPACE};
+use crate::mask;
 use crate::profile::{Profile, Source};
 use crate::record::{json, ParamKind, Truncated, SCHEMA_VERSION};
 use crate::session_table::{SessionTable, SplitPolicy};
@@ -346,21 +347,23 @@ impl Assembler {
         match &capture.attack {
             None => out.extend_from_slice(b"null"),
             Some(a) => {
+                // Credentials in the content are replaced by their keyed hashes.
+                let content = mask::attack_content(&self.secret, capture, a, &bodies);
                 out.extend_from_slice(b"{\"type\":");
                 json::string(out, capture.get(a.kind));
                 out.extend_from_slice(b",\"request\":{\"line\":");
-                json::string(out, capture.get(a.line));
+                json::string(out, &content.line);
                 out.extend_from_slice(b",\"headers\":[");
-                for (i, (name, value)) in a.headers.iter().enumerate() {
+                for (i, (name, value)) in content.headers.iter().enumerate() {
                     out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
-                    json::string(out, capture.get(*name));
+                    json::string(out, name);
                     out.push(b',');
-                    json::string(out, capture.get(*value));
+                    json::string(out, value);
                     out.push(b']');
                 }
                 out.extend_from_slice(b"],\"body\":");
+                json::string(out, &content.body);
                 let body = capture.request_body.as_ref();
-                json::string(out, body.map_or(&[][..], |b| &b.bytes));
                 out.extend_from_slice(b",\"body_truncated\":");
                 json::boolean(out, body.is_some_and(|b| b.truncated));
                 out.extend_from_slice(b"}}");
@@ -649,5 +652,51 @@ mod tests {
                 prop_assert_eq!(&back, record);
             }
         }
+    }
+
+    #[test]
+    fn attack_content_hides_key_values_and_credentials() {
+        let profile = Arc::new(Profile::new(Settings {
+            keys: vec![key("$arg_token"), key("request_body:/session")],
+            params: vec![param("request_body:/password", "password", ParamKind::Context, true)],
+            attack: true,
+            mask: vec![crate::mask::Target::parse("header:X-Api-Key").unwrap()],
+            ..Settings::default()
+        }));
+        let mut a = assembler();
+        let mut c = Capture::new(profile, 256);
+        c.set_key_value(0, b"tok-secret-1");
+        let kind = c.push(b"sqli");
+        let line = c.push(b"POST /login?token=tok-secret-1&q=1'-- HTTP/1.1");
+        let headers = [
+            ("Host", "api.example.com"),
+            ("Authorization", "Bearer bearer-secret"),
+            ("Cookie", "sid=cookie-secret; theme=dark"),
+            ("X-Api-Key", "api-key-secret"),
+        ]
+        .map(|(n, v)| (c.push(n.as_bytes()), c.push(v.as_bytes())));
+        c.attack = Some(crate::capture::CapturedAttack { kind, line, headers: headers.to_vec() });
+        let body = json_body(&mut c, r#"{"session":"body-secret-2","password":"hunter2"}"#);
+        c.request_body = Some(body);
+
+        let mut line = Vec::new();
+        a.write_record(&c, &mut line);
+        let text = String::from_utf8(line.clone()).unwrap();
+        for raw in ["tok-secret-1", "bearer-secret", "cookie-secret", "api-key-secret", "body-secret-2", "hunter2", "dark"] {
+            assert!(!text.contains(raw), "{raw} in {text}");
+        }
+        let r: Record = serde_json::from_slice(&line).unwrap();
+        let request = r.attack.unwrap().request;
+        // The key's value is replaced by the key hash the record has.
+        assert_eq!(
+            request.line,
+            format!("POST /login?token=hmac-sha256:{}&q=1'-- HTTP/1.1", r.key_hash)
+        );
+        assert_eq!(request.headers[0], ("Host".into(), "api.example.com".into()));
+        assert!(request.headers[1].1.starts_with("Bearer hmac-sha256:"));
+        assert!(request.headers[2].1.starts_with("sid=hmac-sha256:"));
+        // The hashed parameter's value is replaced by the value the record exports.
+        let password = &r.params.iter().find(|p| p.name == "password").unwrap().value;
+        assert!(request.body.contains(&format!(r#""password":"{password}""#)), "{}", request.body);
     }
 }

@@ -11,6 +11,7 @@ pub mod counters;
 pub mod export;
 pub mod hash;
 pub mod keys;
+pub mod mask;
 pub mod profile;
 pub mod record;
 pub mod session_table;

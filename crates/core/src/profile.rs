@@ -119,6 +119,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// `api_sessions_attack` is set: bodies are kept for the full content of attacks.
     pub attack: bool,
+    /// `api_sessions_mask`: more values hidden in the content of attacks.
+    pub mask: Vec<crate::mask::Target>,
 }
 
 impl Default for Settings {
@@ -130,6 +132,7 @@ impl Default for Settings {
             flows: Vec::new(),
             body_limit: 64 * 1024,
             attack: false,
+            mask: Vec::new(),
         }
     }
 }

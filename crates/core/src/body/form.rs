@@ -4,7 +4,9 @@
 //! allocates at most the size of one field at a time. What it cannot know is whether the input
 //! was cut; that is decided here, before it sees the bytes.
 
-use memchr::memrchr;
+use core::ops::Range;
+
+use memchr::{memchr, memrchr};
 
 use super::pointer::Pointer;
 use super::Extent;
@@ -52,6 +54,43 @@ pub(crate) fn whole_fields(body: &[u8], extent: Extent) -> &[u8] {
         Extent::Whole => body,
         Extent::Cut => memrchr(b'&', body).map_or(&[][..], |at| &body[..at]),
     }
+}
+
+/// One occurrence of a named field, located for masking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Index into the names asked for.
+    pub name: usize,
+    /// The raw value, as in the body.
+    pub span: Range<usize>,
+    /// The value as extraction gives it; `None` for the field at the cut, whose value may go on
+    /// (its name, followed by `=`, is whole).
+    pub value: Option<String>,
+}
+
+/// Every field with one of `names` (all occurrences, where extraction takes the first). A field
+/// without `=` has no value to find.
+pub(crate) fn locate(body: &[u8], extent: Extent, names: &[&str]) -> Vec<Found> {
+    let mut found = Vec::new();
+    let mut start = 0;
+    while start <= body.len() {
+        let end = memchr(b'&', &body[start..]).map_or(body.len(), |at| start + at);
+        let field = &body[start..end];
+        // The field holds no `&`, so it parses as one pair.
+        if let (Some(eq), Some((name, value))) =
+            (memchr(b'=', field), form_urlencoded::parse(field).next())
+        {
+            let at_cut = extent == Extent::Cut && end == body.len();
+            for (i, wanted) in names.iter().enumerate() {
+                if name == *wanted {
+                    let value = (!at_cut).then(|| value.clone().into_owned());
+                    found.push(Found { name: i, span: start + eq + 1..end, value });
+                }
+            }
+        }
+        start = end + 1;
+    }
+    found
 }
 
 #[cfg(test)]

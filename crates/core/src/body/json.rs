@@ -14,6 +14,8 @@
 //! deserializer recurse, refuse a document past 128 levels and treat an early end as an error
 //! of the whole document.
 
+use core::ops::Range;
+
 use memchr::{memchr, memchr2};
 
 use super::pointer::{array_index, Pointer};
@@ -299,6 +301,185 @@ impl Walker<'_, '_> {
         if self.is_undecided(i) {
             self.found[i] = found;
             self.undecided -= 1;
+        }
+    }
+}
+
+/// Where one occurrence of a pointed value is, for masking it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Index of the path.
+    pub path: usize,
+    /// A string's bytes between its quotes, or any other value's text.
+    pub span: Range<usize>,
+    pub string: bool,
+    /// The value did not end before the end of the body, or stopped being JSON: the span runs
+    /// to the end.
+    pub cut: bool,
+}
+
+/// Every occurrence of the values at `paths`, duplicate keys included (extraction takes only
+/// the first, a masker hides them all). Iterative like [`lookup`], and as bounded: frames only
+/// on the way of some path, everything else skipped.
+pub(crate) fn locate(body: &[u8], extent: Extent, paths: &[&[String]]) -> Vec<Found> {
+    let mut locator = Locator {
+        cur: Cursor { buf: body, pos: 0, extent },
+        paths,
+        live: Vec::new(),
+        frames: Vec::new(),
+        found: Vec::new(),
+        key: Vec::new(),
+    };
+    if !paths.is_empty() && locator.run().is_err() {
+        // Containers a path ends on that were still open run to the end.
+        for frame in &locator.frames {
+            for &i in &locator.live[frame.live_start..frame.live_end] {
+                if paths[i].len() == frame.depth {
+                    let span = frame.start..body.len();
+                    locator.found.push(Found { path: i, span, string: false, cut: true });
+                }
+            }
+        }
+    }
+    locator.found
+}
+
+struct Locator<'a, 'p> {
+    cur: Cursor<'a>,
+    paths: &'p [&'p [String]],
+    live: Vec<usize>,
+    frames: Vec<Frame>,
+    found: Vec<Found>,
+    key: Vec<u8>,
+}
+
+impl Locator<'_, '_> {
+    fn run(&mut self) -> Result<(), Stop> {
+        self.cur.skip_bom();
+        self.cur.skip_ws();
+        self.live.extend(0..self.paths.len());
+        self.value(0, 0)?;
+        while let Some(&frame) = self.frames.last() {
+            self.cur.skip_ws();
+            if self.cur.peek() == Some(frame.kind.close()) {
+                self.cur.pos += 1;
+                self.frames.pop();
+                for k in frame.live_start..frame.live_end {
+                    let i = self.live[k];
+                    if self.paths[i].len() == frame.depth {
+                        let span = frame.start..self.cur.pos;
+                        self.found.push(Found { path: i, span, string: false, cut: false });
+                    }
+                }
+                self.live.truncate(frame.live_start);
+                continue;
+            }
+            if frame.members > 0 {
+                self.cur.expect(b',')?;
+                self.cur.skip_ws();
+            }
+            if let Some(top) = self.frames.last_mut() {
+                top.members += 1;
+            }
+            let segment = self.live.len();
+            let depth = frame.depth;
+            if frame.kind == Container::Object {
+                let name = self.cur.string()?;
+                self.cur.skip_ws();
+                self.cur.expect(b':')?;
+                self.cur.skip_ws();
+                let key = if name.escaped {
+                    self.key.clear();
+                    unescape(name.raw, &mut self.key);
+                    &self.key[..]
+                } else {
+                    name.raw
+                };
+                for k in frame.live_start..frame.live_end {
+                    let i = self.live[k];
+                    let path = self.paths[i];
+                    if path.len() > depth && path[depth].as_bytes() == key {
+                        self.live.push(i);
+                    }
+                }
+            } else {
+                for k in frame.live_start..frame.live_end {
+                    let i = self.live[k];
+                    let path = self.paths[i];
+                    if path.len() > depth && array_index(&path[depth]) == Some(frame.members) {
+                        self.live.push(i);
+                    }
+                }
+            }
+            if self.live.len() == segment {
+                self.cur.skip_value()?;
+            } else {
+                self.value(depth + 1, segment)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value at the cursor for the paths in `live[segment..]`, reached after `depth` tokens.
+    fn value(&mut self, depth: usize, segment: usize) -> Result<(), Stop> {
+        let end = self.live.len();
+        let start = self.cur.pos;
+        let byte = self.cur.peek().ok_or(Stop)?;
+        let goes_deeper = self.live[segment..end].iter().any(|&i| self.paths[i].len() > depth);
+        if let (Some(kind), true) = (Container::opened_by(byte), goes_deeper) {
+            self.frames.push(Frame {
+                kind,
+                depth,
+                live_start: segment,
+                live_end: end,
+                start,
+                members: 0,
+            });
+            self.cur.pos += 1;
+            return Ok(());
+        }
+        let ends_here = self.live[segment..end].iter().any(|&i| self.paths[i].len() == depth);
+        let read = if !ends_here {
+            self.cur.skip_value()
+        } else {
+            let len = self.cur.buf.len();
+            let (span, string, read) = if byte == b'"' {
+                match self.cur.string() {
+                    Ok(_) => (start + 1..self.cur.pos - 1, true, Ok(())),
+                    Err(stop) => (start + 1..len, true, Err(stop)),
+                }
+            } else {
+                match self.cur.skip_value() {
+                    Ok(()) => (start..self.cur.pos, false, Ok(())),
+                    Err(stop) => (start..len, false, Err(stop)),
+                }
+            };
+            for k in segment..end {
+                let i = self.live[k];
+                if self.paths[i].len() == depth {
+                    let (span, cut) = (span.clone(), read.is_err());
+                    self.found.push(Found { path: i, span, string, cut });
+                }
+            }
+            read
+        };
+        self.live.truncate(segment);
+        read
+    }
+}
+
+/// The value of a located span as extraction gives it: a string unescaped, any other value
+/// compacted. `None` for a span that was cut.
+pub(crate) fn located_value(body: &[u8], found: &Found) -> Option<String> {
+    let raw = &body[found.span.clone()];
+    match (found.cut, found.string) {
+        (true, _) => None,
+        (false, true) => {
+            Some(decode_string(RawString { raw, escaped: memchr(b'\\', raw).is_some() }))
+        }
+        (false, false) => {
+            let mut cursor = Cursor { buf: raw, pos: 0, extent: Extent::Whole };
+            cursor.read_value().ok().and_then(Lookup::into_text)
         }
     }
 }
