@@ -3,7 +3,8 @@
 # Tests for ngx_http_api_sessions_module: request_body: and response_body:
 # sources (JSON, forms, GraphQL), RFC 6901 pointers, bodies in temporary
 # files and over api_sessions_body_limit, encoded responses, attack content,
-# and the upstream receiving the request body unchanged.
+# and the upstream receiving the request body unchanged; a value cut by the
+# limit is absent, never its prefix; a deep prefix hides nothing after it.
 
 ###############################################################################
 
@@ -26,7 +27,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy map gzip api_sessions/)->plan(91);
+	->has(qw/http proxy map gzip api_sessions/)->plan(102);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -41,6 +42,7 @@ http {
     %%TEST_GLOBALS_HTTP%%
 
     api_sessions_export file=%%TESTDIR%%/api_sessions.ndjson flush=100ms;
+    api_sessions_secret secret;
 
     default_type application/json;
 
@@ -112,6 +114,21 @@ http {
             api_sessions_param request_body:/email name=email;
             api_sessions_param request_body:/note name=note;
             api_sessions_param request_body:/missing name=missing;
+            proxy_pass http://127.0.0.1:%%PORT_8090%%;
+        }
+
+        location /cut-form {
+            api_sessions_body_limit 64;
+            api_sessions_key request_body:/token name=token;
+            api_sessions_key $http_x_next name=next;
+            api_sessions_param request_body:/secret hash name=secret;
+            api_sessions_param request_body:/password name=password;
+            api_sessions_param request_body:/a name=a;
+            proxy_pass http://127.0.0.1:%%PORT_8090%%;
+        }
+
+        location /deep {
+            api_sessions_key request_body:/token name=token;
             proxy_pass http://127.0.0.1:%%PORT_8090%%;
         }
 
@@ -211,6 +228,7 @@ EOF
 
 my $big = '{"token":"big-tok","pad":"' . ('y' x 10000) . '","tail":"end"}';
 
+$t->write_file('secret', 'k' x 32);
 mkdir $t->testdir() . '/files';
 $t->write_file('files/resp.json', $resp);
 $t->write_file('files/big.json', $big);
@@ -630,6 +648,59 @@ is($rec->{attack}{request}{body}, $mid,
 	'attack body read without body sources');
 is_deeply($rec->{params}, [], 'location without body sources: params');
 same(upstream_body(), $mid, 'location without body sources: upstream body');
+
+###############################################################################
+
+# a form cut by the limit (64 bytes): the field at the cut has no value, not
+# the start of one
+
+my $fpad = 'a=' . ('p' x 38);
+my $form_type = 'application/x-www-form-urlencoded';
+
+# cut inside the token: the session falls through to the next key
+my ($t1, $t2) = map { "$fpad&token=tok-shared-prefix-$_" } 'one', 'two';
+is(substr($t1, 0, 64), "$fpad&token=tok-shared-prefi",
+	'cut form: the cut is inside the token');
+my @cut = map { record(post('/cut-form', $form_type, $_, 'X-Next' => 'n1')) }
+	$t1, $t2;
+is_deeply([ map { $_->{session_key} } @cut ], [ 'next', 'next' ],
+	'cut form: a cut token is no key, the next key is');
+is($cut[0]{key_hash}, $cut[1]{key_hash},
+	'cut form: keyed by the next key, not by the shared prefix');
+is_deeply($cut[0]{truncated}, [ 'request_body' ], 'cut form: truncated');
+
+# the same token whole, within the limit, keys the session
+my $whole = record(post('/cut-form', $form_type, 'token=tok-whole&a=1',
+	'X-Next' => 'n1'));
+is($whole->{session_key}, 'token', 'whole form: the token is the key');
+
+# a hash parameter cut the same way is absent
+$r = post('/cut-form', $form_type, "$fpad&secret=" . ('s' x 40));
+$rec = record($r);
+is_deeply([ sort map { $_->{name} } @{$rec->{params}} ], [ 'a' ],
+	'cut form: a cut hash parameter is absent, the whole one before kept');
+unlike(join(',', map { $_->{value} } @{$rec->{params}}), qr/hmac-sha256/,
+	'cut form: no HMAC of a prefix');
+
+# a name cut short: "passwordx" at the cut is not "password"
+my $name_cut = 'a=' . ('q' x 53) . '&passwordx=v';
+is(substr($name_cut, 0, 64), 'a=' . ('q' x 53) . '&password',
+	'cut form: the cut is inside the name');
+$rec = record(post('/cut-form', $form_type, $name_cut));
+is_deeply(params($rec), { a => 'q' x 53 },
+	'cut form: no phantom value for a name cut short');
+
+# a deep prefix cannot hide a request_body: token
+
+my $deep = '{"deep": ' . ('[' x 300) . '1' . (']' x 300)
+	. ', "pad": {"x": ' . ('{"y": ' x 200) . '0' . ('}' x 200)
+	. '}, "token": "deep-tok"}';
+my @deep = map { record(post('/deep', 'application/json', $_)) }
+	$deep, '{"token": "deep-tok"}';
+is_deeply([ map { $_->{session_key} } @deep ], [ 'token', 'token' ],
+	'deep prefix: the token after it is the key');
+is($deep[0]{key_hash}, $deep[1]{key_hash},
+	'deep prefix: the same session as the token alone');
 
 ###############################################################################
 

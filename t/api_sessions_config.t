@@ -176,6 +176,30 @@ my @cases = (
 		location => 'api_sessions_attack $arg_a $arg_b; #!',
 		'invalid number of arguments in "api_sessions_attack" directive' ],
 
+	# api_sessions_mask
+
+	[ 'mask unknown kind',
+		location => 'api_sessions_mask cookie:sid; #!',
+		'invalid parameter "cookie:sid"' ],
+	[ 'mask empty header name',
+		server => 'api_sessions_mask header:X-Key header:; #!',
+		'invalid parameter "header:"' ],
+	[ 'mask bad header name',
+		location => 'api_sessions_mask "header:X Key"; #!',
+		'invalid parameter "header:X Key"' ],
+	[ 'mask bad arg name',
+		http => 'api_sessions_mask arg:a=b; #!',
+		'invalid parameter "arg:a=b"' ],
+	[ 'mask pointer without slash',
+		location => 'api_sessions_mask body:password; #!',
+		'invalid JSON pointer "password", it must start with "/"' ],
+	[ 'mask pointer bad escape',
+		location => 'api_sessions_mask arg:code body:/a~x; #!',
+		'invalid JSON pointer "/a~x", "~" must be followed by "0" or "1"' ],
+	[ 'mask no argument',
+		location => 'api_sessions_mask; #!',
+		'invalid number of arguments in "api_sessions_mask" directive' ],
+
 	# api_sessions_body_limit: nginx's size slot
 
 	[ 'body_limit bad size',
@@ -383,8 +407,11 @@ api_sessions_param request_body:/variables/id type=context;
 api_sessions_param request_body:/operation;
 api_sessions_param response_body:/a~1b/~0c/0 name=escaped;
 api_sessions_param $sent_http_x_token hash type=user name=x;
+api_sessions_mask header:Proxy-Authorization;
 EOF
 		location => <<'EOF' ],
+api_sessions_mask header:X-Api-Key arg:code;
+api_sessions_mask body:/card/number body:/a~1b body:;
 api_sessions_key $http_x_session name=sess;
 api_sessions_builtin_keys off;
 api_sessions_flow off;
