@@ -659,7 +659,7 @@ my $form_type = 'application/x-www-form-urlencoded';
 
 # cut inside the token: the session falls through to the next key
 my ($t1, $t2) = map { "$fpad&token=tok-shared-prefix-$_" } 'one', 'two';
-is(substr($t1, 0, 64), "$fpad&token=tok-shared-prefi",
+is(substr($t1, 0, 64), "$fpad&token=tok-shared-prefix",
 	'cut form: the cut is inside the token');
 my @cut = map { record(post('/cut-form', $form_type, $_, 'X-Next' => 'n1')) }
 	$t1, $t2;

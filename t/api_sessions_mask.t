@@ -213,8 +213,8 @@ ok(exists $rec->{attack} && !defined $rec->{attack}, 'no attack, no content');
 
 # no raw value anywhere in what was exported
 
-my $all = $t->read_file('api_sessions.ndjson');
 is(scalar($t->wait_records($recorded)), $recorded, 'one record per request');
+my $all = $t->read_file('api_sessions.ndjson');
 
 my @raw = qw/ tok-query-secret-1 bearer-secret-2 cookie-secret-3 dark-secret
 	api-key-secret-4 hunter2-json body-session-5 hunter2-form hunter2-cut

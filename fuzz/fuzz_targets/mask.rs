@@ -31,9 +31,12 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|t| Target::parse(t).unwrap())
         .collect();
-    let mut rules = Rules::new(selector & 8 != 0);
+    let mut rules = Rules::default();
     for source in &sources {
         rules.source(source, Some(credential), Hashing::Param);
+    }
+    if selector & 8 != 0 {
+        rules.builtin();
     }
     rules.targets(&targets);
 

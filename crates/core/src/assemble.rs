@@ -682,7 +682,15 @@ mod tests {
         let mut line = Vec::new();
         a.write_record(&c, &mut line);
         let text = String::from_utf8(line.clone()).unwrap();
-        for raw in ["tok-secret-1", "bearer-secret", "cookie-secret", "api-key-secret", "body-secret-2", "hunter2", "dark"] {
+        for raw in [
+            "tok-secret-1",
+            "bearer-secret",
+            "cookie-secret",
+            "api-key-secret",
+            "body-secret-2",
+            "hunter2",
+            "dark",
+        ] {
             assert!(!text.contains(raw), "{raw} in {text}");
         }
         let r: Record = serde_json::from_slice(&line).unwrap();

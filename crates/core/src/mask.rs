@@ -144,22 +144,18 @@ pub struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    /// The rules every request has: the default headers; with `builtin`, the built-in chain's
-    /// cookies and headers, hashed in their value spaces.
-    pub fn new(builtin: bool) -> Rules<'a> {
-        let mut rules = Rules::default();
-        if builtin {
-            for (i, name) in BUILTIN_COOKIES.iter().enumerate() {
-                rules.cookies.push((name, Hashing::Key(Builtin::Cookie(i as u8).label())));
-            }
-            for (i, name) in BUILTIN_HEADERS.iter().enumerate() {
-                let label = Builtin::Header(i as u8).label();
-                rules.header(name, HeaderKind::Whole, Hashing::Key(label));
-            }
-            let label = Builtin::Authorization.label();
-            rules.header("Authorization", HeaderKind::Authorization, Hashing::Key(label));
+    /// The built-in chain's cookies and headers (`Authorization` among them), hashed in their
+    /// value spaces. After the custom keys, which a request tries first.
+    pub fn builtin(&mut self) {
+        for (i, name) in BUILTIN_COOKIES.iter().enumerate() {
+            self.cookies.push((name, Hashing::Key(Builtin::Cookie(i as u8).label())));
         }
-        rules
+        for (i, name) in BUILTIN_HEADERS.iter().enumerate() {
+            let label = Builtin::Header(i as u8).label();
+            self.header(name, HeaderKind::Whole, Hashing::Key(label));
+        }
+        let label = Builtin::Authorization.label();
+        self.header("Authorization", HeaderKind::Authorization, Hashing::Key(label));
     }
 
     fn header(&mut self, name: &str, kind: HeaderKind, hashing: Hashing<'a>) {
@@ -212,9 +208,7 @@ impl<'a> Rules<'a> {
 
 /// `$http_` form of a header name.
 fn variable_form(name: &[u8]) -> String {
-    name.iter()
-        .map(|&c| if c == b'-' { '_' } else { char::from(c.to_ascii_lowercase()) })
-        .collect()
+    name.iter().map(|&c| if c == b'-' { '_' } else { char::from(c.to_ascii_lowercase()) }).collect()
 }
 
 fn kind_of(name: &[u8]) -> HeaderKind {
@@ -294,7 +288,7 @@ pub fn attack_content<'c>(
     bodies: &'c [Option<String>],
 ) -> Masked<'c> {
     let profile = &*capture.profile;
-    let mut rules = Rules::new(profile.builtin_keys);
+    let mut rules = Rules::default();
     let body_value = |slot: usize| bodies.get(slot).and_then(|v| v.as_deref()).map(str::as_bytes);
     for (i, key) in profile.keys.iter().enumerate() {
         let value = match key.source {
@@ -302,6 +296,9 @@ pub fn attack_content<'c>(
             _ => body_value(i),
         };
         rules.source(&key.source, value, Hashing::Key(CUSTOM_SPACE));
+    }
+    if profile.builtin_keys {
+        rules.builtin();
     }
     if let Some((entry, span)) = capture.builtin {
         if !matches!(entry, Builtin::Ip | Builtin::IpUa) {
@@ -317,7 +314,8 @@ pub fn attack_content<'c>(
     }
     rules.targets(&profile.mask);
 
-    let headers = attack.headers.iter().map(|&(name, value)| (capture.get(name), capture.get(value)));
+    let headers =
+        attack.headers.iter().map(|&(name, value)| (capture.get(name), capture.get(value)));
     let body = match &capture.request_body {
         Some(b) => BodyContent {
             bytes: &b.bytes,
@@ -453,7 +451,10 @@ fn header_edits(
 
 /// Where the credentials of `Scheme credentials` start; 0 when the value has no scheme.
 fn credentials_start(value: &[u8]) -> usize {
-    let scheme = value.iter().take_while(|&&c| c.is_ascii_alphanumeric() || b"-._~+!#$%&'*^`|".contains(&c)).count();
+    let scheme = value
+        .iter()
+        .take_while(|&&c| c.is_ascii_alphanumeric() || b"-._~+!#$%&'*^`|".contains(&c))
+        .count();
     let spaces = value[scheme..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
     if scheme == 0 || spaces == 0 {
         0
@@ -508,7 +509,8 @@ fn body_edits(body: BodyContent<'_>, rules: &Rules<'_>, secret: &Secret, edits: 
             for found in json::locate(body.bytes, body.extent, &paths) {
                 let hashing = rules.body[found.path].1;
                 let value = json::located_value(body.bytes, &found);
-                let hashed = value.as_deref().map_or(&body.bytes[found.span.clone()], str::as_bytes);
+                let hashed =
+                    value.as_deref().map_or(&body.bytes[found.span.clone()], str::as_bytes);
                 let token = hashing.token(secret, hashed);
                 let text = if found.string {
                     token
@@ -610,7 +612,11 @@ mod tests {
         fn run(&self) -> (String, Vec<(String, String)>, String) {
             let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
             let headers = self.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-            let body = BodyContent { bytes: self.body.as_bytes(), format: self.format, extent: self.extent };
+            let body = BodyContent {
+                bytes: self.body.as_bytes(),
+                format: self.format,
+                extent: self.extent,
+            };
             let m = mask(&self.rules, &secret(), self.line.as_bytes(), headers, body);
             (
                 text(&m.line),
@@ -625,7 +631,7 @@ mod tests {
     }
 
     fn rules_with(targets: &[&str]) -> Rules<'static> {
-        let mut rules = Rules::new(false);
+        let mut rules = Rules::default();
         let targets: Vec<Target> = targets.iter().map(|t| Target::parse(t).unwrap()).collect();
         rules.targets(leak(targets));
         rules
@@ -635,9 +641,17 @@ mod tests {
     fn targets_parse_or_explain() {
         assert_eq!(Target::parse("header:X-Api-Key"), Ok(Target::Header("X-Api-Key".into())));
         assert_eq!(Target::parse("arg:token"), Ok(Target::Arg("token".into())));
-        assert_eq!(Target::parse("body:/a/0").unwrap(), Target::Body(Pointer::parse("/a/0").unwrap()));
-        for bad in ["header:", "header:a b", "header:a:b", "arg:", "arg:a=b", "arg:a&b", "cookie:x", "x"] {
-            assert_eq!(Target::parse(bad).unwrap_err().to_string(), format!("invalid parameter \"{bad}\""));
+        assert_eq!(
+            Target::parse("body:/a/0").unwrap(),
+            Target::Body(Pointer::parse("/a/0").unwrap())
+        );
+        for bad in
+            ["header:", "header:a b", "header:a:b", "arg:", "arg:a=b", "arg:a&b", "cookie:x", "x"]
+        {
+            assert_eq!(
+                Target::parse(bad).unwrap_err().to_string(),
+                format!("invalid parameter \"{bad}\"")
+            );
         }
         assert_eq!(
             Target::parse("body:token").unwrap_err().to_string(),
@@ -664,7 +678,13 @@ mod tests {
             ("Proxy-Authorization", format!("Basic {}", param("Basic dXNlcjpwdw=="))),
             (
                 "Cookie",
-                format!("sid={}; theme={} ;{}; ={}", param("s1"), param("dark"), param("flag"), param("x")),
+                format!(
+                    "sid={}; theme={} ;{}; ={}",
+                    param("s1"),
+                    param("dark"),
+                    param("flag"),
+                    param("x")
+                ),
             ),
             ("Set-Cookie", format!("id={}; Path=/; HttpOnly", param("v1"))),
             ("X-Other", "Bearer keep".to_owned()),
@@ -685,7 +705,8 @@ mod tests {
 
     #[test]
     fn builtin_keys_are_masked_by_their_key_hash() {
-        let mut case = Case::new(Rules::new(true));
+        let mut case = Case::new(Rules::default());
+        case.rules.builtin();
         case.rules.targets(&[]);
         case.headers = vec![
             ("Cookie", "PHPSESSID=php1; other=o"),
@@ -693,16 +714,23 @@ mod tests {
             ("Authorization", "Bearer t"),
         ];
         let (_, headers, _) = case.run();
-        assert_eq!(headers[0].1, format!("PHPSESSID={}; other={}", key("cookie:PHPSESSID", "php1"), param("o")));
+        assert_eq!(
+            headers[0].1,
+            format!("PHPSESSID={}; other={}", key("cookie:PHPSESSID", "php1"), param("o"))
+        );
         assert_eq!(headers[1].1, key("header:X-Session-Token", "hdr-tok"));
         assert_eq!(headers[2].1, format!("Bearer {}", key("header:Authorization", "Bearer t")));
     }
 
     #[test]
     fn key_and_hash_sources_are_masked_where_they_come_from() {
-        let mut rules = Rules::new(false);
-        let (arg, cookie, header, body) =
-            (leak(source("$arg_token")), leak(source("$cookie_acct")), leak(source("$http_x_api_key")), leak(source("request_body:/password")));
+        let mut rules = Rules::default();
+        let (arg, cookie, header, body) = (
+            leak(source("$arg_token")),
+            leak(source("$cookie_acct")),
+            leak(source("$http_x_api_key")),
+            leak(source("request_body:/password")),
+        );
         rules.source(arg, Some(b"tok-1234"), Hashing::Key(CUSTOM_SPACE));
         rules.source(cookie, Some(b"ac"), Hashing::Param);
         rules.source(header, Some(b"k1"), Hashing::Param);
@@ -710,19 +738,43 @@ mod tests {
         rules.targets(&[]);
         let mut case = Case::new(rules);
         case.line = "POST /login?a=1&TOKEN=tok-1234&b=2&token=other#frag HTTP/1.1";
-        case.headers = vec![("Cookie", "acct=ac; x=y"), ("X-Api-Key", "k1"), ("Referer", "https://x/?token=tok-1234")];
+        case.headers = vec![
+            ("Cookie", "acct=ac; x=y"),
+            ("X-Api-Key", "k1"),
+            ("Referer", "https://x/?token=tok-1234"),
+        ];
         case.body = r#"{"user":"al","password":"hunter2","n":1}"#;
         case.format = BodyFormat::Json;
         let (line, headers, body) = case.run();
         assert_eq!(
             line,
-            format!("POST /login?a=1&TOKEN={}&b=2&token={}#frag HTTP/1.1", key(CUSTOM_SPACE, "tok-1234"), key(CUSTOM_SPACE, "other"))
+            format!(
+                "POST /login?a=1&TOKEN={}&b=2&token={}#frag HTTP/1.1",
+                key(CUSTOM_SPACE, "tok-1234"),
+                key(CUSTOM_SPACE, "other")
+            )
         );
         assert_eq!(headers[0].1, format!("acct={}; x={}", param("ac"), param("y")));
         assert_eq!(headers[1].1, param("k1"));
         // Swept: the key's value elsewhere, by the same hash.
         assert_eq!(headers[2].1, format!("https://x/?token={}", key(CUSTOM_SPACE, "tok-1234")));
         assert_eq!(body, format!(r#"{{"user":"al","password":"{}","n":1}}"#, param("hunter2")));
+    }
+
+    #[test]
+    fn a_custom_key_wins_over_the_builtin_chain_for_the_same_place() {
+        let mut rules = Rules::default();
+        rules.source(leak(source("$cookie_sid")), Some(b"c1"), Hashing::Key(CUSTOM_SPACE));
+        rules.source(leak(source("$http_authorization")), None, Hashing::Key(CUSTOM_SPACE));
+        rules.builtin();
+        rules.targets(&[]);
+        let mut case = Case::new(rules);
+        case.headers = vec![("Cookie", "sid=c1; PHPSESSID=p"), ("Authorization", "Basic x")];
+        let (_, headers, _) = case.run();
+        let cookie =
+            format!("sid={}; PHPSESSID={}", key(CUSTOM_SPACE, "c1"), key("cookie:PHPSESSID", "p"));
+        assert_eq!(headers[0].1, cookie);
+        assert_eq!(headers[1].1, format!("Basic {}", key(CUSTOM_SPACE, "Basic x")));
     }
 
     #[test]
@@ -776,7 +828,10 @@ mod tests {
         case.line = "GET /graphql?query=%7Ba%7D&variables=%7B%22pin%22%3A1%7D HTTP/1.1";
         assert_eq!(
             case.run().0,
-            format!("GET /graphql?query=%7Ba%7D&variables={} HTTP/1.1", param("%7B%22pin%22%3A1%7D"))
+            format!(
+                "GET /graphql?query=%7Ba%7D&variables={} HTTP/1.1",
+                param("%7B%22pin%22%3A1%7D")
+            )
         );
     }
 
@@ -817,7 +872,8 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let (arg, pass) = (leak(source("$arg_token")), leak(source("request_body:/password")));
-            let mut rules = Rules::new(true);
+            let mut rules = Rules::default();
+            rules.builtin();
             let token: &'static str = leak(token);
             let password: &'static str = leak(password);
             rules.source(arg, Some(token.as_bytes()), Hashing::Key(CUSTOM_SPACE));
