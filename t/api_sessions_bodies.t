@@ -27,7 +27,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy map gzip api_sessions/)->plan(102);
+	->has(qw/http proxy map gzip api_sessions/)->plan(104);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -174,6 +174,13 @@ http {
             proxy_pass http://127.0.0.1:%%PORT_8081%%/;
         }
 
+        location /static-probe/ {
+            alias %%TESTDIR%%/files/;
+            sendfile on;
+            api_sessions_body_limit 8k;
+            api_sessions_param response_body:/flag name=flag;
+        }
+
         location /static-late/ {
             alias %%TESTDIR%%/files/;
             sendfile on;
@@ -235,6 +242,17 @@ $t->write_file('files/big.json', $big);
 my $top = '{"token":"top-tok","items":[{"id":7},{"id":8}],"pad":"'
 	. ('p' x 20000) . '","token2":"late"}';
 $t->write_file('files/top.json', $top);
+
+# `true` ends exactly where the 4 KB probe of a sendfile response stops: what
+# follows decides whether it is a value
+for my $after (', "more": 1}', 'x, "more": 1}') {
+	my $head = '{"flag": true';
+	my $pad = '{"pad": "' . ('f' x (4096 - length($head) - 11)) . '", ';
+	my $body = $pad . substr($head, 1) . $after;
+	die 'probe file' unless substr($body, 0, 4096) =~ /"flag": true\z/;
+	$t->write_file($after =~ /^x/ ? 'files/probe-bad.json'
+		: 'files/probe-ok.json', $body);
+}
 
 my $rcv = Test::Receiver->new(port => port(8090));
 
@@ -535,6 +553,16 @@ $rec = record($r);
 is(http_content($r), $big, 'spooled response untouched');
 is_deeply([ params($rec), $rec->{truncated} ], [ { token => 'big-tok', r_tail => 'end' }, [] ],
 	'spooled response parsed whole');
+
+# a literal at the end of the probe decides nothing: the bytes after it do
+
+$r = http_get('/static-probe/probe-ok.json');
+$recorded++;
+is(params(record($r))->{flag}, 'true', 'probe: a literal the next byte ends');
+
+$r = http_get('/static-probe/probe-bad.json');
+$recorded++;
+is_deeply(params(record($r)), {}, 'probe: a literal the next byte spoils');
 
 # the same file where a pointer is undecided in the first bytes: read up to the
 # limit, then cut
