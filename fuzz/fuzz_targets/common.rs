@@ -1,6 +1,9 @@
 //! What the body targets share: how an input is split, and the prefix property every
 //! format keeps.
 
+// Each target includes this file and uses the part it needs.
+#![allow(dead_code)]
+
 use api_sessions_core::body::{
     extract_request, extract_response, response_decided, BodyFormat, Extent, Pointer,
     RequestDocument,
