@@ -11,9 +11,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::assemble::{no_key_hash, Assembler, SessionSplit, NO_KEY_LABEL};
+use crate::body::Extent;
 use crate::capture::{Body, Capture, CapturedAttack};
 use crate::hash::Secret;
 use crate::keys::{Builtin, BUILTIN_COOKIES, BUILTIN_HEADERS, CUSTOM_SPACE};
+use crate::mask;
 use crate::profile::{KeySpec, ParamSpec, Profile, Settings, Source};
 use crate::record::{
     Attack, AttackRequest, Blocked, Param, ParamKind, Record, Truncated, SCHEMA_VERSION,
@@ -206,7 +208,12 @@ fn capture(profile: Arc<Profile>) -> impl Strategy<Value = Capture> {
         c.builtin = builtin.map(|(entry, value)| (entry, c.push(&value)));
         let (request_body, response_body, attack, blocked) = content;
         let content_type = c.push(b"application/octet-stream");
-        let body = |(bytes, truncated)| Body { bytes, truncated, content_type };
+        let body = |(bytes, truncated)| Body {
+            bytes,
+            truncated,
+            extent: Extent::cut_if(truncated),
+            content_type,
+        };
         c.request_body = request_body.map(body);
         c.response_body = response_body.map(body);
         c.attack = attack.map(|(kind, line, headers)| CapturedAttack {
@@ -286,14 +293,20 @@ fn record_of(c: &Capture, secret: &Secret, node: &str, pid: u32) -> Record {
         params.push(param);
     }
 
-    let attack = c.attack.as_ref().map(|a| Attack {
-        kind: text(c.get(a.kind)),
-        request: AttackRequest {
-            line: text(c.get(a.line)),
-            headers: a.headers.iter().map(|&(n, v)| (text(c.get(n)), text(c.get(v)))).collect(),
-            body: c.request_body.as_ref().map_or_else(String::new, |b| text(&b.bytes)),
-            body_truncated: c.request_body.as_ref().is_some_and(|b| b.truncated),
-        },
+    // What masking hides is held to its rules by the mask's own tests; here the writer is held
+    // to writing the masked content it is given.
+    let attack = c.attack.as_ref().map(|a| {
+        let no_bodies = vec![None; profile.keys.len() + profile.params.len()];
+        let content = mask::attack_content(secret, c, a, &no_bodies);
+        Attack {
+            kind: text(c.get(a.kind)),
+            request: AttackRequest {
+                line: text(&content.line),
+                headers: content.headers.iter().map(|(n, v)| (text(n), text(v))).collect(),
+                body: text(&content.body),
+                body_truncated: c.request_body.as_ref().is_some_and(|b| b.truncated),
+            },
+        }
     });
     let mut truncated = Vec::new();
     if c.request_body.as_ref().is_some_and(|b| b.truncated) {
