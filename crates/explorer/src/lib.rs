@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod batch;
 pub mod cli;
+pub mod detect;
 pub mod error;
 pub mod follow;
 pub mod ingest;

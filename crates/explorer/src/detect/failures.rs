@@ -1,0 +1,73 @@
+//! Failures: `auth_failures` (refused logins: brute force, credential stuffing) and `errors`
+//! (the share of 4xx and 5xx answers).
+
+use super::config::{AuthFailures, Errors, Ramp};
+use super::sketch::Counts;
+use super::state::{ActorState, SessionState};
+use super::{Signal, SignalName};
+
+fn refused(statuses: &Counts<u16>, config: &AuthFailures) -> (u64, String) {
+    let mut total = 0u64;
+    let mut parts = Vec::new();
+    for (status, count) in statuses.iter() {
+        if config.statuses.contains(&status) {
+            total += u64::from(count);
+            parts.push(format!("{status} ×{count}"));
+        }
+    }
+    (total, parts.join(", "))
+}
+
+/// Refused `auth` requests in the session, or, for a short session, in every session of its
+/// actor around it: the one login that worked after a thousand that did not.
+pub(super) fn auth_failures(
+    state: &SessionState,
+    actor: Option<&ActorState>,
+    config: &AuthFailures,
+) -> Option<Signal> {
+    if !config.enabled {
+        return None;
+    }
+    let ramp = Ramp::new(config.start, config.full);
+    let (count, statuses) = refused(&state.auth_statuses, config);
+    let mine = Signal::new(
+        SignalName::AuthFailures,
+        ramp.score(count as f64),
+        format!("{count} refused logins ({statuses})"),
+        state.auth_refused_first.ids(),
+    );
+    let theirs = actor.and_then(|actor| {
+        let (count, statuses) = refused(&actor.auth_statuses, config);
+        Signal::new(
+            SignalName::AuthFailures,
+            ramp.score(count as f64),
+            format!("{count} refused logins ({statuses}) from this IP address and User-Agent around this session"),
+            actor.auth_refused_first.ids(),
+        )
+    });
+    match (mine, theirs) {
+        (Some(mine), Some(theirs)) if theirs.score > mine.score => Some(theirs),
+        (None, theirs) => theirs,
+        (mine, _) => mine,
+    }
+}
+
+pub(super) fn errors(state: &SessionState, config: &Errors) -> Option<Signal> {
+    if !config.enabled || state.requests < config.min_requests {
+        return None;
+    }
+    let failed = state.client_errors + state.server_errors;
+    let share = failed as f64 / state.requests as f64;
+    Signal::new(
+        SignalName::Errors,
+        Ramp::new(config.start, config.full).score(share),
+        format!(
+            "{:.0}% of {} requests failed ({} 4xx, {} 5xx)",
+            share * 100.0,
+            state.requests,
+            state.client_errors,
+            state.server_errors
+        ),
+        state.errors_first.ids(),
+    )
+}
