@@ -108,6 +108,8 @@ impl<const N: usize> Earliest<N> {
             return;
         }
         if let Err(at) = self.stamps.binary_search(stamp) {
+            // Lists are short and most stay shorter than a default allocation.
+            self.stamps.reserve_exact(1);
             self.stamps.insert(at, stamp.clone());
             self.stamps.truncate(N);
         }
@@ -311,6 +313,7 @@ impl<V: Entry, const N: usize> Capped<V, N> {
             Err(at) if at < N => {
                 let mut value = make();
                 merge(&mut value);
+                self.entries.reserve_exact(1);
                 self.entries.insert(at, (key, value));
                 self.entries.truncate(N);
             }

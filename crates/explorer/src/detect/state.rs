@@ -15,13 +15,14 @@ use super::{Flow, Request, ABUSE_FLOWS};
 
 /// Timestamps kept for timing: the session's first ones.
 pub const TIMES: usize = 64;
-/// Distinct values counted exactly before a count saturates.
-pub const DISTINCT_PATHS: usize = 128;
-pub const DISTINCT_IDS: usize = 128;
+/// Distinct values counted exactly before a count saturates; at most 100, the most ClickHouse's
+/// `uniqUpTo` counts.
+pub const DISTINCT_PATHS: usize = 100;
+pub const DISTINCT_IDS: usize = 100;
 pub const DISTINCT_USERS: usize = 32;
 pub const DISTINCT_ENDPOINTS: usize = 64;
 pub const DISTINCT_AGENTS: usize = 16;
-pub const DISTINCT_SESSIONS: usize = 128;
+pub const DISTINCT_SESSIONS: usize = 100;
 /// Evidence kept per category.
 pub const EVIDENCE: usize = 5;
 

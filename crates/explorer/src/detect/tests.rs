@@ -180,7 +180,7 @@ fn path_scan_counts_templates_not_paths() {
     let saturated = paced(1000, 10, |i| get(&format!("/w{i}"), 404));
     assert_eq!(
         signal_in(&saturated, SignalName::PathScan).unwrap().detail,
-        "more than 128 distinct endpoints answered 404"
+        "more than 100 distinct endpoints answered 404"
     );
 }
 
@@ -190,7 +190,7 @@ fn enumeration_and_trusted_roles() {
         get(&format!("/orders/{}", 1000 + i), if i % 7 == 0 { 200 } else { 404 })
     });
     let signal = signal_in(&walk, SignalName::Enumeration).unwrap();
-    assert_eq!(signal.detail, "more than 128 distinct ids under GET /orders/{id}");
+    assert_eq!(signal.detail, "more than 100 distinct ids under GET /orders/{id}");
     assert_eq!(signal.score, 1.0);
     let sixty = paced(60, 500, |i| get(&format!("/orders/{i}"), 200));
     assert_eq!(signal_in(&sixty, SignalName::Enumeration).unwrap().score, 0.5);
