@@ -47,10 +47,11 @@ my @people = map { "human:$_" } qw/
 my $t = Test::Nginx->new()->has(qw/http proxy realip api_sessions/)
 	->plan(@tools + 2 * @attackers + @people + 5);
 
-# A missing tool fails the test rather than skipping it: scripts/test installs them.
+# A missing tool fails the test rather than skipping it: scripts/test installs them (dirb
+# for its wordlist).
 my @missing = grep { system("command -v $_ >/dev/null 2>&1") != 0 } @tools, 'python3';
-BAIL_OUT("missing tools: @missing (apt-get install sqlmap hydra ffuf gobuster wrk siege)")
-	if @missing;
+die "missing tools: @missing (apt-get install sqlmap hydra ffuf gobuster wrk siege dirb)\n"
+	if @missing || !-r '/usr/share/dirb/wordlists/small.txt';
 
 my $dir = $t->testdir();
 

@@ -6,11 +6,15 @@
 //! state: [`Earliest`] and [`Smallest`] are `groupArraySorted(N)`, [`Distinct`] is
 //! `uniqUpTo(N)`, [`Counts`] is `sumMap`, and [`Capped`] is a table keyed by
 //! (session, key) of which the `N` smallest keys are read.
+//!
+//! Every piece serializes (a store keeps the state of open sessions) and is rebuilt through
+//! its own `observe` when read back, so that a stored state always keeps its bounds and order.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::Hasher;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use siphasher::sip::SipHasher13;
 
 /// Stable 64-bit hash of a text: the same in every process and release, so that states built
@@ -82,6 +86,18 @@ impl Ord for RequestId {
     }
 }
 
+impl Serialize for RequestId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(RequestId::new(&String::deserialize(deserializer)?))
+    }
+}
+
 impl PartialOrd for RequestId {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -90,16 +106,31 @@ impl PartialOrd for RequestId {
 
 /// Where a request stands in time: its start, then its id to break ties, so that "the
 /// earliest" is one answer whatever order the records came in.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Stamp {
     pub ts: i64,
     pub request_id: RequestId,
 }
 
 /// The `N` earliest requests of a category, without repeats.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<Stamp>", into = "Vec<Stamp>")]
 pub struct Earliest<const N: usize> {
     stamps: Vec<Stamp>,
+}
+
+impl<const N: usize> From<Vec<Stamp>> for Earliest<N> {
+    fn from(stamps: Vec<Stamp>) -> Self {
+        let mut earliest = Earliest::default();
+        stamps.iter().for_each(|stamp| earliest.observe(stamp));
+        earliest
+    }
+}
+
+impl<const N: usize> From<Earliest<N>> for Vec<Stamp> {
+    fn from(earliest: Earliest<N>) -> Self {
+        earliest.stamps
+    }
 }
 
 impl<const N: usize> Earliest<N> {
@@ -145,9 +176,24 @@ fn stamp_heap(stamp: &Stamp) -> usize {
 
 /// The `N` smallest values, repeats included (a multiset: two requests may start in the same
 /// millisecond, and the store never hands the same record twice).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<i64>", into = "Vec<i64>")]
 pub struct Smallest<const N: usize> {
     values: Vec<i64>,
+}
+
+impl<const N: usize> From<Vec<i64>> for Smallest<N> {
+    fn from(values: Vec<i64>) -> Self {
+        let mut smallest = Smallest::default();
+        values.into_iter().for_each(|value| smallest.observe(value));
+        smallest
+    }
+}
+
+impl<const N: usize> From<Smallest<N>> for Vec<i64> {
+    fn from(smallest: Smallest<N>) -> Self {
+        smallest.values
+    }
 }
 
 impl<const N: usize> Smallest<N> {
@@ -178,11 +224,31 @@ impl<const N: usize> Smallest<N> {
 
 /// How many distinct values, exact up to `N` and "more than `N`" beyond: the set of hashes is
 /// dropped once it outgrows `N`, so the count saturates instead of growing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Option<Vec<u64>>", into = "Option<Vec<u64>>")]
 pub enum Distinct<const N: usize> {
     /// Sorted hashes, at most `N`.
     Exact(Vec<u64>),
     Saturated,
+}
+
+/// `None` once saturated.
+impl<const N: usize> From<Option<Vec<u64>>> for Distinct<N> {
+    fn from(hashes: Option<Vec<u64>>) -> Self {
+        let Some(hashes) = hashes else { return Distinct::Saturated };
+        let mut distinct = Distinct::default();
+        hashes.into_iter().for_each(|hash| distinct.observe(hash));
+        distinct
+    }
+}
+
+impl<const N: usize> From<Distinct<N>> for Option<Vec<u64>> {
+    fn from(distinct: Distinct<N>) -> Self {
+        match distinct {
+            Distinct::Exact(hashes) => Some(hashes),
+            Distinct::Saturated => None,
+        }
+    }
 }
 
 impl<const N: usize> Default for Distinct<N> {
@@ -245,9 +311,28 @@ impl<const N: usize> Distinct<N> {
 
 /// Counts per key (`sumMap`). The keys a caller uses are bounded by construction (minute of
 /// the day, HTTP status), which bounds the map.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    from = "Vec<(K, u32)>",
+    into = "Vec<(K, u32)>",
+    bound(serialize = "K: Serialize + Clone", deserialize = "K: Deserialize<'de> + Ord + Copy")
+)]
 pub struct Counts<K> {
     entries: Vec<(K, u32)>,
+}
+
+impl<K: Ord + Copy> From<Vec<(K, u32)>> for Counts<K> {
+    fn from(entries: Vec<(K, u32)>) -> Self {
+        let mut counts = Counts::default();
+        entries.into_iter().for_each(|(key, count)| counts.add(key, count));
+        counts
+    }
+}
+
+impl<K> From<Counts<K>> for Vec<(K, u32)> {
+    fn from(counts: Counts<K>) -> Self {
+        counts.entries
+    }
 }
 
 impl<K> Default for Counts<K> {
@@ -294,9 +379,28 @@ pub trait Entry: Clone {
 /// smallest of all the keys a session ever had is among the `N` smallest of every part it was
 /// seen in, so its entry is kept whole wherever it was merged: the table is the same
 /// whatever the order and grouping of the merges. Keys beyond the cap are left out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    from = "Vec<(u64, V)>",
+    into = "Vec<(u64, V)>",
+    bound(serialize = "V: Serialize + Clone", deserialize = "V: Deserialize<'de> + Entry")
+)]
 pub struct Capped<V, const N: usize> {
     entries: Vec<(u64, V)>,
+}
+
+impl<V: Entry, const N: usize> From<Vec<(u64, V)>> for Capped<V, N> {
+    fn from(entries: Vec<(u64, V)>) -> Self {
+        let mut capped = Capped { entries: Vec::new() };
+        capped.merge(&Capped { entries });
+        capped
+    }
+}
+
+impl<V, const N: usize> From<Capped<V, N>> for Vec<(u64, V)> {
+    fn from(capped: Capped<V, N>) -> Self {
+        capped.entries
+    }
 }
 
 impl<V, const N: usize> Default for Capped<V, N> {

@@ -7,6 +7,8 @@
 //! into the state of all their requests together. Both are bounded whatever the number of
 //! requests, and hold facts only: thresholds are applied when scoring.
 
+use serde::{Deserialize, Serialize};
+
 use super::endpoint::endpoint_of;
 use super::sketch::{
     clip, hash, Capped, Counts, Distinct, Earliest, Entry, RequestId, Smallest, Stamp,
@@ -56,14 +58,14 @@ pub fn minute_of(ts: i64) -> u16 {
 }
 
 /// The session's first request and whose it was.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub stamp: Stamp,
     pub ip: Box<str>,
     pub user_agent: Option<Box<str>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointEntry {
     pub template: Box<str>,
     pub requests: u64,
@@ -82,7 +84,7 @@ impl Entry for EndpointEntry {
 }
 
 /// An endpoint template with object ids in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectEntry {
     pub template: Box<str>,
     pub requests: u64,
@@ -102,7 +104,7 @@ impl Entry for ObjectEntry {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentEntry {
     /// `None`: requests without a User-Agent.
     pub user_agent: Option<Box<str>>,
@@ -121,7 +123,7 @@ impl Entry for AgentEntry {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named {
     pub name: Box<str>,
     pub requests: u64,
@@ -137,8 +139,9 @@ impl Entry for Named {
     }
 }
 
-/// Everything the detector knows of one session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything the detector knows of one session. It serializes for a store to keep while the
+/// session is open (JSON: a few kilobytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
     pub(super) requests: u64,
     pub(super) first_ts: i64,
@@ -431,7 +434,7 @@ pub fn hour_of(ts: i64) -> i64 {
 
 /// One actor in one hour: the IP address and User-Agent of a request (clipped as the session's
 /// origin is) and the hour it started in.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ActorKey {
     pub ip: String,
     pub user_agent: Option<String>,
@@ -455,7 +458,7 @@ pub fn keyed_by_address(request: &Request<'_>) -> bool {
 }
 
 /// What the detector knows of one actor in one hour, over all its sessions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorState {
     /// Sessions keyed by something the client presented (a token, a cookie).
     pub(super) sessions: Distinct<DISTINCT_SESSIONS>,

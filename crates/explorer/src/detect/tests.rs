@@ -362,6 +362,21 @@ fn actor_keys_cover_the_window() {
 }
 
 #[test]
+fn stored_pieces_are_rebuilt_within_their_bounds() {
+    use sketch::{Distinct, Earliest};
+    let earliest: Earliest<2> = serde_json::from_str(
+        r#"[{"ts":9,"request_id":"c"},{"ts":1,"request_id":"b"},{"ts":1,"request_id":"a"},{"ts":1,"request_id":"a"}]"#,
+    )
+    .unwrap();
+    assert_eq!(earliest.ids(), ["a", "b"]);
+    let distinct: Distinct<2> = serde_json::from_str("[5, 3, 5, 9]").unwrap();
+    assert!(distinct.is_saturated());
+    let distinct: Distinct<2> = serde_json::from_str("[5, 3, 5]").unwrap();
+    assert_eq!(distinct.count(), 2);
+    assert_eq!(serde_json::to_string(&distinct).unwrap(), "[3,5]");
+}
+
+#[test]
 fn risk_tiers() {
     let s = |name, score| Signal { name, score, detail: String::new(), evidence: Vec::new() };
     assert_eq!(risk(&[]), 0);
@@ -504,6 +519,10 @@ proptest! {
         let config = Config::default();
         prop_assert_eq!(score(&merged, None, &config), score(&whole, None, &config));
 
+        // A store keeps it and reads it back unchanged.
+        let kept: SessionState = serde_json::from_str(&serde_json::to_string(&whole).unwrap()).unwrap();
+        prop_assert_eq!(&kept, &whole);
+
         // The actor state too.
         let actor = actor_of(&records);
         let mut half = actor_of(&records[..records.len() / 2]);
@@ -512,6 +531,8 @@ proptest! {
         let mut reversed = records.clone();
         reversed.reverse();
         prop_assert_eq!(&actor_of(&reversed), &actor);
+        let kept: ActorState = serde_json::from_str(&serde_json::to_string(&actor).unwrap()).unwrap();
+        prop_assert_eq!(&kept, &actor);
         prop_assert_eq!(score(&whole, Some(&actor), &config), score(&merged, Some(&half), &config));
     }
 

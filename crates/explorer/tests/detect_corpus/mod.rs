@@ -73,6 +73,8 @@ pub struct Evaluation {
     pub session_bytes_min: usize,
     pub session_bytes_max: usize,
     pub session_bytes_mean: usize,
+    /// The state of a session as JSON, as a store would keep it.
+    pub session_json_mean: usize,
     pub actor_bytes_max: usize,
 }
 
@@ -127,6 +129,7 @@ pub fn evaluate(input: impl BufRead, config: &Config) -> Result<Evaluation, Stri
 
     let mut scored = Vec::new();
     let mut session_bytes = Vec::new();
+    let mut session_json = 0;
     for (session_id, (state, labels)) in &sessions {
         if labels.len() > 1 {
             return Err(format!("session {session_id} mixes actors: {labels:?}"));
@@ -140,6 +143,7 @@ pub fn evaluate(input: impl BufRead, config: &Config) -> Result<Evaluation, Stri
         }
         let signals = detect::score(state, Some(&actor), config);
         session_bytes.push(state.bytes());
+        session_json += serde_json::to_string(state).map_err(|e| e.to_string())?.len();
         scored.push(Scored {
             session_id: session_id.clone(),
             label,
@@ -184,6 +188,7 @@ pub fn evaluate(input: impl BufRead, config: &Config) -> Result<Evaluation, Stri
         session_bytes_min: session_bytes.iter().copied().min().unwrap_or(0),
         session_bytes_max: session_bytes.iter().copied().max().unwrap_or(0),
         session_bytes_mean: session_bytes.iter().sum::<usize>() / session_bytes.len().max(1),
+        session_json_mean: session_json / session_bytes.len().max(1),
         actor_bytes_max: actors.values().map(ActorState::bytes).max().unwrap_or(0),
         sessions: scored,
         labels,
@@ -251,6 +256,7 @@ impl Evaluation {
             "session_bytes_min": self.session_bytes_min,
             "session_bytes_max": self.session_bytes_max,
             "session_bytes_mean": self.session_bytes_mean,
+            "session_json_mean": self.session_json_mean,
             "actor_bytes_max": self.actor_bytes_max,
             "labels": labels,
         })
@@ -285,7 +291,7 @@ impl Evaluation {
         }
         out += &format!(
             "{} records, {} sessions: precision {:.3}, recall {:.3}; state per session {} bytes \
-             on average, from {} to {}; per actor-hour {} at most\n",
+             on average, from {} to {} ({} as JSON); per actor-hour {} at most\n",
             self.records,
             self.sessions.len(),
             self.precision,
@@ -293,6 +299,7 @@ impl Evaluation {
             self.session_bytes_mean,
             self.session_bytes_min,
             self.session_bytes_max,
+            self.session_json_mean,
             self.actor_bytes_max
         );
         out
