@@ -1,8 +1,8 @@
 //! The detector's thresholds, read from a TOML file; every value has a default that works
 //! untuned, and a key the detector does not know is an error that names it.
 //!
-//! Thresholds only shape the scores: the state kept per session does not depend on them, so a
-//! changed file rescores every session as it is.
+//! Thresholds only shape the scores: the state kept per session does not depend on them, so
+//! sessions can be rescored under a changed file without their records.
 
 use std::fmt;
 use std::path::Path;
