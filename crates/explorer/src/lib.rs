@@ -17,6 +17,7 @@ pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod detect;
+pub mod endpoints;
 pub mod error;
 pub mod follow;
 pub mod ingest;

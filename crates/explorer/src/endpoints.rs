@@ -1,0 +1,4 @@
+//! Endpoints.
+
+pub mod histogram;
+pub mod template;
