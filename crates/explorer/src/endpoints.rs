@@ -1,4 +1,6 @@
 //! Endpoints.
 
+pub mod distinct;
 pub mod histogram;
+pub mod stats;
 pub mod template;
