@@ -99,7 +99,7 @@ pub fn template(path: &str) -> String {
         let room = MAX_TEMPLATE_LEN - (REST.len() + 1);
         let mut used = 0;
         let mut keep = 0;
-        while keep < MAX_SEGMENTS - 1 && used + parts[keep].len() + 1 <= room {
+        while keep < MAX_SEGMENTS - 1 && used + parts[keep].len() < room {
             used += parts[keep].len() + 1;
             keep += 1;
         }
@@ -242,7 +242,7 @@ fn is_email(text: &str) -> bool {
 /// allows unencoded in a segment stay; everything else, `%`, `{`, `}`, spaces, control and
 /// formatting characters, bytes that are not UTF-8, is percent-encoded. Decoding the result
 /// gives the segment back, so the form is canonical.
-fn encode(decoded: &[u8]) -> String {
+pub(crate) fn encode(decoded: &[u8]) -> String {
     let mut out = String::with_capacity(decoded.len());
     for chunk in decoded.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -360,10 +360,10 @@ mod tests {
         assert!(t.ends_with("/{rest}"), "{t}");
 
         let x60 = "x".repeat(60);
-        let wide = format!("/{}", vec![x60.as_str(); 10].join("/"));
+        let wide = format!("/{}", [x60.as_str(); 10].join("/"));
         let t = template(&wide);
         assert!(t.len() <= MAX_TEMPLATE_LEN, "{}", t.len());
-        assert_eq!(t, format!("/{}/{REST}", vec![x60.as_str(); 4].join("/")));
+        assert_eq!(t, format!("/{}/{REST}", [x60.as_str(); 4].join("/")));
     }
 
     #[test]
