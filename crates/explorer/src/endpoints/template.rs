@@ -90,7 +90,12 @@ pub fn segments(path: &str) -> Vec<Cow<'_, [u8]>> {
 
 /// The template of a request path; see the module documentation for the rules.
 pub fn template(path: &str) -> String {
-    let mut parts: Vec<Cow<'_, str>> = segments(path).iter().map(|s| segment(s)).collect();
+    from_segments(&segments(path))
+}
+
+/// The template of a path already split by [`segments`].
+pub fn from_segments(segments: &[Cow<'_, [u8]>]) -> String {
+    let mut parts: Vec<Cow<'_, str>> = segments.iter().map(|s| segment(s)).collect();
     if parts.is_empty() {
         return "/".to_owned();
     }
