@@ -367,6 +367,56 @@ mod tests {
         assert!(!rule.judge(&slow, 4001.0, u64::MAX).response_bytes);
     }
 
+    /// What the documentation says an endpoint-hour costs: 300 requests from 40 sessions,
+    /// durations spread over two decades and four response sizes take under 800 bytes; 100,000
+    /// requests from as many sessions, durations over four decades and sizes from 0 to 70 KB,
+    /// under 8 KB.
+    #[test]
+    fn an_endpoint_hour_is_a_few_hundred_bytes() {
+        let mut s = Stats::new();
+        let sessions: Vec<String> = (0..40).map(|i| format!("{:032x}", i * 7919)).collect();
+        for i in 0..300u64 {
+            let spread = ((i * 2_654_435_761) % 1000) as f64 / 1000.0;
+            s.add(
+                &Observation {
+                    ts: i as i64,
+                    status: 200,
+                    duration_ms: 3.0 * 10f64.powf(2.0 * spread),
+                    response_bytes: [512, 2048, 2100, 40_000][(i % 4) as usize],
+                    session_id: &sessions[(i % 40) as usize],
+                    attack: false,
+                },
+                [],
+            );
+        }
+        let sketches = s.duration_ms.encode().len()
+            + s.response_bytes.encode().len()
+            + s.sessions.encode().len();
+        assert!(sketches < 800, "{sketches} bytes");
+
+        let mut busy = Stats::new();
+        for i in 0..100_000u64 {
+            let spread = ((i * 2_654_435_761) % 100_000) as f64 / 100_000.0;
+            busy.add(
+                &Observation {
+                    ts: i as i64,
+                    status: 200,
+                    duration_ms: 0.5 * 10f64.powf(4.0 * spread),
+                    response_bytes: i % 70_000,
+                    session_id: &format!("{i:x}"),
+                    attack: false,
+                },
+                [],
+            );
+        }
+        let (d, b, x) = (
+            busy.duration_ms.encode().len(),
+            busy.response_bytes.encode().len(),
+            busy.sessions.encode().len(),
+        );
+        assert!(d + b + x < 8000, "{d} + {b} + {x} bytes");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 

@@ -282,3 +282,52 @@ fn many_templates_match_fast_enough() {
     // Generous, for a loaded machine: about a microsecond each is expected.
     assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any value in the parameter's place matches the parameter's template, encoded or
+        /// not, except the literal that overlaps it.
+        #[test]
+        fn parameters_take_any_value(value in "[A-Za-z0-9._~@!$-]{1,24}", method in "GET|DELETE") {
+            prop_assume!(value != "." && value != "..");
+            let api = shop();
+            let expected = if value == "mine" && method == "GET" {
+                "/v1/orders/mine"
+            } else {
+                "/v1/orders/{orderId}"
+            };
+            let plain = format!("/v1/orders/{value}");
+            let encoded: String = value.bytes().map(|b| format!("%{b:02X}")).collect();
+            for path in [plain, format!("/v1/orders/{encoded}")] {
+                let (_, template) = lookup(&api, "localhost", &method, &path);
+                prop_assert_eq!(template.as_str(), expected, "{}", path);
+            }
+        }
+
+        /// Whatever a lookup returns matches the path: as many segments, the same literal
+        /// ones.
+        #[test]
+        fn what_is_found_matches(path in "(/(v1|orders|mine|admin|users|[a-z%0-9.]{0,6})){0,6}") {
+            let api = shop();
+            let segments = template::segments(&path);
+            let template = match api.lookup("localhost", "GET", &segments) {
+                Some(Lookup::Operation(op)) => op.template.clone(),
+                Some(Lookup::Path(template)) => template.to_owned(),
+                None => return Ok(()),
+            };
+            let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+            prop_assert_eq!(parts.len(), segments.len(), "{} for {}", template, path);
+            for (part, segment) in parts.iter().zip(&segments) {
+                if !part.contains('{') {
+                    prop_assert_eq!(part.as_bytes(), segment.as_ref(), "{} for {}", template, path);
+                }
+            }
+        }
+    }
+}
