@@ -40,6 +40,8 @@ const MAX_REF_HOPS: usize = 16;
 /// A document that cannot be used, and where it goes wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecError {
+    /// The file could not be read at all; `reason` says why.
+    pub unreadable: bool,
     pub file: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
@@ -50,6 +52,9 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unreadable {
+            return write!(f, "cannot read OpenAPI document {}: {}", self.file, self.reason);
+        }
         write!(f, "invalid OpenAPI document: {}", self.reason)?;
         if let Some(at) = &self.at {
             write!(f, " at {at}")?;
@@ -104,6 +109,7 @@ impl OpenApi {
         for file in files {
             let name = file.as_ref().display().to_string();
             let text = std::fs::read_to_string(file.as_ref()).map_err(|e| SpecError {
+                unreadable: true,
                 file: name.clone(),
                 line: None,
                 column: None,
@@ -123,6 +129,7 @@ impl OpenApi {
         let mut api = OpenApi::default();
         for (name, text) in documents {
             let root = document::parse(Format::of(name, text), text).map_err(|e| SpecError {
+                unreadable: false,
                 file: name.to_owned(),
                 line: e.line,
                 column: e.column,
@@ -283,6 +290,7 @@ fn index(at: &str, index: usize) -> String {
 impl<'d> Reader<'d> {
     fn error(&self, node: Option<&Node>, at: &str, reason: impl Into<String>) -> SpecError {
         SpecError {
+            unreadable: false,
             file: self.file.to_owned(),
             line: node.and_then(|n| n.line),
             column: None,

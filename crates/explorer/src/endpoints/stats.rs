@@ -8,7 +8,7 @@
 //! inside it with a [`Stats`] built from the requests of the partial hours at its ends, and the
 //! result covers exactly the range.
 //!
-//! Precision: counts, times and status classes are exact; the sessions count is exact up to
+//! Precision: counts, times, status classes and flows are exact; the sessions count is exact up to
 //! 64 sessions and within about 1.6% past that; duration and size quantiles are within 1% of
 //! the exact nearest-rank quantile (see [`histogram`](super::histogram)).
 
@@ -16,8 +16,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use integer_encoding::VarInt;
+
 use super::distinct::Distinct;
-use super::histogram::Histogram;
+use super::histogram::{push_varint, take_varint, DecodeError, Histogram};
 
 /// Milliseconds in an hour: statistics are kept per endpoint and hour.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -29,7 +31,8 @@ pub fn hour(ts_ms: i64) -> i64 {
 
 /// Distinct flow names kept per endpoint-hour; more are counted under [`OTHER_FLOW`].
 /// Flows are words from the nginx configuration, a handful per endpoint: the cap is only for
-/// records posted with made-up ones.
+/// records posted with made-up ones, and only then does the merge depend on its order (which
+/// names were kept first).
 pub const MAX_FLOWS: usize = 32;
 pub const OTHER_FLOW: &str = "{other}";
 
@@ -171,6 +174,61 @@ impl Stats {
         self.sessions.merge(&other.sessions);
     }
 
+    /// A compact form for a store that keeps an endpoint-hour in one column: a version byte,
+    /// the counters and times as varints, the flows as (length, name, count), then the two
+    /// histograms and the session sketch, each prefixed by its length.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ENCODING_VERSION];
+        push_varint(&mut out, self.requests);
+        for count in self.statuses.0 {
+            push_varint(&mut out, count);
+        }
+        push_varint(&mut out, self.attacks);
+        push_signed(&mut out, self.first_ts);
+        push_signed(&mut out, self.last_ts);
+        push_varint(&mut out, self.flows.len() as u64);
+        for (flow, count) in &self.flows {
+            push_bytes(&mut out, flow.as_bytes());
+            push_varint(&mut out, *count);
+        }
+        push_bytes(&mut out, &self.duration_ms.encode());
+        push_bytes(&mut out, &self.response_bytes.encode());
+        push_bytes(&mut out, &self.sessions.encode());
+        out
+    }
+
+    /// Reads what [`Stats::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Stats, DecodeError> {
+        let (&version, mut bytes) = bytes.split_first().ok_or(DecodeError)?;
+        if version != ENCODING_VERSION {
+            return Err(DecodeError);
+        }
+        let bytes = &mut bytes;
+        let mut stats = Stats { requests: take_varint(bytes)?, ..Stats::default() };
+        for slot in &mut stats.statuses.0 {
+            *slot = take_varint(bytes)?;
+        }
+        stats.attacks = take_varint(bytes)?;
+        stats.first_ts = take_signed(bytes)?;
+        stats.last_ts = take_signed(bytes)?;
+        let flows = take_varint(bytes)?;
+        if flows > MAX_FLOWS as u64 + 1 {
+            return Err(DecodeError);
+        }
+        for _ in 0..flows {
+            let name = std::str::from_utf8(take_bytes(bytes)?).map_err(|_| DecodeError)?;
+            let count = take_varint(bytes)?;
+            stats.flows.insert(name.to_owned(), count);
+        }
+        stats.duration_ms = Histogram::decode(take_bytes(bytes)?)?;
+        stats.response_bytes = Histogram::decode(take_bytes(bytes)?)?;
+        stats.sessions = Distinct::decode(take_bytes(bytes)?)?;
+        if !bytes.is_empty() {
+            return Err(DecodeError);
+        }
+        Ok(stats)
+    }
+
     /// Median, p95 and p99 of the durations, in milliseconds to the microsecond.
     pub fn duration_quantiles(&self) -> Option<Quantiles> {
         Quantiles::of(&self.duration_ms, 1000.0)
@@ -189,6 +247,36 @@ impl Stats {
             response_bytes_p95: self.response_bytes.quantile(950),
         }
     }
+}
+
+/// The first byte of [`Stats::encode`]'s form, changed if the form ever changes.
+const ENCODING_VERSION: u8 = 1;
+
+fn push_signed(out: &mut Vec<u8>, value: i64) {
+    let mut buf = [0u8; 10];
+    let len = value.encode_var(&mut buf);
+    out.extend_from_slice(&buf[..len]);
+}
+
+fn take_signed(bytes: &mut &[u8]) -> Result<i64, DecodeError> {
+    let (value, len) = i64::decode_var(bytes).ok_or(DecodeError)?;
+    *bytes = &bytes[len..];
+    Ok(value)
+}
+
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let len = take_varint(bytes)?;
+    if len > bytes.len() as u64 {
+        return Err(DecodeError);
+    }
+    let (taken, rest) = bytes.split_at(len as usize);
+    *bytes = rest;
+    Ok(taken)
 }
 
 /// Three quantiles of a histogram, rounded for display.
@@ -336,6 +424,19 @@ mod tests {
     }
 
     #[test]
+    fn encoding_rejects_junk() {
+        let mut s = Stats::new();
+        s.add(&observation(3), ["auth"]);
+        let bytes = s.encode();
+        assert_eq!(Stats::decode(&bytes), Ok(s.clone()));
+        assert_eq!(Stats::decode(&Stats::new().encode()), Ok(Stats::new()));
+        assert_eq!(Stats::decode(&[]), Err(DecodeError));
+        assert_eq!(Stats::decode(&[2]), Err(DecodeError));
+        assert_eq!(Stats::decode(&bytes[..bytes.len() - 1]), Err(DecodeError));
+        assert_eq!(Stats::decode(&[bytes.as_slice(), &[0]].concat()), Err(DecodeError));
+    }
+
+    #[test]
     fn hours() {
         assert_eq!(hour(0), 0);
         assert_eq!(hour(HOUR_MS - 1), 0);
@@ -436,6 +537,7 @@ mod tests {
             merged.merge(&parts[1]);
             prop_assert_eq!(&merged, &whole);
             prop_assert_eq!(merged.duration_quantiles(), whole.duration_quantiles());
+            prop_assert_eq!(Stats::decode(&whole.encode()), Ok(whole.clone()));
         }
     }
 }

@@ -203,7 +203,7 @@ impl Matcher {
     /// defines the method. `host` is the request's host: documents that name it in their
     /// `servers` are the only ones asked; when none names it, all are.
     pub fn find(&self, host: &str, method: &str, segments: &[Cow<'_, [u8]>]) -> Option<Found> {
-        if segments.len() > self.depth && !self.entries.is_empty() {
+        if segments.len() > self.depth {
             return None;
         }
         let root = self.by_host.get(host).unwrap_or(&self.all);
