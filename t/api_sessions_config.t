@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 
 # Tests for ngx_http_api_sessions_module, configuration validation: every
-# directive of SPEC section 4 with bad values fails "nginx -t" with the exact
+# directive with bad values fails "nginx -t" with the exact
 # [emerg] line, and good configurations pass.
 
 ###############################################################################
