@@ -7,8 +7,9 @@
 //! 2. Ingest through both real paths, each into a fresh database: `api-sessions ingest FILE`,
 //!    and `POST /v1/records` to `api-sessions serve` in batches of 512 records (the module's
 //!    default batch) from 8 concurrent senders (nginx workers of a few nodes).
-//! 3. Latency of `GET /api/sessions` (first page and next pages) per filter, and of a session
-//!    page, p50 and p95 over varied values, against the served database.
+//! 3. Latency of `GET /api/sessions` (first page, next and previous pages, each with its exact
+//!    total) per filter and per sort, and of a session page, p50 and p95 over varied values,
+//!    against the served database.
 //!
 //! Usage: bench-explorer [--records N] [--queries N] [--senders N] [--binary PATH] [--dir DIR]
 //!                       [--skip-cli]
@@ -507,33 +508,66 @@ fn main() {
             "q + time range (24 h)",
             Box::new(|rng| format!("q={}&{}", rng.pick(&terms), window(rng, 24))),
         ),
+        ("sort=first", Box::new(|_| "sort=first".to_owned())),
+        ("sort=requests", Box::new(|_| "sort=requests".to_owned())),
+        ("sort=duration", Box::new(|_| "sort=duration".to_owned())),
+        ("sort=attacks", Box::new(|_| "sort=attacks".to_owned())),
+        ("sort=last&order=asc", Box::new(|_| "sort=last&order=asc".to_owned())),
+        ("sort=requests&order=asc", Box::new(|_| "sort=requests&order=asc".to_owned())),
+        (
+            "sort=requests + flow",
+            Box::new(|rng| format!("sort=requests&flow={}", rng.pick(&flows))),
+        ),
+        (
+            "sort=requests + time (24 h)",
+            Box::new(|rng| format!("sort=requests&{}", window(rng, 24))),
+        ),
+        ("sort=duration + time (1 h)", Box::new(|rng| format!("sort=duration&{}", window(rng, 1)))),
+        ("sort=attacks + attack=any", Box::new(|_| "sort=attacks&attack=any".to_owned())),
     ];
     println!("\nGET /api/sessions at {records} records, {queries} queries each (first page, 50 sessions):");
-    println!("{:<28} {:>9} {:>9} {:>9}", "filter", "p50 ms", "p95 ms", "page 2 p95");
+    // Every answer carries the exact total, so each line measures it too; "prev p95" goes
+    // back from page 2 with its prev_cursor.
+    println!(
+        "{:<28} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "filter", "p50 ms", "p95 ms", "page 2 p95", "prev p95", "total p50"
+    );
     for (name, make) in &cases {
         let mut first_pages = Vec::new();
         let mut next_pages = Vec::new();
+        let mut prev_pages = Vec::new();
+        let mut totals = Vec::new();
         for _ in 0..queries {
             let query = make(&mut rng);
             let (elapsed, body) = get(&agent, &format!("{base}?{query}"));
             first_pages.push(elapsed);
+            totals.push(body["total"].as_u64().expect("total"));
             if let Some(cursor) = body["next_cursor"].as_str() {
-                let (elapsed, _) = get(&agent, &format!("{base}?{query}&cursor={cursor}"));
+                let (elapsed, body) = get(&agent, &format!("{base}?{query}&cursor={cursor}"));
                 next_pages.push(elapsed);
+                if let Some(cursor) = body["prev_cursor"].as_str() {
+                    let (elapsed, _) = get(&agent, &format!("{base}?{query}&cursor={cursor}"));
+                    prev_pages.push(elapsed);
+                }
             }
         }
         first_pages.sort();
-        next_pages.sort();
-        let page2 = if next_pages.is_empty() {
-            "-".to_owned()
-        } else {
-            format!("{:.1}", percentile(&next_pages, 0.95))
+        totals.sort();
+        let p95 = |mut pages: Vec<Duration>| {
+            pages.sort();
+            if pages.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", percentile(&pages, 0.95))
+            }
         };
         println!(
-            "{name:<28} {:>9.1} {:>9.1} {:>9}",
+            "{name:<28} {:>9.1} {:>9.1} {:>10} {:>9} {:>9}",
             percentile(&first_pages, 0.5),
             percentile(&first_pages, 0.95),
-            page2
+            p95(next_pages),
+            p95(prev_pages),
+            totals[totals.len() / 2]
         );
     }
 

@@ -9,7 +9,9 @@ use api_sessions_core::time::Millis;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
-use crate::store::{AttackFilter, Cursor, Filter, StatusFilter};
+use crate::store::{
+    AttackFilter, Cursor, Filter, ListCursor, ListQuery, Order, Sort, SortKey, StatusFilter,
+};
 
 /// The query parameters every view accepts. Empty values mean "not set", as HTML forms send
 /// every field.
@@ -26,6 +28,8 @@ pub struct QueryParams {
     pub status: Option<String>,
     pub attack: Option<String>,
     pub q: Option<String>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }
@@ -98,6 +102,35 @@ impl QueryParams {
         Ok(PageRequest { filter: self.filter()?, cursor: self.cursor()?, limit: self.limit(size)? })
     }
 
+    /// A page of the sessions list: the filter, `sort` and `order`, the cursor and `limit`.
+    pub fn list_query(&self) -> Result<ListQuery, String> {
+        let filter = self.filter()?;
+        let sort = self.sort()?;
+        let cursor = set(&self.cursor)
+            .map(|text| {
+                ListCursor::parse(text).ok_or_else(|| format!("invalid \"cursor\" \"{text}\""))
+            })
+            .transpose()?;
+        Ok(ListQuery { filter, sort, cursor, limit: self.limit(PageSize::SESSIONS)? })
+    }
+
+    /// `sort` and `order`.
+    pub fn sort(&self) -> Result<Sort, String> {
+        let key = match set(&self.sort) {
+            None => SortKey::default(),
+            Some(text) => SortKey::parse(text).ok_or_else(|| {
+                let names: Vec<&str> = SortKey::ALL.iter().map(|key| key.name()).collect();
+                format!("invalid \"sort\" \"{text}\": expected one of {}", names.join(", "))
+            })?,
+        };
+        let order = match set(&self.order) {
+            None => Order::default(),
+            Some(text) => Order::parse(text)
+                .ok_or_else(|| format!("invalid \"order\" \"{text}\": expected desc or asc"))?,
+        };
+        Ok(Sort { key, order })
+    }
+
     /// `limit`, between 1 and the most a page holds.
     pub fn limit(&self, size: PageSize) -> Result<usize, String> {
         match set(&self.limit) {
@@ -135,6 +168,18 @@ pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
     push("status", filter.status.map(|s| s.to_string()));
     push("attack", filter.attack.as_ref().map(|a| a.as_str().to_owned()));
     push("q", filter.q.clone());
+    pairs
+}
+
+/// `sort` and `order` as `name=value` pairs, leaving out the defaults.
+pub fn sort_pairs(sort: Sort) -> Vec<(&'static str, &'static str)> {
+    let mut pairs = Vec::new();
+    if sort.key != SortKey::default() {
+        pairs.push(("sort", sort.key.name()));
+    }
+    if sort.order != Order::default() {
+        pairs.push(("order", sort.order.name()));
+    }
     pairs
 }
 

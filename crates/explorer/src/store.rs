@@ -6,6 +6,7 @@
 //! with the same answers.
 
 pub mod clickhouse;
+mod list;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ use std::sync::Arc;
 use api_sessions_core::time::Millis;
 use serde::Serialize;
 
+pub use self::list::{
+    Aggregates, Direction, ListCursor, ListQuery, Order, SessionKey, Sort, SortKey, Window,
+};
 use crate::batch::Batch;
 
 /// Slices of a session's timeline.
@@ -253,7 +257,26 @@ pub struct SessionSummary {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
+    /// Every session the filter selects, on any page.
+    pub total: u64,
     pub next_cursor: Option<String>,
+    pub prev_cursor: Option<String>,
+}
+
+impl SessionPage {
+    pub fn new(
+        sessions: Vec<SessionSummary>,
+        total: u64,
+        window: (Option<ListCursor>, Option<ListCursor>),
+    ) -> Self {
+        let (next, prev) = window;
+        SessionPage {
+            sessions,
+            total,
+            next_cursor: next.map(|cursor| cursor.to_string()),
+            prev_cursor: prev.map(|cursor| cursor.to_string()),
+        }
+    }
 }
 
 /// Distributions over the selected requests of one session.
@@ -372,13 +395,9 @@ pub trait Store: Send + Sync + 'static {
     /// The last committed position of a followed file.
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>>;
 
-    /// Sessions matching `filter`, most recently active first, `limit` per page.
-    fn list_sessions(
-        &self,
-        filter: &Filter,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<SessionPage>;
+    /// A page of the sessions matching the query's filter, in its order, with the number of
+    /// all of them.
+    fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage>;
 
     /// One session with its requests selected by the request-level predicates of `filter`;
     /// `None` when the session does not exist (or is older than the retention).

@@ -259,6 +259,88 @@ async fn sessions_api_lists_filters_and_shows_one_session(kind: Kind) {
     assert_eq!(missing.json()["error"], "no such session");
 }
 
+async fn sessions_api_sorts_pages_back_and_forth_and_counts(kind: Kind) {
+    let app = app(kind, None);
+    let b = base();
+    // Three sessions: "few" is the newest, "many" the longest and busiest, "bad" has attacks.
+    let mut records = Vec::new();
+    for n in 0..5 {
+        records.push(record("many", n + 1, b + n as i64 * MINUTE));
+    }
+    for n in 0..2 {
+        let mut r = record("bad", n + 10, b + MINUTE + n as i64 * 1000);
+        r.attack = attack("sqli", "GET /?id=1' HTTP/1.1", &[], "");
+        records.push(r);
+    }
+    records.push(record("few", 20, b + 10 * MINUTE));
+    post(&app, ndjson(&records), &[]).await;
+
+    let order = |query: &str| {
+        let query = query.to_owned();
+        let app = &app;
+        async move {
+            let reply = get(app, &format!("/api/sessions?{query}")).await;
+            assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+            let body = reply.json();
+            assert_eq!(body["total"], 3, "{query}");
+            body["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["session_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(order("").await, ["few", "many", "bad"]);
+    assert_eq!(order("sort=last&order=asc").await, ["bad", "many", "few"]);
+    assert_eq!(order("sort=first").await, ["few", "bad", "many"]);
+    assert_eq!(order("sort=requests").await, ["many", "bad", "few"]);
+    assert_eq!(order("sort=requests&order=asc").await, ["few", "bad", "many"]);
+    assert_eq!(order("sort=duration").await, ["many", "bad", "few"]);
+    assert_eq!(order("sort=attacks").await[0], "bad");
+    // Request-level filters: only the selected requests are counted and ranked.
+    let filtered = get(
+        &app,
+        &format!(
+            "/api/sessions?sort=requests&to={}",
+            api_sessions_core::time::Millis(b + MINUTE + 500).to_rfc3339()
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(filtered["total"], 2);
+    assert_eq!(filtered["sessions"][0]["session_id"], "many");
+    assert_eq!(filtered["sessions"][0]["requests"], 2);
+
+    // Page by one, forward then back.
+    let first = get(&app, "/api/sessions?sort=requests&limit=1").await.json();
+    assert_eq!(first["prev_cursor"], Value::Null);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second =
+        get(&app, &format!("/api/sessions?sort=requests&limit=1&cursor={cursor}")).await.json();
+    assert_eq!(second["sessions"][0]["session_id"], "bad");
+    assert_eq!(second["total"], 3);
+    let back = second["prev_cursor"].as_str().unwrap();
+    let again =
+        get(&app, &format!("/api/sessions?sort=requests&limit=1&cursor={back}")).await.json();
+    assert_eq!(again["sessions"], first["sessions"]);
+    assert_eq!(again["prev_cursor"], Value::Null);
+    assert_eq!(again["next_cursor"], first["next_cursor"]);
+
+    for (bad, name) in [("sort=risky", "sort"), ("order=up", "order"), ("cursor=p1", "cursor")] {
+        let reply = get(&app, &format!("/api/sessions?{bad}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        let error = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(&format!("\"{name}\"")), "{bad}: {error}");
+    }
+
+    // The list page shows the total and keeps the sort in its paging links.
+    let html = get(&app, "/?sort=requests&order=asc&limit=1").await.text();
+    assert!(html.contains("3 sessions"), "{html}");
+    assert!(html.contains("sort=requests&amp;order=asc&amp;limit=1&amp;cursor="), "{html}");
+    assert!(html.contains("<option value=\"requests\" selected=\"selected\">"), "{html}");
+}
+
 async fn csv_export_is_rfc_4180_with_formulas_neutralised(kind: Kind) {
     let app = app(kind, None);
     let b = base();
@@ -360,6 +442,7 @@ on_every_store!(async
     oversized_bodies_get_a_clear_413,
     the_token_guards_ingest,
     sessions_api_lists_filters_and_shows_one_session,
+    sessions_api_sorts_pages_back_and_forth_and_counts,
     csv_export_is_rfc_4180_with_formulas_neutralised,
     pages_render_captured_data_as_text_with_a_strict_policy,
 );

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
 use api_sessions::store::{
-    self, Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, SessionDetail,
-    SessionPage, Store,
+    self, Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage,
+    SessionDetail, SessionPage, Store,
 };
 use fixtures::*;
 
@@ -149,8 +149,8 @@ impl Store for Counting {
     fn follow_position(&self, path: &str) -> store::Result<Option<FollowPosition>> {
         self.inner.follow_position(path)
     }
-    fn list_sessions(&self, f: &Filter, a: Option<Cursor>, l: usize) -> store::Result<SessionPage> {
-        self.inner.list_sessions(f, a, l)
+    fn list_sessions(&self, query: &ListQuery) -> store::Result<SessionPage> {
+        self.inner.list_sessions(query)
     }
     fn session(
         &self,

@@ -5,23 +5,43 @@ mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api_sessions::store::{AttackFilter, Cursor, Filter, SessionSummary, StatusFilter, Store};
+use api_sessions::store::{
+    AttackFilter, Filter, ListCursor, ListQuery, Order, SessionPage, SessionSummary, Sort, SortKey,
+    StatusFilter, Store,
+};
 use api_sessions_core::record::Record;
 use api_sessions_core::time::Millis;
 use fixtures::*;
 
+fn list(store: &dyn Store, filter: &Filter, limit: usize) -> SessionPage {
+    store.list_sessions(&ListQuery::new(filter.clone(), limit)).unwrap()
+}
+
 fn list_all(store: &dyn Store, filter: &Filter, page: usize) -> Vec<SessionSummary> {
+    list_sorted(store, filter, Sort::default(), page)
+}
+
+/// Every page of a sorted list, checking the total and the previous-page cursors on the way.
+fn list_sorted(store: &dyn Store, filter: &Filter, sort: Sort, page: usize) -> Vec<SessionSummary> {
     let mut all = Vec::new();
-    let mut cursor = None;
+    let mut query = ListQuery { filter: filter.clone(), sort, cursor: None, limit: page };
+    let mut totals = BTreeSet::new();
     loop {
-        let listed = store.list_sessions(filter, cursor, page).unwrap();
+        let listed = store.list_sessions(&query).unwrap();
         assert!(listed.sessions.len() <= page);
+        assert_eq!(
+            listed.prev_cursor.is_some(),
+            query.cursor.is_some() && !listed.sessions.is_empty()
+        );
+        totals.insert(listed.total);
         all.extend(listed.sessions);
         match listed.next_cursor {
-            Some(next) => cursor = Some(Cursor::parse(&next).unwrap()),
-            None => return all,
+            Some(next) => query.cursor = Some(ListCursor::parse(&next).unwrap()),
+            None => break,
         }
     }
+    assert_eq!(totals.into_iter().collect::<Vec<_>>(), [all.len() as u64], "total on every page");
+    all
 }
 
 fn duplicates_are_stored_once_by_origin_or_request_id(kind: Kind) {
@@ -405,6 +425,104 @@ fn every_filter_selects_sessions_and_counts_only_selected_requests(kind: Kind) {
     }
 }
 
+/// The key a sort orders a listed row by.
+fn sort_value(key: SortKey, row: &Row) -> i64 {
+    match key {
+        SortKey::Last => row.last.0,
+        SortKey::First => row.first.0,
+        SortKey::Requests => row.requests as i64,
+        SortKey::Duration => row.last.0 - row.first.0,
+        SortKey::Attacks => row.attacks as i64,
+    }
+}
+
+fn every_sort_orders_pages_both_ways_with_an_exact_total(kind: Kind) {
+    let t = kind.store();
+    let b = base();
+    let world = World::new(b);
+    ingest(&*t.store, &world.records);
+    let mid = world.records[world.records.len() / 2].ts.0;
+    let filters = [
+        ("none", Filter::default()),
+        ("from", Filter { from: Some(Millis(mid)), ..Default::default() }),
+        ("flow", Filter { flow: Some("billing".into()), ..Default::default() }),
+        ("status", Filter { status: Some(StatusFilter::Class(4)), ..Default::default() }),
+        (
+            "q+role",
+            Filter { q: Some("orders".into()), role: Some("admin".into()), ..Default::default() },
+        ),
+        ("nothing", Filter { user: Some("nobody".into()), ..Default::default() }),
+    ];
+    for (name, filter) in &filters {
+        let mut expected = world.expected(filter);
+        expected.sort_by(|a, b| a.id.cmp(&b.id));
+        for key in SortKey::ALL {
+            for order in [Order::Desc, Order::Asc] {
+                let sort = Sort { key, order };
+                let whole = list_sorted(&*t.store, filter, sort, 500);
+                let mut got = rows(&whole);
+                let values: Vec<i64> = got.iter().map(|row| sort_value(key, row)).collect();
+                let mut sorted = values.clone();
+                sorted.sort();
+                if order == Order::Desc {
+                    sorted.reverse();
+                }
+                assert_eq!(values, sorted, "{name}: {key:?} {order:?} is in order");
+                // Pages of any size cut the same list.
+                for page in [1, 2, 5] {
+                    let paged: Vec<String> = list_sorted(&*t.store, filter, sort, page)
+                        .into_iter()
+                        .map(|s| s.session_id)
+                        .collect();
+                    let ids: Vec<String> = whole.iter().map(|s| s.session_id.clone()).collect();
+                    assert_eq!(paged, ids, "{name}: {key:?} {order:?} in pages of {page}");
+                }
+                got.sort_by(|a, b| a.id.cmp(&b.id));
+                assert_eq!(got, expected, "{name}: {key:?} {order:?} lists every session once");
+            }
+        }
+    }
+}
+
+/// Walks from the last page back to the first with `prev_cursor`: the same pages, in reverse.
+fn previous_pages_retrace_the_next_ones(kind: Kind) {
+    let t = kind.store();
+    let world = World::new(base());
+    ingest(&*t.store, &world.records);
+    for filter in [Filter::default(), Filter { method: Some("GET".into()), ..Default::default() }] {
+        for sort in [
+            Sort { key: SortKey::Requests, order: Order::Desc },
+            Sort { key: SortKey::First, order: Order::Asc },
+        ] {
+            let mut query = ListQuery { filter: filter.clone(), sort, cursor: None, limit: 4 };
+            let mut forward = Vec::new();
+            let last = loop {
+                let page = t.store.list_sessions(&query).unwrap();
+                forward.push(ids(&page));
+                match &page.next_cursor {
+                    Some(next) => query.cursor = ListCursor::parse(next),
+                    None => break page,
+                }
+            };
+            assert!(forward.len() > 2, "the world fills several pages");
+            let mut backward = vec![ids(&last)];
+            let mut prev = last.prev_cursor;
+            while let Some(cursor) = prev {
+                query.cursor = ListCursor::parse(&cursor);
+                let page = t.store.list_sessions(&query).unwrap();
+                backward.push(ids(&page));
+                prev = page.prev_cursor;
+            }
+            backward.reverse();
+            assert_eq!(backward, forward, "{sort:?}");
+        }
+    }
+}
+
+fn ids(page: &SessionPage) -> Vec<String> {
+    page.sessions.iter().map(|s| s.session_id.clone()).collect()
+}
+
 fn pages_stay_stable_while_records_arrive(kind: Kind) {
     let b = base();
     // Both ways of paging: through the session rows, and through the requests.
@@ -415,7 +533,7 @@ fn pages_stay_stable_while_records_arrive(kind: Kind) {
             (0..10).map(|i| record(&format!("p{i}"), i + 1, b + i as i64 * MINUTE)).collect();
         ingest(&*t.store, &records);
 
-        let first = t.store.list_sessions(&filter, None, 4).unwrap();
+        let first = list(&*t.store, &filter, 4);
         let ids: Vec<_> = first.sessions.iter().map(|s| s.session_id.clone()).collect();
         assert_eq!(ids, ["p9", "p8", "p7", "p6"]);
 
@@ -432,7 +550,9 @@ fn pages_stay_stable_while_records_arrive(kind: Kind) {
         let mut rest = Vec::new();
         let mut cursor = first.next_cursor.clone();
         while let Some(next) = cursor {
-            let page = t.store.list_sessions(&filter, Cursor::parse(&next), 4).unwrap();
+            let query =
+                ListQuery { cursor: ListCursor::parse(&next), ..ListQuery::new(filter.clone(), 4) };
+            let page = t.store.list_sessions(&query).unwrap();
             rest.extend(page.sessions.iter().map(|s| s.session_id.clone()));
             cursor = page.next_cursor;
         }
@@ -542,7 +662,7 @@ fn nothing_older_than_the_retention_is_served_and_the_purge_removes_it(kind: Kin
         let detail = t.store.session("straddle", &Filter::default(), None, 10).unwrap().unwrap();
         assert_eq!(detail.requests.requests.len(), 1, "{when}");
         let old_hour = Filter { to: Some(Millis(old + HOUR)), ..Default::default() };
-        assert!(t.store.list_sessions(&old_hour, None, 10).unwrap().sessions.is_empty(), "{when}");
+        assert!(list(&*t.store, &old_hour, 10).sessions.is_empty(), "{when}");
     };
     check("before the purge");
 
@@ -619,7 +739,7 @@ fn hostile_values_are_matched_exactly(kind: Kind) {
         Filter { q: Some(evil.to_ascii_uppercase()), ..Default::default() },
     ];
     for filter in &filters {
-        let listed = t.store.list_sessions(filter, None, 10).unwrap();
+        let listed = list(&*t.store, filter, 10);
         let ids: Vec<_> = listed.sessions.iter().map(|s| s.session_id.as_str()).collect();
         assert_eq!(ids, [evil], "{filter:?}");
         assert_eq!(listed.sessions[0].user.as_deref(), Some(evil));
@@ -642,7 +762,7 @@ fn large_batches_are_deduplicated(kind: Kind) {
     again.push(record("big-new", 20_000, b));
     let counts = ingest(&*t.store, &again);
     assert_eq!((counts.accepted, counts.duplicates), (1, 12_000));
-    let listed = t.store.list_sessions(&Filter::default(), None, 500).unwrap();
+    let listed = list(&*t.store, &Filter::default(), 500);
     assert_eq!(listed.sessions.len(), 301);
     assert_eq!(listed.sessions.iter().map(|s| s.requests).sum::<u64>(), 12_001);
 }
@@ -658,7 +778,7 @@ fn values_of_any_length_are_stored_and_found(kind: Kind) {
     assert_eq!(ingest(&*t.store, std::slice::from_ref(&r)).duplicates, 1);
 
     let filter = Filter { request_id: Some(r.request_id.clone()), ..Default::default() };
-    let listed = t.store.list_sessions(&filter, None, 10).unwrap();
+    let listed = list(&*t.store, &filter, 10);
     let ids: Vec<_> = listed.sessions.iter().map(|s| s.session_id.as_str()).collect();
     assert_eq!(ids, [r.session_id.as_str()]);
     let detail = t.store.session(&r.session_id, &filter, None, 10).unwrap().unwrap();
@@ -680,7 +800,7 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
 
     // Opening again migrates nothing and keeps the data.
     let store = open().unwrap();
-    let listed = store.list_sessions(&Filter::default(), None, 10).unwrap();
+    let listed = list(&store, &Filter::default(), 10);
     assert_eq!(listed.sessions.len(), 1);
     let versions = fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version");
     assert_eq!(versions, "1\n");
@@ -694,6 +814,8 @@ on_every_store!(
     duplicates_are_stored_once_by_origin_or_request_id,
     sessions_are_aggregated_at_ingest,
     every_filter_selects_sessions_and_counts_only_selected_requests,
+    every_sort_orders_pages_both_ways_with_an_exact_total,
+    previous_pages_retrace_the_next_ones,
     pages_stay_stable_while_records_arrive,
     session_view_has_stats_related_sessions_and_filtered_requests,
     nothing_older_than_the_retention_is_served_and_the_purge_removes_it,

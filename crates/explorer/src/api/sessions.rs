@@ -17,10 +17,8 @@ pub async fn list(
     State(app): State<Arc<AppState>>,
     Query(params): Query<QueryParams>,
 ) -> Result<Json<SessionPage>, Error> {
-    let page = params.page(PageSize::SESSIONS).map_err(Error::BadRequest)?;
-    let sessions = app
-        .with_store(move |store| store.list_sessions(&page.filter, page.cursor, page.limit))
-        .await?;
+    let query = params.list_query().map_err(Error::BadRequest)?;
+    let sessions = app.with_store(move |store| store.list_sessions(&query)).await?;
     Ok(Json(sessions))
 }
 

@@ -17,8 +17,8 @@ use api_sessions_core::time::Millis;
 
 pub use self::http::Config;
 use super::{
-    Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, Result, SessionDetail,
-    SessionPage, Store, StoreError,
+    Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
+    SessionDetail, SessionPage, Store, StoreError,
 };
 use crate::batch::Batch;
 
@@ -55,13 +55,8 @@ impl Store for ClickHouseStore {
         write::follow_position(&self.client, path)
     }
 
-    fn list_sessions(
-        &self,
-        filter: &Filter,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<SessionPage> {
-        query::list(&self.client, filter, after, limit, self.floor())
+    fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage> {
+        query::list(&self.client, query, self.floor())
     }
 
     fn session(

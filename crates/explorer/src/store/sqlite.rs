@@ -4,6 +4,7 @@
 //! the purge) goes through one thread (`writer`). Readers each get their own connection and
 //! see committed snapshots without waiting for it.
 
+mod list;
 mod query;
 mod schema;
 mod search;
@@ -18,8 +19,8 @@ use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
 use super::{
-    Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, Result, SessionDetail,
-    SessionPage, Store, StoreError,
+    Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
+    SessionDetail, SessionPage, Store, StoreError,
 };
 use crate::batch::Batch;
 
@@ -90,14 +91,9 @@ impl Store for SqliteStore {
         self.with_reader(|conn| write::follow_position(conn, path))
     }
 
-    fn list_sessions(
-        &self,
-        filter: &Filter,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<SessionPage> {
+    fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage> {
         let floor = self.floor();
-        self.with_reader(|conn| query::list(conn, filter, after, limit, floor))
+        self.with_reader(|conn| list::list(conn, query, floor))
     }
 
     fn session(

@@ -4,6 +4,7 @@ use api_sessions_core::time::Millis;
 
 use super::html::Html;
 use crate::params::QueryParams;
+use crate::store::SortKey;
 
 /// The flow names the `api_sessions_flow` directive documents, suggested by the form; custom ones can be typed.
 const KNOWN_FLOWS: [&str; 7] =
@@ -23,6 +24,8 @@ pub enum Field {
     Status,
     Attack,
     Q,
+    Sort,
+    Order,
 }
 
 /// Everything the sessions list filters on.
@@ -38,6 +41,8 @@ pub const GLOBAL: &[Field] = &[
     Field::Status,
     Field::Attack,
     Field::Q,
+    Field::Sort,
+    Field::Order,
 ];
 /// What selects requests inside a session.
 pub const IN_SESSION: &[Field] = &[
@@ -67,6 +72,8 @@ impl Field {
             Field::Status => "status",
             Field::Attack => "attack",
             Field::Q => "q",
+            Field::Sort => "sort",
+            Field::Order => "order",
         }
     }
 
@@ -83,6 +90,8 @@ impl Field {
             Field::Status => "Status",
             Field::Attack => "Attack",
             Field::Q => "Search",
+            Field::Sort => "Sort by",
+            Field::Order => "Order",
         }
     }
 
@@ -99,6 +108,8 @@ impl Field {
             Field::Status => &params.status,
             Field::Attack => &params.attack,
             Field::Q => &params.q,
+            Field::Sort => &params.sort,
+            Field::Order => &params.order,
         };
         let raw = raw.as_deref().unwrap_or("").trim();
         match self {
@@ -144,6 +155,11 @@ pub fn filter_form(
         html.open("label", &[("for", &id)]).text(field.label()).close("label");
         if field == Field::Method {
             method_select(html, &id, &value);
+        } else if field == Field::Sort {
+            let keys = SortKey::ALL.map(|key| (key.name(), sort_label(key)));
+            select(html, &id, field, &value, &keys);
+        } else if field == Field::Order {
+            select(html, &id, field, &value, &[("desc", "descending"), ("asc", "ascending")]);
         } else {
             let mut attributes =
                 vec![("id", id.as_str()), ("name", field.name()), ("value", &value)];
@@ -171,6 +187,30 @@ pub fn filter_form(
         .element("a", &[("class", "button secondary"), ("href", reset)], "Reset")
         .close("div")
         .close("form");
+}
+
+/// What the sort picker calls a sort key.
+fn sort_label(key: SortKey) -> &'static str {
+    match key {
+        SortKey::Last => "last request",
+        SortKey::First => "first request",
+        SortKey::Requests => "requests",
+        SortKey::Duration => "duration",
+        SortKey::Attacks => "attacks",
+    }
+}
+
+/// A picker of `(value, label)` options, the first one the default.
+fn select(html: &mut Html, id: &str, field: Field, value: &str, options: &[(&str, &str)]) {
+    html.open("select", &[("id", id), ("name", field.name())]);
+    for &(option, label) in options {
+        if option == value {
+            html.element("option", &[("value", option), ("selected", "selected")], label);
+        } else {
+            html.element("option", &[("value", option)], label);
+        }
+    }
+    html.close("select");
 }
 
 /// The method picker; a method outside the usual ones stays selectable when it is filtered on.

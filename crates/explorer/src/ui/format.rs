@@ -25,6 +25,19 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
+/// `1,234,567`: counts with thousands separators.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +49,9 @@ mod tests {
         assert_eq!(duration(12_345), "12.3s");
         assert_eq!(duration(187_000), "3m 07s");
         assert_eq!(duration(3_720_000), "1h 02m");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
     }
 }

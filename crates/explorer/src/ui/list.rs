@@ -11,15 +11,15 @@ use super::format::{duration, time};
 use super::html::Html;
 use super::layout::{error_box, error_page, page as render};
 use crate::app::AppState;
-use crate::params::{path_segment, query_string, PageRequest, PageSize, QueryParams};
-use crate::store::{Filter, SessionPage, SessionSummary};
+use crate::params::{path_segment, query_string, sort_pairs, PageSize, QueryParams};
+use crate::store::{Filter, ListQuery, SessionPage, SessionSummary};
 
 /// IPs listed per session before "+N".
 const IPS_SHOWN: usize = 2;
 
 pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryParams>) -> Response {
-    let PageRequest { filter, cursor, limit } = match params.page(PageSize::SESSIONS) {
-        Ok(request) => request,
+    let query = match params.list_query() {
+        Ok(query) => query,
         Err(message) => {
             return render(StatusCode::BAD_REQUEST, "Sessions", |html| {
                 heading(html, &params);
@@ -28,8 +28,8 @@ pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryPa
         }
     };
     let listed = {
-        let filter = filter.clone();
-        app.with_store(move |store| store.list_sessions(&filter, cursor, limit)).await
+        let query = query.clone();
+        app.with_store(move |store| store.list_sessions(&query)).await
     };
     let sessions = match listed {
         Ok(sessions) => sessions,
@@ -37,14 +37,26 @@ pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryPa
     };
     render(StatusCode::OK, "Sessions", |html| {
         heading(html, &params);
-        table(html, &filter, &sessions);
-        paging(html, &filter, limit, cursor.is_some(), sessions.next_cursor.as_deref());
+        count(html, &sessions);
+        table(html, &query.filter, &sessions);
+        paging(html, &query, &sessions);
     })
 }
 
 fn heading(html: &mut Html, params: &QueryParams) {
     html.element("h1", &[], "Sessions");
     filter_form(html, "/", params, form::GLOBAL, &[], "/");
+}
+
+fn count(html: &mut Html, page: &SessionPage) {
+    if page.total > 0 {
+        let noun = if page.total == 1 { "session" } else { "sessions" };
+        html.element(
+            "p",
+            &[("class", "total")],
+            &format!("{} {noun}", super::format::count(page.total)),
+        );
+    }
 }
 
 fn table(html: &mut Html, filter: &Filter, page: &SessionPage) {
@@ -140,21 +152,35 @@ fn short_id(id: &str) -> String {
     }
 }
 
-fn paging(html: &mut Html, filter: &Filter, limit: usize, paged: bool, next: Option<&str>) {
-    let limit_text = limit.to_string();
-    let mut extra = Vec::new();
-    if limit != PageSize::SESSIONS.default {
+/// First, previous and next page, keeping the filter, the sort and the page size.
+fn paging(html: &mut Html, query: &ListQuery, page: &SessionPage) {
+    let limit_text = query.limit.to_string();
+    let mut extra = sort_pairs(query.sort);
+    if query.limit != PageSize::SESSIONS.default {
         extra.push(("limit", limit_text.as_str()));
     }
+    let link = |cursor: Option<&str>| {
+        let mut pairs = extra.clone();
+        pairs.extend(cursor.map(|cursor| ("cursor", cursor)));
+        format!("/{}", query_string(&query.filter, &pairs))
+    };
     html.open("nav", &[("class", "paging")]);
-    if paged {
-        let first = format!("/{}", query_string(filter, &extra));
-        html.element("a", &[("class", "button secondary"), ("href", &first)], "← First page");
+    if query.cursor.is_some() {
+        html.element("a", &[("class", "button secondary"), ("href", &link(None))], "« First page");
     }
-    if let Some(cursor) = next {
-        extra.push(("cursor", cursor));
-        let href = format!("/{}", query_string(filter, &extra));
-        html.element("a", &[("class", "button"), ("href", &href), ("rel", "next")], "Next page →");
+    if let Some(cursor) = &page.prev_cursor {
+        html.element(
+            "a",
+            &[("class", "button secondary"), ("href", &link(Some(cursor))), ("rel", "prev")],
+            "← Previous page",
+        );
+    }
+    if let Some(cursor) = &page.next_cursor {
+        html.element(
+            "a",
+            &[("class", "button"), ("href", &link(Some(cursor))), ("rel", "next")],
+            "Next page →",
+        );
     }
     html.close("nav");
 }

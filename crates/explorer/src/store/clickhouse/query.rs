@@ -10,12 +10,13 @@ use serde::Deserialize;
 use super::http::Client;
 use super::sql::{literal, literals, request_predicates, session_predicate};
 use crate::store::{
-    Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage, SessionSummary, Stats,
-    StoredRequest, Timeline, TimelineBin, RELATED_LIMIT, TIMELINE_BINS,
+    Cursor, Filter, ListQuery, RequestPage, Result, SessionDetail, SessionKey, SessionPage,
+    SessionSummary, SortKey, Stats, StoredRequest, Timeline, TimelineBin, RELATED_LIMIT,
+    TIMELINE_BINS,
 };
 
-/// The internal id of a session in list order and cursors: a 63-bit hash of its id, so equal
-/// last times have a stable order without a sessions table.
+/// The internal number of a session in list order and cursors: a 63-bit hash of its id, so
+/// sessions with equal sort keys have a stable order without a sessions table.
 const SESSION_NUMBER: &str = "toInt64(intDiv(cityHash64(session_id), 2))";
 
 /// What describes a session as a whole, over its retained requests.
@@ -68,11 +69,29 @@ impl Info {
     }
 }
 
+/// The expression over a session's aggregates (`lo`, `hi`, `n`, `attacks`) a sort key orders by.
+fn sort_expression(key: SortKey) -> &'static str {
+    match key {
+        SortKey::Last => "hi",
+        SortKey::First => "lo",
+        SortKey::Requests => "toInt64(n)",
+        SortKey::Duration => "hi - lo",
+        SortKey::Attacks => "toInt64(attacks)",
+    }
+}
+
+/// A session's place in the list.
+#[derive(Deserialize)]
+struct Ranked {
+    session_id: String,
+    number: i64,
+    sort_key: i64,
+}
+
 /// One listed session, counted over its selected requests.
 #[derive(Deserialize)]
 struct Listed {
     session_id: String,
-    number: i64,
     lo: i64,
     hi: i64,
     n: u64,
@@ -82,38 +101,62 @@ struct Listed {
     all_flows: Vec<String>,
 }
 
-pub fn list(
-    client: &Client,
-    filter: &Filter,
-    after: Option<Cursor>,
-    limit: usize,
-    floor: i64,
-) -> Result<SessionPage> {
+pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPage> {
+    let filter = &query.filter;
+    let selected =
+        format!("{}{}", request_predicates(filter, floor), session_predicate(filter, floor));
+    // The page's sessions first, ranked on cheap aggregates; what is shown of them after.
+    let key = sort_expression(query.sort.key);
     let mut sql = format!(
         "SELECT session_id, {SESSION_NUMBER} AS number, min(ts) AS lo, max(ts) AS hi,
-                count() AS n, countIf(attack IS NOT NULL) AS attacks,
-                groupUniqArray(ip) AS ips, groupUniqArray(node) AS nodes,
-                groupArrayArray(flows) AS all_flows
-         FROM requests WHERE 1{}{} GROUP BY session_id",
-        request_predicates(filter, floor),
-        session_predicate(filter, floor)
+                count() AS n, countIf(attack IS NOT NULL) AS attacks, {key} AS sort_key
+         FROM requests WHERE 1{selected} GROUP BY session_id"
     );
-    // Keyset pagination on (last selected request, number), newest first.
-    if let Some(cursor) = after {
-        let (ts, id) = (cursor.ts, cursor.id);
-        let _ = write!(sql, " HAVING hi < {ts} OR (hi = {ts} AND number < {id})");
+    if let Some(cursor) = query.cursor {
+        let (value, id) = (cursor.key.value, cursor.key.id);
+        let comparison = cursor.sql_comparison(query.sort.order);
+        let _ = write!(sql, " HAVING (sort_key, number) {comparison} ({value}, {id})");
     }
-    let _ = write!(sql, " ORDER BY hi DESC, number DESC LIMIT {}", limit + 1);
-    let mut listed: Vec<Listed> = client.rows(&sql)?;
-    let more = listed.len() > limit;
-    listed.truncate(limit);
+    let order = query.fetch_order().sql();
+    let _ = write!(sql, " ORDER BY sort_key {order}, number {order} LIMIT {}", query.limit + 1);
+    let ranked: Vec<Ranked> = client.rows(&sql)?;
+    let window = query.window(
+        ranked
+            .into_iter()
+            .map(|row| (SessionKey { value: row.sort_key, id: row.number }, row.session_id))
+            .collect(),
+    );
 
-    let ids: Vec<&str> = listed.iter().map(|row| row.session_id.as_str()).collect();
+    #[derive(Deserialize)]
+    struct Total {
+        total: u64,
+    }
+    let total = client
+        .rows::<Total>(&format!(
+            "SELECT uniqExact(session_id) AS total FROM requests WHERE 1{selected}"
+        ))?
+        .first()
+        .map_or(0, |row| row.total);
+
+    let ids: Vec<&str> = window.items.iter().map(String::as_str).collect();
     let mut infos = infos(client, &ids, floor)?;
-    let mut page = SessionPage { sessions: Vec::with_capacity(listed.len()), next_cursor: None };
-    for row in &listed {
-        // Gone between the two statements only if purged meanwhile.
-        let Some(info) = infos.remove(&row.session_id) else { continue };
+    let mut listed: HashMap<String, Listed> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        let rows: Vec<Listed> = client.rows(&format!(
+            "SELECT session_id, min(ts) AS lo, max(ts) AS hi, count() AS n,
+                    countIf(attack IS NOT NULL) AS attacks, groupUniqArray(ip) AS ips,
+                    groupUniqArray(node) AS nodes, groupArrayArray(flows) AS all_flows
+             FROM requests WHERE session_id IN ({}){} GROUP BY session_id",
+            literals(ids.iter().copied()),
+            request_predicates(filter, floor)
+        ))?;
+        rows.into_iter().map(|row| (row.session_id.clone(), row)).collect()
+    };
+    let mut sessions = Vec::with_capacity(ids.len());
+    for id in &ids {
+        // Gone between the statements only if purged meanwhile.
+        let (Some(info), Some(row)) = (infos.remove(*id), listed.remove(*id)) else { continue };
         let mut summary = info.summary();
         summary.requests = row.n;
         summary.first_ts = Millis(row.lo);
@@ -124,13 +167,9 @@ pub fn list(
         for flow in &row.all_flows {
             *summary.flows.entry(flow.clone()).or_default() += 1;
         }
-        page.sessions.push(summary);
+        sessions.push(summary);
     }
-    if more {
-        page.next_cursor =
-            listed.last().map(|row| Cursor { ts: row.hi, id: row.number }.to_string());
-    }
-    Ok(page)
+    Ok(SessionPage::new(sessions, total, (window.next, window.prev)))
 }
 
 /// Requests of one session that share every field the statistics count.

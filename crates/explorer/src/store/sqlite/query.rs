@@ -3,8 +3,6 @@
 //! Each call runs in one read transaction, so a page is a consistent snapshot while a batch or a
 //! purge commits next to it.
 
-use std::collections::HashSet;
-
 use api_sessions_core::time::Millis;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
@@ -12,17 +10,13 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use super::tally::{self, Tally};
 use super::{schema, search};
 use crate::store::{
-    AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage, SessionSummary,
-    StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
+    AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary, StatusFilter,
+    StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
 };
-
-/// Above this many sessions of one user or role, walking the requests in time order is
-/// cheaper than ranking every candidate session.
-const CANDIDATE_LIMIT: usize = 2000;
 
 /// How to walk the selected requests newest first.
 #[derive(Clone, Copy)]
-enum Driver {
+pub(super) enum Driver {
     /// Along the table (in time order, see `schema::ID_SHIFT`), skipping what the other
     /// predicates reject.
     Time,
@@ -31,13 +25,13 @@ enum Driver {
 }
 
 /// The request-level predicates of a filter as SQL over `requests r`, each `AND ...`.
-struct Predicates {
-    sql: String,
+pub(super) struct Predicates {
+    pub(super) sql: String,
     params: Vec<Value>,
-    driver: Driver,
+    pub(super) driver: Driver,
     /// The time range, retention included.
-    from: i64,
-    to: Option<i64>,
+    pub(super) from: i64,
+    pub(super) to: Option<i64>,
 }
 
 impl Predicates {
@@ -105,7 +99,7 @@ impl Predicates {
     }
 
     /// The predicate parameters after `leading` ones.
-    fn bind(&self, leading: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    pub(super) fn bind(&self, leading: impl IntoIterator<Item = Value>) -> Vec<Value> {
         leading.into_iter().chain(self.params.iter().cloned()).collect()
     }
 }
@@ -198,14 +192,14 @@ fn forget_expired(conn: &Connection, row: &mut SessionRow, floor: i64) -> Result
 
 /// What selects requests in a list: the predicates, and for `q` the scan of the search index
 /// shared by the walk and the tallies.
-struct Selection {
-    predicates: Predicates,
-    scan: Option<search::Scan>,
+pub(super) struct Selection {
+    pub(super) predicates: Predicates,
+    pub(super) scan: Option<search::Scan>,
 }
 
 impl Selection {
     /// `None` when the filter selects no requests.
-    fn new(conn: &Connection, filter: &Filter, floor: i64) -> Result<Option<Self>> {
+    pub(super) fn new(conn: &Connection, filter: &Filter, floor: i64) -> Result<Option<Self>> {
         if !filter.selects_requests() {
             return Ok(None);
         }
@@ -249,7 +243,7 @@ impl Selection {
 
 /// The list entry of one session: counted over the selected requests, or straight from the
 /// session row when nothing selects requests and none of them has expired.
-fn summary(
+pub(super) fn summary(
     conn: &Connection,
     id: i64,
     selection: Option<&mut Selection>,
@@ -269,354 +263,6 @@ fn summary(
         selection.tally(conn, id, first, last)?.apply_to(&mut row.summary);
     }
     Ok(Some(row.summary))
-}
-
-pub fn list(
-    conn: &Connection,
-    filter: &Filter,
-    after: Option<Cursor>,
-    limit: usize,
-    floor: i64,
-) -> Result<SessionPage> {
-    let tx = conn.unchecked_transaction()?;
-    let want = limit + 1;
-    let mut selection = Selection::new(&tx, filter, floor)?;
-    let mut keys = match &mut selection {
-        Some(selection) => match candidate_sessions(&tx, filter, floor)? {
-            Some(candidates) => {
-                rank_sessions(&tx, &candidates, &selection.predicates, after, want)?
-            }
-            None => walk_requests(&tx, filter, selection, after, want)?,
-        },
-        None => walk_sessions(&tx, filter, after, want, floor)?,
-    };
-    let more = keys.len() > limit;
-    keys.truncate(limit);
-
-    let mut page = SessionPage { sessions: Vec::with_capacity(keys.len()), next_cursor: None };
-    for key in &keys {
-        page.sessions.extend(summary(&tx, key.id, selection.as_mut(), floor)?);
-    }
-    if more {
-        page.next_cursor = keys.last().map(Cursor::to_string);
-    }
-    Ok(page)
-}
-
-/// Without request-level predicates: walk the sessions in list order.
-fn walk_sessions(
-    conn: &Connection,
-    filter: &Filter,
-    after: Option<Cursor>,
-    want: usize,
-    floor: i64,
-) -> Result<Vec<Cursor>> {
-    let mut params = Vec::new();
-    let (mut sql, ts, id) = match &filter.flow {
-        // `session_flows` carries the session's last_ts, so the flow index is in list order.
-        Some(flow) => {
-            params.push(Value::Text(flow.clone()));
-            (
-                "SELECT f.session, f.last_ts FROM session_flows f JOIN sessions s ON s.id = f.session \
-                 WHERE f.flow = ? AND f.last_ts >= ?"
-                    .to_owned(),
-                "f.last_ts",
-                "f.session",
-            )
-        }
-        None => (
-            "SELECT s.id, s.last_ts FROM sessions s WHERE s.last_ts >= ?".to_owned(),
-            "s.last_ts",
-            "s.id",
-        ),
-    };
-    params.push(Value::Integer(floor));
-    push_session_conditions(&mut sql, &mut params, filter);
-    if let Some(cursor) = after {
-        sql.push_str(&format!(" AND ({ts}, {id}) < (?, ?)"));
-        params.extend([Value::Integer(cursor.ts), Value::Integer(cursor.id)]);
-    }
-    sql.push_str(&format!(" ORDER BY {ts} DESC, {id} DESC LIMIT ?"));
-    params.push(Value::Integer(want as i64));
-
-    let mut select = conn.prepare_cached(&sql)?;
-    let keys = select
-        .query_map(params_from_iter(params), |row| Ok(Cursor { id: row.get(0)?, ts: row.get(1)? }))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(keys)
-}
-
-/// Appends the user and role conditions on `sessions s`.
-fn push_session_conditions(sql: &mut String, params: &mut Vec<Value>, filter: &Filter) {
-    if let Some(user) = &filter.user {
-        sql.push_str(" AND s.user = ?");
-        params.push(Value::Text(user.clone()));
-    }
-    if let Some(role) = &filter.role {
-        sql.push_str(" AND s.role = ?");
-        params.push(Value::Text(role.clone()));
-    }
-}
-
-/// Appends the flow condition on `sessions s`.
-fn push_flow_condition(sql: &mut String, params: &mut Vec<Value>, filter: &Filter) {
-    if let Some(flow) = &filter.flow {
-        sql.push_str(
-            " AND EXISTS (SELECT 1 FROM session_flows f WHERE f.session = s.id AND f.flow = ?)",
-        );
-        params.push(Value::Text(flow.clone()));
-    }
-}
-
-/// The sessions a user or role filter leaves, when they are few enough to rank one by one.
-fn candidate_sessions(conn: &Connection, filter: &Filter, floor: i64) -> Result<Option<Vec<i64>>> {
-    if filter.user.is_none() && filter.role.is_none() {
-        return Ok(None);
-    }
-    let from = filter.from.map_or(floor, |from| from.0.max(floor));
-    let mut sql = "SELECT s.id FROM sessions s WHERE s.last_ts >= ?".to_owned();
-    let mut params = vec![Value::Integer(from)];
-    if let Some(to) = filter.to {
-        sql.push_str(" AND s.first_ts <= ?");
-        params.push(Value::Integer(to.0));
-    }
-    push_session_conditions(&mut sql, &mut params, filter);
-    push_flow_condition(&mut sql, &mut params, filter);
-    sql.push_str(" LIMIT ?");
-    params.push(Value::Integer(CANDIDATE_LIMIT as i64 + 1));
-    let ids: Vec<i64> = conn
-        .prepare_cached(&sql)?
-        .query_map(params_from_iter(params), |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok((ids.len() <= CANDIDATE_LIMIT).then_some(ids))
-}
-
-/// Orders candidate sessions by their last selected request.
-fn rank_sessions(
-    conn: &Connection,
-    candidates: &[i64],
-    predicates: &Predicates,
-    after: Option<Cursor>,
-    want: usize,
-) -> Result<Vec<Cursor>> {
-    let sql = format!(
-        "SELECT r.ts FROM requests r INDEXED BY requests_session WHERE r.session = ?{} \
-         ORDER BY r.id DESC LIMIT 1",
-        predicates.sql
-    );
-    let mut last = conn.prepare_cached(&sql)?;
-    let mut keys = Vec::new();
-    for &id in candidates {
-        let ts: Option<i64> = last
-            .query_row(params_from_iter(predicates.bind([Value::Integer(id)])), |row| row.get(0))
-            .optional()?;
-        if let Some(ts) = ts {
-            let key = Cursor { ts, id };
-            if after.is_none_or(|cursor| key < cursor) {
-                keys.push(key);
-            }
-        }
-    }
-    keys.sort_unstable_by(|a, b| b.cmp(a));
-    keys.truncate(want);
-    Ok(keys)
-}
-
-/// Walks the selected requests newest first and collects their sessions in order of first
-/// sight, which is the list order (newest selected request first).
-fn walk_requests(
-    conn: &Connection,
-    filter: &Filter,
-    selection: &mut Selection,
-    after: Option<Cursor>,
-    want: usize,
-) -> Result<Vec<Cursor>> {
-    let Selection { predicates, scan } = selection;
-    let predicates = &*predicates;
-    let mut collector = Collector {
-        session_check: SessionCheck::new(conn, filter)?,
-        later: conn.prepare_cached(&format!(
-            "SELECT 1 FROM requests r INDEXED BY requests_session \
-             WHERE r.session = ? AND r.id >= ? AND r.ts > ?{} LIMIT 1",
-            predicates.sql
-        ))?,
-        predicates,
-        after,
-        want,
-        seen: HashSet::new(),
-        keys: Vec::new(),
-    };
-    let Some(newest) = newest(conn, predicates, after)? else {
-        return Ok(Vec::new());
-    };
-    let below_cursor = if after.is_some() { " AND r.id <= ? AND r.ts <= ?" } else { "" };
-    let cursor_bound =
-        after.map(|cursor| [Value::Integer(schema::last_id(cursor.ts)), Value::Integer(cursor.ts)]);
-    // The hours a walk by the hour or through the search index visits, newest first: those of
-    // the time range up to `newest`, less those the search index rules out for `q`.
-    let hours = |scan: Option<&search::Scan>| -> Vec<i64> {
-        let (first, last) = (schema::hour(predicates.from), schema::hour(newest));
-        match scan {
-            Some(scan) => scan.candidates().iter().copied().filter(|&hour| hour <= last).collect(),
-            None => (first..=last).rev().collect(),
-        }
-    };
-    match (predicates.driver, scan) {
-        // Newest first along the time index, until the page is full.
-        (Driver::Time, None) => {
-            let sql = format!(
-                "SELECT r.session, r.ts FROM requests r \
-                 WHERE 1{}{below_cursor} ORDER BY r.id DESC",
-                predicates.sql
-            );
-            let mut select = conn.prepare_cached(&sql)?;
-            let mut params = predicates.bind([]);
-            params.extend(cursor_bound.into_iter().flatten());
-            let mut rows = select.query(params_from_iter(params))?;
-            while let Some(row) = rows.next()? {
-                if collector.visit(row.get(0)?, row.get(1)?)? {
-                    break;
-                }
-            }
-        }
-        // The search index finds the texts; each hit is checked against all the predicates
-        // (method, status class, and that it was not purged meanwhile).
-        (Driver::Time, Some(scan)) => {
-            let mut check = conn.prepare_cached(&format!(
-                "SELECT 1 FROM requests r WHERE r.id = ?{}",
-                predicates.sql
-            ))?;
-            'search: for hour in hours(Some(scan)) {
-                for hit in scan.hits(conn, hour)? {
-                    if hit.ts > newest {
-                        continue;
-                    }
-                    let selected = predicates.bind([Value::Integer(hit.id)]);
-                    if check.exists(params_from_iter(selected))?
-                        && collector.visit(hit.session, hit.ts)?
-                    {
-                        break 'search;
-                    }
-                }
-            }
-        }
-        (Driver::Hourly(index), scan) => {
-            let sql = format!(
-                "SELECT r.session, r.ts FROM requests r INDEXED BY {index} \
-                 WHERE r.hour = ?{}{below_cursor} ORDER BY r.id DESC",
-                predicates.sql
-            );
-            let mut select = conn.prepare_cached(&sql)?;
-            'hours: for hour in hours(scan.as_ref()) {
-                let mut params = predicates.bind([Value::Integer(hour)]);
-                params.extend(cursor_bound.clone().into_iter().flatten());
-                let mut rows = select.query(params_from_iter(params))?;
-                while let Some(row) = rows.next()? {
-                    if collector.visit(row.get(0)?, row.get(1)?)? {
-                        break 'hours;
-                    }
-                }
-            }
-        }
-    }
-    Ok(collector.into_keys())
-}
-
-/// The newest time a walk may see: that of the newest request, within the time range and
-/// up to the cursor; `None` when there are no requests.
-fn newest(
-    conn: &Connection,
-    predicates: &Predicates,
-    after: Option<Cursor>,
-) -> Result<Option<i64>> {
-    let newest: Option<i64> = conn
-        .prepare_cached("SELECT ts FROM requests ORDER BY id DESC LIMIT 1")?
-        .query_row([], |row| row.get(0))
-        .optional()?;
-    Ok(newest.map(|newest| {
-        [predicates.to, after.map(|cursor| cursor.ts)].into_iter().flatten().fold(newest, i64::min)
-    }))
-}
-
-/// Collects sessions from selected requests seen newest first.
-struct Collector<'c, 'p> {
-    session_check: Option<SessionCheck<'c>>,
-    /// Whether a session has a selected request after a time: a session first seen below the
-    /// cursor may still have one above it, which put it on an earlier page.
-    later: rusqlite::CachedStatement<'c>,
-    predicates: &'p Predicates,
-    after: Option<Cursor>,
-    want: usize,
-    seen: HashSet<i64>,
-    keys: Vec<Cursor>,
-}
-
-impl Collector<'_, '_> {
-    /// The page's keys in list order.
-    fn into_keys(self) -> Vec<Cursor> {
-        let mut keys = self.keys;
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        keys.truncate(self.want);
-        keys
-    }
-
-    /// Takes the request at `ts` of session `id`; true once nothing further can change the
-    /// page.
-    fn visit(&mut self, id: i64, ts: i64) -> Result<bool> {
-        // Once enough sessions are collected, only ties of the last one can still sort
-        // before it.
-        if self.keys.len() >= self.want && self.keys.last().is_some_and(|last| ts < last.ts) {
-            return Ok(true);
-        }
-        if !self.seen.insert(id) {
-            return Ok(false);
-        }
-        if let Some(check) = self.session_check.as_mut() {
-            if !check.matches(id)? {
-                return Ok(false);
-            }
-        }
-        if let Some(cursor) = self.after {
-            if ts == cursor.ts && id >= cursor.id {
-                return Ok(false);
-            }
-            let bound = [
-                Value::Integer(id),
-                Value::Integer(schema::first_id(cursor.ts + 1)),
-                Value::Integer(cursor.ts),
-            ];
-            if self.later.exists(params_from_iter(self.predicates.bind(bound)))? {
-                return Ok(false);
-            }
-        }
-        self.keys.push(Cursor { ts, id });
-        Ok(false)
-    }
-}
-
-/// Tells whether a session passes the session-level filters (user, role, flow).
-struct SessionCheck<'c> {
-    select: rusqlite::CachedStatement<'c>,
-    values: Vec<Value>,
-}
-
-impl<'c> SessionCheck<'c> {
-    /// `None` when no session-level filter is set.
-    fn new(conn: &'c Connection, filter: &Filter) -> Result<Option<Self>> {
-        if filter.user.is_none() && filter.role.is_none() && filter.flow.is_none() {
-            return Ok(None);
-        }
-        let mut sql = "SELECT 1 FROM sessions s WHERE s.id = ?".to_owned();
-        let mut values = Vec::new();
-        push_session_conditions(&mut sql, &mut values, filter);
-        push_flow_condition(&mut sql, &mut values, filter);
-        Ok(Some(SessionCheck { select: conn.prepare_cached(&sql)?, values }))
-    }
-
-    fn matches(&mut self, session: i64) -> Result<bool> {
-        let params = std::iter::once(Value::Integer(session)).chain(self.values.iter().cloned());
-        Ok(self.select.exists(params_from_iter(params))?)
-    }
 }
 
 pub fn session(

@@ -158,6 +158,14 @@ const MIGRATIONS: &[Migration] = &[
     // The key hash index loses `last_ts`, which moved its entry at every batch of a session;
     // the few sessions of one key are sorted when related sessions are listed.
     Migration::Code(time_ordered_requests),
+    // 3: an index per sort key of the sessions list, so that each sort pages along an index
+    // (`sessions_last` and `sessions_first` serve the two times). The duration index is on
+    // the expression the list orders by.
+    Migration::Sql(
+        "CREATE INDEX sessions_requests ON sessions (requests);
+         CREATE INDEX sessions_attacks ON sessions (attacks);
+         CREATE INDEX sessions_duration ON sessions ((last_ts - first_ts));",
+    ),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,

@@ -1,0 +1,253 @@
+//! The sessions list: its order, its pages and its total.
+//!
+//! Without request-level predicates every sort key is a column (or expression) of `sessions`,
+//! aggregated at ingest and indexed, so a page is an index walk from the cursor and the total a
+//! count of `sessions` rows. With them, a session's key and its presence depend on which of its
+//! requests are selected: the selected requests are walked once, counted per session, and the
+//! sessions ranked in memory; the same walk gives the exact total.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection};
+
+use super::query::{summary, Driver, Selection};
+use super::schema;
+use crate::store::{Aggregates, ListQuery, Result, SessionKey, SessionPage, SortKey};
+
+/// The `sessions s` column or expression a sort key orders by; each has an index whose
+/// implicit trailing rowid breaks ties.
+fn sort_column(key: SortKey) -> &'static str {
+    match key {
+        SortKey::Last => "s.last_ts",
+        SortKey::First => "s.first_ts",
+        SortKey::Requests => "s.requests",
+        SortKey::Duration => "(s.last_ts - s.first_ts)",
+        SortKey::Attacks => "s.attacks",
+    }
+}
+
+pub fn list(conn: &Connection, query: &ListQuery, floor: i64) -> Result<SessionPage> {
+    let tx = conn.unchecked_transaction()?;
+    let mut selection = Selection::new(&tx, &query.filter, floor)?;
+    let (window, total) = match &mut selection {
+        None => {
+            let conditions = SessionConditions::new(query, floor);
+            (query.window(conditions.page(&tx, query)?), conditions.count(&tx)?)
+        }
+        Some(selection) => {
+            let counted = count_selected(&tx, query, selection)?;
+            let total = counted.len() as u64;
+            let keyed = counted
+                .into_iter()
+                .map(|(id, counts)| (SessionKey { value: query.sort.key.value(&counts), id }, id))
+                .collect();
+            (query.window(query.fetch(keyed)), total)
+        }
+    };
+    let mut sessions = Vec::with_capacity(window.items.len());
+    for id in window.items {
+        // Each was found in this transaction.
+        if let Some(session) = summary(&tx, id, selection.as_mut(), floor)? {
+            sessions.push(session);
+        }
+    }
+    Ok(SessionPage::new(sessions, total, (window.next, window.prev)))
+}
+
+/// The session-level conditions of a list on `sessions s`, retention included.
+struct SessionConditions {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl SessionConditions {
+    fn new(query: &ListQuery, floor: i64) -> Self {
+        let mut conditions = SessionConditions {
+            sql: "s.last_ts >= ?".to_owned(),
+            params: vec![Value::Integer(floor)],
+        };
+        push_session_conditions(&mut conditions.sql, &mut conditions.params, &query.filter);
+        conditions
+    }
+
+    /// Up to one more than a page, in fetch order, from the cursor.
+    fn page(&self, conn: &Connection, query: &ListQuery) -> Result<Vec<(SessionKey, i64)>> {
+        let column = sort_column(query.sort.key);
+        let mut sql = format!("SELECT s.id, {column} FROM sessions s WHERE {}", self.sql);
+        let mut params = self.params.clone();
+        if let Some(cursor) = query.cursor {
+            sql.push_str(&format!(
+                " AND ({column}, s.id) {} (?, ?)",
+                cursor.sql_comparison(query.sort.order)
+            ));
+            params.extend([Value::Integer(cursor.key.value), Value::Integer(cursor.key.id)]);
+        }
+        let order = query.fetch_order().sql();
+        sql.push_str(&format!(" ORDER BY {column} {order}, s.id {order} LIMIT ?"));
+        params.push(Value::Integer(query.limit as i64 + 1));
+        let rows = conn
+            .prepare_cached(&sql)?
+            .query_map(params_from_iter(params), |row| {
+                let id = row.get(0)?;
+                Ok((SessionKey { value: row.get(1)?, id }, id))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn count(&self, conn: &Connection) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM sessions s WHERE {}", self.sql);
+        let count: i64 = conn
+            .prepare_cached(&sql)?
+            .query_row(params_from_iter(&self.params), |row| row.get(0))?;
+        Ok(count as u64)
+    }
+}
+
+/// Appends the session-level conditions (user, role, flow) on `sessions s`.
+fn push_session_conditions(
+    sql: &mut String,
+    params: &mut Vec<Value>,
+    filter: &crate::store::Filter,
+) {
+    if let Some(user) = &filter.user {
+        sql.push_str(" AND s.user = ?");
+        params.push(Value::Text(user.clone()));
+    }
+    if let Some(role) = &filter.role {
+        sql.push_str(" AND s.role = ?");
+        params.push(Value::Text(role.clone()));
+    }
+    if let Some(flow) = &filter.flow {
+        sql.push_str(" AND s.id IN (SELECT session FROM session_flows WHERE flow = ?)");
+        params.push(Value::Text(flow.clone()));
+    }
+}
+
+/// Tells whether a session passes the session-level filters.
+struct SessionCheck<'c> {
+    select: rusqlite::CachedStatement<'c>,
+    values: Vec<Value>,
+}
+
+impl<'c> SessionCheck<'c> {
+    /// `None` when no session-level filter is set.
+    fn new(conn: &'c Connection, filter: &crate::store::Filter) -> Result<Option<Self>> {
+        let mut sql = "SELECT 1 FROM sessions s WHERE s.id = ?".to_owned();
+        let mut values = Vec::new();
+        push_session_conditions(&mut sql, &mut values, filter);
+        if values.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SessionCheck { select: conn.prepare_cached(&sql)?, values }))
+    }
+
+    fn matches(&mut self, session: i64) -> Result<bool> {
+        let params = std::iter::once(Value::Integer(session)).chain(self.values.iter().cloned());
+        Ok(self.select.exists(params_from_iter(params))?)
+    }
+}
+
+/// The selected requests of every session that passes the session-level filters, counted.
+fn count_selected(
+    conn: &Connection,
+    query: &ListQuery,
+    selection: &mut Selection,
+) -> Result<HashMap<i64, Aggregates>> {
+    let mut check = SessionCheck::new(conn, &query.filter)?;
+    // `None` for a session the session-level filters reject.
+    let mut counted: HashMap<i64, Option<Aggregates>> = HashMap::new();
+    for_each_selected(conn, selection, |session, ts, malicious| {
+        let counts = match counted.entry(session) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let passes = match &mut check {
+                    Some(check) => check.matches(session)?,
+                    None => true,
+                };
+                entry.insert(passes.then(Aggregates::default))
+            }
+        };
+        if let Some(counts) = counts {
+            counts.add(ts, malicious);
+        }
+        Ok(())
+    })?;
+    Ok(counted.into_iter().filter_map(|(id, counts)| Some((id, counts?))).collect())
+}
+
+/// Calls `visit(session, ts, malicious)` for every selected request, along the most selective
+/// index the predicates offer.
+fn for_each_selected(
+    conn: &Connection,
+    selection: &mut Selection,
+    mut visit: impl FnMut(i64, i64, bool) -> Result<()>,
+) -> Result<()> {
+    let Selection { predicates, scan } = selection;
+    let predicates = &*predicates;
+    match (predicates.driver, scan) {
+        // Along the table, in time order, within the time range.
+        (Driver::Time, None) => {
+            let sql = format!(
+                "SELECT r.session, r.ts, r.attack IS NOT NULL FROM requests r WHERE 1{}",
+                predicates.sql
+            );
+            let mut select = conn.prepare_cached(&sql)?;
+            let mut rows = select.query(params_from_iter(predicates.bind([])))?;
+            while let Some(row) = rows.next()? {
+                visit(row.get(0)?, row.get(1)?, row.get(2)?)?;
+            }
+        }
+        // The search index finds the texts; each hit is checked against all the predicates
+        // (method, status class, and that it was not purged meanwhile).
+        (Driver::Time, Some(scan)) => {
+            let mut check = conn.prepare_cached(&format!(
+                "SELECT r.attack IS NOT NULL FROM requests r WHERE r.id = ?{}",
+                predicates.sql
+            ))?;
+            for hour in scan.candidates().to_vec() {
+                for hit in scan.hits(conn, hour)? {
+                    let params = predicates.bind([Value::Integer(hit.id)]);
+                    let mut rows = check.query(params_from_iter(params))?;
+                    if let Some(row) = rows.next()? {
+                        visit(hit.session, hit.ts, row.get(0)?)?;
+                    }
+                }
+            }
+        }
+        // Hour by hour along an index that leads with the hour and a selective value.
+        (Driver::Hourly(index), scan) => {
+            let hours: Vec<i64> = match scan {
+                Some(scan) => scan.candidates().to_vec(),
+                None => {
+                    let Some(newest) = newest(conn, predicates.to)? else { return Ok(()) };
+                    (schema::hour(predicates.from)..=schema::hour(newest)).collect()
+                }
+            };
+            let sql = format!(
+                "SELECT r.session, r.ts, r.attack IS NOT NULL FROM requests r INDEXED BY {index} \
+                 WHERE r.hour = ?{}",
+                predicates.sql
+            );
+            let mut select = conn.prepare_cached(&sql)?;
+            for hour in hours {
+                let mut rows =
+                    select.query(params_from_iter(predicates.bind([Value::Integer(hour)])))?;
+                while let Some(row) = rows.next()? {
+                    visit(row.get(0)?, row.get(1)?, row.get(2)?)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The time of the newest request, at most `to`; `None` when there are no requests.
+fn newest(conn: &Connection, to: Option<i64>) -> Result<Option<i64>> {
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT max(ts) FROM (SELECT ts FROM requests ORDER BY id DESC LIMIT 1)")?
+        .query_row([], |row| row.get(0))?;
+    Ok(newest.map(|newest| to.map_or(newest, |to| newest.min(to))))
+}
