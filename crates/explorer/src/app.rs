@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
 
+use crate::auth::{self, Access};
 use crate::error::Error;
 use crate::store::Store;
 use crate::{api, ui};
@@ -17,6 +18,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Bearer token `POST /v1/records` requires, when set.
     pub ingest_token: Option<String>,
+    /// Who may use the UI and `/api/*`.
+    pub access: Access,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(api::routes(&state))
         .merge(ui::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+use crate::auth::SecureCookies;
 use crate::ingest;
 use crate::server::{self, ServeOptions};
 use crate::store::{Backend, Store};
@@ -46,6 +47,13 @@ enum Command {
         /// NDJSON file written by the module (api_sessions_export file=) to tail; repeatable.
         #[arg(long, value_name = "FILE")]
         follow: Vec<PathBuf>,
+        /// Token the web UI and /api/* require: as Authorization: Bearer, or once at /login.
+        #[arg(long, env = "API_SESSIONS_UI_TOKEN", hide_env_values = true)]
+        ui_token: Option<String>,
+        /// When the login cookie is marked Secure: auto (when X-Forwarded-Proto says https),
+        /// always or never.
+        #[arg(long, default_value = "auto", value_name = "WHEN", value_parser = SecureCookies::parse)]
+        secure_cookies: SecureCookies,
     },
     /// Load NDJSON files into the database; loading a file again adds nothing.
     Ingest {
@@ -94,7 +102,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { store, db, listen, retention, token, follow } => {
+        Command::Serve {
+            store,
+            db,
+            listen,
+            retention,
+            token,
+            follow,
+            ui_token,
+            secure_cookies,
+        } => {
             let Some(store) = backend(&store) else { return ExitCode::from(2) };
             let options = ServeOptions {
                 store,
@@ -104,6 +121,8 @@ pub fn main() -> ExitCode {
                 retention_text: retention.text,
                 token: token.filter(|token| !token.is_empty()),
                 follow,
+                ui_token: ui_token.filter(|token| !token.is_empty()),
+                secure_cookies,
             };
             match server::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,

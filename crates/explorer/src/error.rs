@@ -19,6 +19,10 @@ pub enum Error {
     BadRequest(String),
     /// `POST /v1/records` without the right bearer token.
     Unauthorized,
+    /// The API without the UI token or a login, when a UI token is set.
+    LoginRequired,
+    /// A request that would change something, refused as cross-site; the message says why.
+    Forbidden(&'static str),
     /// What was asked for does not exist; the message names it.
     NotFound(&'static str),
     /// A request body over [`MAX_BODY_BYTES`], as sent or once decompressed.
@@ -35,7 +39,8 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::LoginRequired => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -51,6 +56,10 @@ impl Error {
         let message = match self {
             Error::BadRequest(message) => message,
             Error::Unauthorized => "missing or wrong bearer token".to_owned(),
+            Error::LoginRequired => {
+                "log in at /login, or send the UI token as Authorization: Bearer".to_owned()
+            }
+            Error::Forbidden(reason) => reason.to_owned(),
             Error::NotFound(what) => what.to_owned(),
             Error::TooLarge => {
                 format!("body larger than {} MiB; send smaller batches", MAX_BODY_BYTES >> 20)
@@ -94,7 +103,7 @@ impl IntoResponse for Error {
         struct ErrorBody {
             error: String,
         }
-        let challenge = matches!(self, Error::Unauthorized);
+        let challenge = matches!(self, Error::Unauthorized | Error::LoginRequired);
         let (status, error) = self.into_status_and_message();
         let mut response = (status, Json(ErrorBody { error })).into_response();
         if challenge {

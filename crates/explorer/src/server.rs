@@ -8,9 +8,10 @@ use std::thread;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::app::{self, AppState};
+use crate::auth::{Access, SecureCookies};
 use crate::follow::{self, Follower};
 use crate::store::{Backend, Store};
 
@@ -26,7 +27,12 @@ pub struct ServeOptions {
     pub retention_text: String,
     pub token: Option<String>,
     pub follow: Vec<PathBuf>,
+    pub ui_token: Option<String>,
+    pub secure_cookies: SecureCookies,
 }
+
+/// Shorter UI tokens are accepted with a warning: the login form can be tried at will.
+const SHORT_UI_TOKEN: usize = 16;
 
 /// Runs until SIGINT or SIGTERM. Errors are one line for the user.
 pub fn serve(options: ServeOptions) -> Result<(), String> {
@@ -61,7 +67,9 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
         }
         let purge = tokio::spawn(purge_periodically(store.clone()));
 
-        let state = AppState { store, ingest_token: options.token.clone() };
+        warn_about_access(&options, address.ip().is_loopback());
+        let access = Access::new(options.ui_token.clone(), options.secure_cookies);
+        let state = AppState { store, ingest_token: options.token.clone(), access };
         let app = app::router(Arc::new(state));
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -76,6 +84,25 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
         info!("stopped");
         served
     })
+}
+
+/// What an operator should hear about at start: open doors and weak tokens.
+fn warn_about_access(options: &ServeOptions, loopback: bool) {
+    match &options.ui_token {
+        None if !loopback => warn!(
+            "the web UI and /api/* are open to whoever reaches {}: set --ui-token, or put a \
+             proxy that authenticates in front",
+            options.listen
+        ),
+        Some(token) if token.chars().count() < SHORT_UI_TOKEN => warn!(
+            "the UI token is shorter than {SHORT_UI_TOKEN} characters; use a long random one \
+             (openssl rand -hex 32)"
+        ),
+        _ => {}
+    }
+    if options.ui_token.is_some() && options.token.is_none() {
+        warn!("--ui-token does not guard POST /v1/records: set --token for the module's side");
+    }
 }
 
 async fn purge_periodically(store: Arc<dyn Store>) {

@@ -1,10 +1,11 @@
-//! The web UI: server-rendered pages at `/` (sessions) and `/sessions/{id}` (one session).
+//! The web UI: server-rendered pages at `/` (sessions) and `/sessions/{id}` (one session), and
+//! `/login` when a UI token is set.
 //!
 //! Pages work without JavaScript; the one script only adds "Copy link". Every filter lives in
 //! the query string, so any view can be shared by its address. Nothing is loaded from
 //! elsewhere: the stylesheet and the script are compiled into the binary.
 //!
-//! One file per page (`list`, `session`), each with its handler and its route in [`routes`];
+//! One file per page (`list`, `session`, `login`), each with its handler and its route in [`routes`];
 //! the pieces they share are `layout` (the page around the content, error pages), `form` (the
 //! filter form), `chart`, `format` (times and durations) and `html` (the writer that escapes).
 
@@ -14,13 +15,14 @@ mod format;
 mod html;
 mod layout;
 mod list;
+mod login;
 mod session;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::AppState;
@@ -32,9 +34,20 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(list::page))
         .route("/sessions/{id}", get(session::page))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", post(login::log_out))
         .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", STYLESHEET) }))
         .route("/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .fallback(|| async { layout::not_found("No such page.") })
+}
+
+/// A page that says one thing, for answers that are not one of the pages.
+pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    layout::page(status, title, |html| {
+        html.element("h1", &[], title);
+        layout::error_box(html, message);
+        html.open("p", &[]).element("a", &[("href", "/")], "All sessions").close("p");
+    })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -4,6 +4,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::html::Html;
+use crate::auth::csrf;
 use crate::error::Error;
 
 /// A complete page around `body`.
@@ -13,13 +14,27 @@ pub fn page(status: StatusCode, title: &str, body: impl FnOnce(&mut Html)) -> Re
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
     )
-    .element("title", &[], title)
-    .markup(
+    .element("title", &[], title);
+    // For scripts that send a state-changing request (as the X-CSRF-Token header).
+    if let Some(viewer) = crate::auth::viewer() {
+        html.open("meta", &[("name", "csrf-token"), ("content", &viewer.csrf_token)]);
+    }
+    html.markup(
         "<link rel=\"stylesheet\" href=\"/static/app.css\">\
          <script src=\"/static/app.js\" defer></script></head><body>\
          <header class=\"top\"><a class=\"brand\" href=\"/\">api-sessions</a>\
-         <span class=\"tagline\">API traffic as user sessions</span></header><main>",
+         <span class=\"tagline\">API traffic as user sessions</span>",
     );
+    if let Some(viewer) = crate::auth::viewer().filter(|viewer| viewer.logged_in) {
+        html.open("form", &[("class", "logout"), ("method", "post"), ("action", "/logout")])
+            .open(
+                "input",
+                &[("type", "hidden"), ("name", csrf::FIELD), ("value", &viewer.csrf_token)],
+            )
+            .element("button", &[("type", "submit"), ("class", "link")], "Log out")
+            .close("form");
+    }
+    html.markup("</header><main>");
     body(&mut html);
     html.markup("</main></body></html>\n");
     (
