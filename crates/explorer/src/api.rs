@@ -7,7 +7,7 @@ mod sessions;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
@@ -15,7 +15,8 @@ use axum::{middleware, Router};
 use crate::app::AppState;
 use crate::auth;
 use crate::error::Error;
-use crate::params::QueryParams;
+use crate::params::Params;
+use crate::session_ref;
 
 pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     let ingest_token = middleware::from_fn_with_state(state.clone(), auth::require_ingest_token);
@@ -26,14 +27,20 @@ pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 /// `GET /api/sessions/{id}` and `GET /api/sessions/{id}.csv` share a route: a path segment
-/// cannot be routed on its suffix.
+/// cannot be routed on its suffix. `id` may be a unique prefix of the session id.
 async fn session_or_csv(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(params): Query<QueryParams>,
+    Params(params): Params,
 ) -> Result<Response, Error> {
     match id.strip_suffix(".csv") {
-        Some(id) => csv::export(&app, id, &params).await,
-        None => sessions::show(&app, &id, &params).await.map(IntoResponse::into_response),
+        Some(id) => {
+            let id = session_ref::resolve(&app, id).await?;
+            csv::export(&app, &id, &params).await
+        }
+        None => {
+            let id = session_ref::resolve(&app, &id).await?;
+            sessions::show(&app, &id, &params).await.map(IntoResponse::into_response)
+        }
     }
 }

@@ -25,6 +25,8 @@ pub enum Error {
     Forbidden(&'static str),
     /// What was asked for does not exist; the message names it.
     NotFound(&'static str),
+    /// A session id prefix that several sessions start with; some of them, in id order.
+    AmbiguousSession { prefix: String, candidates: Vec<String>, more: bool },
     /// A request body over [`MAX_BODY_BYTES`], as sent or once decompressed.
     TooLarge,
     /// A `Content-Encoding` other than gzip.
@@ -42,6 +44,7 @@ impl Error {
             Error::Unauthorized | Error::LoginRequired => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::AmbiguousSession { .. } => StatusCode::CONFLICT,
             Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -61,6 +64,11 @@ impl Error {
             }
             Error::Forbidden(reason) => reason.to_owned(),
             Error::NotFound(what) => what.to_owned(),
+            Error::AmbiguousSession { prefix, candidates, more } => format!(
+                "session id prefix \"{prefix}\" matches several sessions: {}{}",
+                candidates.join(", "),
+                if more { ", …" } else { "" }
+            ),
             Error::TooLarge => {
                 format!("body larger than {} MiB; send smaller batches", MAX_BODY_BYTES >> 20)
             }
@@ -96,16 +104,23 @@ impl From<BodyError> for Error {
     }
 }
 
-/// The API's form: `{"error": "..."}`.
+/// The API's form: `{"error": "..."}`, and the matching ids of an ambiguous session id prefix
+/// in `"candidates"`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         #[derive(Serialize)]
         struct ErrorBody {
             error: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            candidates: Option<Vec<String>>,
         }
         let challenge = matches!(self, Error::Unauthorized | Error::LoginRequired);
+        let candidates = match &self {
+            Error::AmbiguousSession { candidates, .. } => Some(candidates.clone()),
+            _ => None,
+        };
         let (status, error) = self.into_status_and_message();
-        let mut response = (status, Json(ErrorBody { error })).into_response();
+        let mut response = (status, Json(ErrorBody { error, candidates })).into_response();
         if challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -7,7 +7,8 @@
 //! - [`app`] is the web application: the state handlers share and the router, which mounts
 //!   [`api`] (one file per resource), [`ui`] (one file per page) and the checks of [`auth`].
 //!   Handlers fail with the one [`error::Error`]; [`params`] reads filters, cursors and page
-//!   sizes from query strings and writes them back into links.
+//!   sizes from query strings and writes them back into links; [`session_ref`] resolves the
+//!   session id prefixes URLs may carry.
 //! - [`server`] runs the application, the followers and the retention purge; [`cli`] is the
 //!   command line.
 
@@ -23,5 +24,6 @@ pub mod follow;
 pub mod ingest;
 pub mod params;
 pub mod server;
+pub mod session_ref;
 pub mod store;
 pub mod ui;

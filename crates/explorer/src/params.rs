@@ -14,8 +14,10 @@ use crate::store::{
 };
 
 /// The query parameters every view accepts. Empty values mean "not set", as HTML forms send
-/// every field.
+/// every field. Any other parameter is refused, so that a misspelt filter is not silently
+/// ignored.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryParams {
     pub from: Option<String>,
     pub to: Option<String>,
@@ -61,6 +63,17 @@ fn set(value: &Option<String>) -> Option<&str> {
 }
 
 impl QueryParams {
+    /// Decodes a query string; an unknown or repeated parameter is an error that names it.
+    pub fn from_query(query: Option<&str>) -> Result<QueryParams, String> {
+        serde_urlencoded::from_str(query.unwrap_or("")).map_err(|err| {
+            let message = err.to_string();
+            let message = message
+                .replace("unknown field", "unknown parameter")
+                .replace("duplicate field", "repeated parameter");
+            format!("invalid query: {message}")
+        })
+    }
+
     pub fn filter(&self) -> Result<Filter, String> {
         let time = |name: &str, value: &Option<String>| {
             set(value)
@@ -82,9 +95,19 @@ impl QueryParams {
                 })
             })
             .transpose()?;
+        let (from, to) = (time("from", &self.from)?, time("to", &self.to)?);
+        if let (Some(from), Some(to)) = (from, to) {
+            if from > to {
+                return Err(format!(
+                    "invalid range: \"from\" {} is after \"to\" {}",
+                    from.to_rfc3339(),
+                    to.to_rfc3339()
+                ));
+            }
+        }
         Ok(Filter {
-            from: time("from", &self.from)?,
-            to: time("to", &self.to)?,
+            from,
+            to,
             user: text(&self.user),
             role: text(&self.role),
             flow: text(&self.flow),
@@ -97,9 +120,12 @@ impl QueryParams {
         })
     }
 
-    /// The filter, the cursor and `limit`, in that order of checking.
+    /// The filter, the cursor and `limit`, in that order of checking, for a session's requests;
+    /// `sort` and `order`, which only order the list, are checked all the same.
     pub fn page(&self, size: PageSize) -> Result<PageRequest, String> {
-        Ok(PageRequest { filter: self.filter()?, cursor: self.cursor()?, limit: self.limit(size)? })
+        let filter = self.filter()?;
+        self.sort()?;
+        Ok(PageRequest { filter, cursor: self.cursor()?, limit: self.limit(size)? })
     }
 
     /// A page of the sessions list: the filter, `sort` and `order`, the cursor and `limit`.
@@ -200,6 +226,22 @@ pub fn query_string(filter: &Filter, extra: &[(&str, &str)]) -> String {
     }
 }
 
+/// The query parameters of a request; a bad query string is a 400 that names the parameter.
+pub struct Params(pub QueryParams);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = crate::error::Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        QueryParams::from_query(parts.uri.query())
+            .map(Params)
+            .map_err(crate::error::Error::BadRequest)
+    }
+}
+
 /// Everything but RFC 3986's unreserved characters.
 const NOT_UNRESERVED: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -215,14 +257,29 @@ mod tests {
 
     /// Decodes a query string the way the handlers receive it.
     fn params(query: &str) -> QueryParams {
-        let uri: axum::http::Uri = format!("/?{query}").parse().unwrap();
-        axum::extract::Query::<QueryParams>::try_from_uri(&uri).unwrap().0
+        QueryParams::from_query(Some(query)).unwrap()
+    }
+
+    #[test]
+    fn unknown_repeated_and_inverted_parameters_are_named() {
+        let err = QueryParams::from_query(Some("user=a&usr=b")).unwrap_err();
+        assert!(err.contains("unknown parameter `usr`"), "{err}");
+        let err = QueryParams::from_query(Some("user=a&user=b")).unwrap_err();
+        assert!(err.contains("`user`"), "{err}");
+        assert!(QueryParams::from_query(None).is_ok());
+        let err = params("from=2026-11-22T10:00&to=2026-11-22T09:00").filter().unwrap_err();
+        assert!(err.starts_with("invalid range: \"from\""), "{err}");
+        assert!(params("from=2026-11-22T10:00&to=2026-11-22T10:00").filter().is_ok());
+        let err = params("sort=risky").sort().unwrap_err();
+        assert!(err.starts_with("invalid \"sort\" \"risky\""), "{err}");
+        let err = params("order=up").sort().unwrap_err();
+        assert!(err.starts_with("invalid \"order\" \"up\""), "{err}");
     }
 
     #[test]
     fn a_filter_survives_the_round_trip_through_its_url() {
         let filter = params(
-            "from=2026-11-22T10:00&to=2026-11-22&user=al+ice%26x&status=4xx&method=post\
+            "from=2026-11-22T10:00&to=2026-11-23&user=al+ice%26x&status=4xx&method=post\
              &attack=any&q=%3Cscript%3E",
         )
         .filter()

@@ -211,11 +211,7 @@ impl Filter {
     }
 }
 
-/// A position in the sessions list: the sort key of the last session on a page.
-///
-/// Sessions are ordered by their last matching request, newest first, then by an internal id.
-/// Keyset pagination keeps pages stable while records keep arriving: a session is never shown
-/// twice, and one that did not change since the first page is never skipped.
+/// A position in a session's requests: the time and id of the last request on a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     pub ts: i64,
@@ -300,6 +296,8 @@ pub struct StoredRequest {
 #[derive(Clone, Debug, Default)]
 pub struct RequestPage {
     pub requests: Vec<StoredRequest>,
+    /// How many selected requests come before the page.
+    pub offset: u64,
     /// Where the next page starts, when there is one.
     pub next: Option<Cursor>,
 }
@@ -314,7 +312,7 @@ impl RequestPage {
         } else {
             None
         };
-        RequestPage { requests, next }
+        RequestPage { requests, offset: 0, next }
     }
 }
 
@@ -380,6 +378,19 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The smallest string above every string that starts with `prefix` (strings compare by code
+/// point, as UTF-8 bytes do), for a range scan over ids; `None` when there is none.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// A session store. Calls block (disk, network): async callers go through `spawn_blocking`.
 ///
 /// Nothing older than the store's retention is ever returned, purged yet or not.
@@ -418,6 +429,9 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Option<RequestPage>>;
+
+    /// Up to `limit` ids of retained sessions that start with `prefix`, in id order.
+    fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>>;
 
     /// Deletes everything older than the retention.
     fn purge(&self) -> Result<PurgeCounts>;

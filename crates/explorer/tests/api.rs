@@ -345,6 +345,109 @@ async fn sessions_api_sorts_pages_back_and_forth_and_counts(kind: Kind) {
     assert!(html.contains("<option value=\"requests\" selected=\"selected\">"), "{html}");
 }
 
+async fn bad_parameters_are_named_and_id_prefixes_resolve(kind: Kind) {
+    let app = app(kind, None);
+    let b = base();
+    let records = [
+        record("abcdef123456-one", 1, b),
+        record("abcdef123456-two", 2, b + 1000),
+        record("zyxwvu987654-solo", 3, b + 2000),
+    ];
+    post(&app, ndjson(&records), &[]).await;
+
+    for (query, named) in [
+        ("usr=alice", "`usr`"),
+        ("user=a&user=b", "`user`"),
+        ("from=2026-11-22T10:00&to=2026-11-22T09:00", "\"from\""),
+        ("sort=risky", "\"sort\""),
+        ("order=sideways", "\"order\""),
+        ("limit=many", "\"limit\""),
+    ] {
+        for path in ["/api/sessions", "/api/sessions/zyxwvu987654-solo"] {
+            let reply = get(&app, &format!("{path}?{query}")).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}?{query}");
+            let error = reply.json()["error"].as_str().unwrap().to_owned();
+            assert!(error.contains(named), "{path}?{query}: {error}");
+        }
+        let page = get(&app, &format!("/?{query}")).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "/?{query}");
+    }
+
+    // A unique prefix of 12 characters or more stands for the session.
+    let one = get(&app, "/api/sessions/zyxwvu987654").await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json()["session"]["session_id"], "zyxwvu987654-solo");
+    let csv = get(&app, "/api/sessions/zyxwvu987654-s.csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.text().contains("zyxwvu987654-solo"));
+    // Shorter prefixes are not looked up.
+    assert_eq!(get(&app, "/api/sessions/zyxwvu98765").await.status, StatusCode::NOT_FOUND);
+    // Several matches: 409 with the candidates.
+    let both = get(&app, "/api/sessions/abcdef123456").await;
+    assert_eq!(both.status, StatusCode::CONFLICT);
+    let body = both.json();
+    assert_eq!(body["candidates"], json!(["abcdef123456-one", "abcdef123456-two"]));
+    assert!(body["error"].as_str().unwrap().contains("\"abcdef123456\""), "{body}");
+    // A whole id wins over the longer ids it is a prefix of.
+    let mut exact = record("abcdef123456", 4, b + 3000);
+    exact.key_hash = "another".into();
+    post(&app, ndjson(&[exact]), &[]).await;
+    let reply = get(&app, "/api/sessions/abcdef123456").await;
+    assert_eq!(reply.json()["session"]["session_id"], "abcdef123456");
+
+    // The page moves to the full address, keeping the query; an ambiguous one lists them.
+    let moved = get(&app, "/sessions/zyxwvu987654?method=GET").await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    assert_eq!(moved.headers[header::LOCATION], "/sessions/zyxwvu987654-solo?method=GET");
+    let listed = get(&app, "/sessions/abcdef123456-").await;
+    assert_eq!(listed.status, StatusCode::CONFLICT);
+    assert!(listed.text().contains("href=\"/sessions/abcdef123456-two\""));
+}
+
+async fn session_requests_are_numbered_across_pages(kind: Kind) {
+    let app = app(kind, None);
+    let b = base();
+    let records: Vec<_> = (0..7).map(|n| record("long", n + 1, b + n as i64 * 1000)).collect();
+    post(&app, ndjson(&records), &[]).await;
+
+    let mut offsets = Vec::new();
+    let mut seen = Vec::new();
+    let mut uri = "/api/sessions/long?limit=3".to_owned();
+    loop {
+        let page = get(&app, &uri).await.json();
+        assert_eq!(page["requests_total"], 7);
+        offsets.push(page["requests_offset"].as_u64().unwrap());
+        for request in page["requests"].as_array().unwrap() {
+            seen.push(request["request_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/api/sessions/long?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(offsets, [0, 3, 6]);
+    let expected: Vec<String> = records.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(seen, expected);
+
+    // Filtered: the numbering counts the selected requests only.
+    let to = api_sessions_core::time::Millis(b + 4000).to_rfc3339();
+    let first = get(&app, &format!("/api/sessions/long?limit=2&to={to}")).await.json();
+    assert_eq!(first["requests_offset"], 0);
+    assert_eq!(first["requests_total"], 5);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let uri = format!("/api/sessions/long?limit=2&to={to}&cursor={cursor}");
+    let second = get(&app, &uri).await.json();
+    assert_eq!(second["requests_offset"], 2);
+
+    // The page says where it is, numbers its rows on, and links each request on its own.
+    let html = get(&app, &format!("/sessions/long?cursor={cursor}")).await.text();
+    assert!(html.contains("Requests 3–7 of 7"), "{html}");
+    assert!(html.contains("href=\"#req-3\""), "{html}");
+    assert!(html.contains("id=\"req-7\""), "{html}");
+    let link = format!("href=\"/sessions/long?request_id={}\"", records[2].request_id);
+    assert!(html.contains(&link), "{html}");
+}
+
 async fn csv_export_is_rfc_4180_with_formulas_neutralised(kind: Kind) {
     let app = app(kind, None);
     let b = base();
@@ -447,6 +550,8 @@ on_every_store!(async
     the_token_guards_ingest,
     sessions_api_lists_filters_and_shows_one_session,
     sessions_api_sorts_pages_back_and_forth_and_counts,
+    bad_parameters_are_named_and_id_prefixes_resolve,
+    session_requests_are_numbered_across_pages,
     csv_export_is_rfc_4180_with_formulas_neutralised,
     pages_render_captured_data_as_text_with_a_strict_policy,
 );

@@ -170,6 +170,9 @@ impl Store for Counting {
     ) -> store::Result<Option<RequestPage>> {
         self.inner.session_requests(id, f, a, l)
     }
+    fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> store::Result<Vec<String>> {
+        self.inner.session_ids_with_prefix(prefix, limit)
+    }
     fn purge(&self) -> store::Result<PurgeCounts> {
         self.inner.purge()
     }

@@ -1,21 +1,21 @@
 //! `GET /api/sessions` (the list) and `GET /api/sessions/{id}` (one session, a page of its
-//! requests as they were received).
+//! requests as they were received, numbered across pages).
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
 use crate::error::Error;
-use crate::params::{PageSize, QueryParams};
+use crate::params::{PageSize, Params, QueryParams};
 use crate::store::{SessionPage, SessionSummary, Stats, Timeline};
 
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Query(params): Query<QueryParams>,
+    Params(params): Params,
 ) -> Result<Json<SessionPage>, Error> {
     let query = params.list_query().map_err(Error::BadRequest)?;
     let sessions = app.with_store(move |store| store.list_sessions(&query)).await?;
@@ -30,6 +30,11 @@ pub struct SessionResponse {
     related: Vec<String>,
     /// Each record as the text it arrived as, so fields this version does not know survive.
     requests: Vec<Box<RawValue>>,
+    /// How many selected requests come before this page: its requests are numbers
+    /// `requests_offset + 1` to `requests_offset + requests.len()` of `requests_total`.
+    requests_offset: u64,
+    /// The selected requests of the session, on every page.
+    requests_total: u64,
     next_cursor: Option<String>,
 }
 
@@ -50,7 +55,10 @@ pub async fn show(
         .into_iter()
         .filter_map(|request| RawValue::from_string(request.json).ok())
         .collect();
+    let requests_total = detail.session.requests;
     Ok(Json(SessionResponse {
+        requests_offset: detail.requests.offset,
+        requests_total,
         session: detail.session,
         stats: detail.stats,
         timeline: detail.timeline,

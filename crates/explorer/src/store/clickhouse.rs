@@ -79,6 +79,10 @@ impl Store for ClickHouseStore {
         query::session_requests(&self.client, session_id, filter, after, limit, self.floor())
     }
 
+    fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        query::session_ids_with_prefix(&self.client, prefix, limit, self.floor())
+    }
+
     fn purge(&self) -> Result<PurgeCounts> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         write::purge(&self.client, self.floor())

@@ -120,6 +120,11 @@ impl Store for SqliteStore {
         })
     }
 
+    fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let floor = self.floor();
+        self.with_reader(|conn| query::session_ids_with_prefix(conn, prefix, limit, floor))
+    }
+
     fn purge(&self) -> Result<PurgeCounts> {
         self.writer.purge(self.floor())
     }

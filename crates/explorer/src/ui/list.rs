@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -17,8 +17,10 @@ use crate::store::{Filter, ListQuery, SessionPage, SessionSummary};
 /// IPs listed per session before "+N".
 const IPS_SHOWN: usize = 2;
 
-pub async fn page(State(app): State<Arc<AppState>>, Query(params): Query<QueryParams>) -> Response {
-    let query = match params.list_query() {
+pub async fn page(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+    let decoded = QueryParams::from_query(raw.as_deref());
+    let params = decoded.clone().unwrap_or_default();
+    let query = match decoded.and_then(|params| params.list_query()) {
         Ok(query) => query,
         Err(message) => {
             return render(StatusCode::BAD_REQUEST, "Sessions", |html| {

@@ -7,17 +7,18 @@
 use std::sync::Arc;
 
 use api_sessions_core::record::Record;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 
 use super::chart::{self, status_class};
 use super::form::{self, filter_form};
-use super::format::{duration, time};
+use super::format::{count, duration, time};
 use super::html::Html;
 use super::layout::{error_box, error_page, not_found, page as render};
 use crate::app::AppState;
 use crate::params::{path_segment, query_string, QueryParams};
+use crate::session_ref;
 use crate::store::{Cursor, Filter, SessionDetail};
 
 /// Requests per page on screen.
@@ -26,10 +27,22 @@ const REQUESTS_ON_SCREEN: usize = 200;
 pub async fn page(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(params): Query<QueryParams>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    // A unique prefix of the id moves to the session's full address.
+    match session_ref::resolve(&app, &id).await {
+        Ok(full) if full != id => {
+            let query = raw.as_deref().map(|query| format!("?{query}")).unwrap_or_default();
+            let to = format!("/sessions/{}{query}", path_segment(&full));
+            return Redirect::to(&to).into_response();
+        }
+        Ok(_) => {}
+        Err(error) => return ambiguous_page(error),
+    }
     let title = format!("Session {id}");
-    let request = params.filter().and_then(|filter| Ok((filter, params.cursor()?)));
+    let decoded = QueryParams::from_query(raw.as_deref());
+    let params = decoded.clone().unwrap_or_default();
+    let request = decoded.and_then(|params| Ok((params.filter()?, params.cursor()?)));
     let (filter, cursor) = match request {
         Ok(request) => request,
         Err(message) => {
@@ -65,6 +78,29 @@ pub async fn page(
         view.charts(html, &detail);
         view.requests(html, &detail, cursor);
         view.related(html, &detail);
+    })
+}
+
+/// An id prefix several sessions share: links to them, or the store's failure.
+fn ambiguous_page(error: crate::error::Error) -> Response {
+    let crate::error::Error::AmbiguousSession { candidates, .. } = &error else {
+        return error_page(error);
+    };
+    let candidates = candidates.clone();
+    let (status, message) = error.into_status_and_message();
+    render(status, "Several sessions", |html| {
+        html.element("h1", &[], "Several sessions");
+        error_box(html, &message);
+        html.open("ul", &[]);
+        for id in &candidates {
+            let href = format!("/sessions/{}", path_segment(id));
+            html.open("li", &[])
+                .open("a", &[("href", &href)])
+                .element("code", &[], id)
+                .close("a")
+                .close("li");
+        }
+        html.close("ul");
     })
 }
 
@@ -213,25 +249,38 @@ impl View<'_> {
             .iter()
             .filter_map(|request| serde_json::from_str(&request.json).ok())
             .collect();
-        html.element("h2", &[], "Requests");
+        let offset = detail.requests.offset as usize;
+        let total = detail.session.requests;
         if records.is_empty() {
+            html.element("h2", &[], "Requests");
             html.open("p", &[("class", "empty")])
                 .text("No request of this session matches the filters. ")
                 .element("a", &[("href", &self.all_requests())], "Show all requests")
                 .close("p");
             return;
         }
+        html.element(
+            "h2",
+            &[],
+            &format!(
+                "Requests {}–{} of {}",
+                count(offset as u64 + 1),
+                count((offset + records.len()) as u64),
+                count(total)
+            ),
+        );
         html.open("div", &[("class", "scroll")]).open("table", &[("class", "requests")]);
         html.markup(
             "<thead><tr><th>#</th><th>Time</th><th>Method</th><th>Path</th><th>Status</th>\
              <th class=\"num\">Time, ms</th><th class=\"num\">Size, bytes</th><th>IP</th>\
              <th>User</th><th>Role</th><th>Params</th><th>Attack</th></tr></thead><tbody>",
         );
-        for (n, record) in records.iter().enumerate() {
-            let anchor = format!("#req-{}", n + 1);
+        for (i, record) in records.iter().enumerate() {
+            let n = offset + i + 1;
+            let anchor = format!("#req-{n}");
             html.open("tr", &[("class", if record.attack.is_some() { "malicious" } else { "" })]);
             html.open("td", &[])
-                .element("a", &[("href", &anchor)], &(n + 1).to_string())
+                .element("a", &[("href", &anchor)], &count(n as u64))
                 .close("td")
                 .element("td", &[("class", "nowrap")], &time(record.ts))
                 .element("td", &[], &record.method)
@@ -292,8 +341,14 @@ impl View<'_> {
         }
 
         html.element("h2", &[], "Request details");
-        for (n, record) in records.iter().enumerate() {
-            details(html, n + 1, record);
+        for (i, record) in records.iter().enumerate() {
+            // The request on its own, whatever page it falls on.
+            let filter = Filter {
+                request_id: Some(record.request_id.clone()),
+                ..self.filter.session_level()
+            };
+            let link = format!("{}{}", self.path, query_string(&filter, &[]));
+            details(html, offset + i + 1, record, &link);
         }
     }
 
@@ -323,7 +378,7 @@ impl View<'_> {
 }
 
 /// Everything a record holds, malicious requests in full.
-fn details(html: &mut Html, n: usize, record: &Record) {
+fn details(html: &mut Html, n: usize, record: &Record, link: &str) {
     let id = format!("req-{n}");
     let mut attributes = vec![("id", id.as_str()), ("class", "request")];
     if record.attack.is_some() {
@@ -341,6 +396,9 @@ fn details(html: &mut Html, n: usize, record: &Record) {
         html.text(" ").element("span", &[("class", "badge attack")], &attack.kind);
     }
     html.close("summary");
+    html.open("p", &[])
+        .element("a", &[("href", link), ("class", "permalink")], "Link to this request")
+        .close("p");
 
     html.open("dl", &[("class", "facts")]);
     let mut fact = |name: &str, value: &str| {

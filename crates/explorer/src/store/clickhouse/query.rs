@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::http::Client;
 use super::sql::{literal, literals, request_predicates, session_predicate};
 use crate::store::{
-    Cursor, Filter, ListQuery, RequestPage, Result, SessionDetail, SessionKey, SessionPage,
-    SessionSummary, SortKey, Stats, StoredRequest, Timeline, TimelineBin, RELATED_LIMIT,
-    TIMELINE_BINS,
+    prefix_end, Cursor, Filter, ListQuery, RequestPage, Result, SessionDetail, SessionKey,
+    SessionPage, SessionSummary, SortKey, Stats, StoredRequest, Timeline, TimelineBin,
+    RELATED_LIMIT, TIMELINE_BINS,
 };
 
 /// The internal number of a session in list order and cursors: a 63-bit hash of its id, so
@@ -264,7 +264,19 @@ pub fn session(
          GROUP BY session_id ORDER BY hi DESC LIMIT {RELATED_LIMIT}",
         literal(&summary.key_hash)
     ))?;
-    let requests = request_page(client, &id, &predicates, after, limit)?;
+    let mut requests = request_page(client, &id, &predicates, after, limit)?;
+    if let Some(cursor) = after {
+        #[derive(Deserialize)]
+        struct Before {
+            n: u64,
+        }
+        let (ts, rid) = (cursor.ts, cursor.id);
+        let before: Vec<Before> = client.rows(&format!(
+            "SELECT count() AS n FROM requests WHERE session_id = {id}{predicates}
+             AND (ts < {ts} OR (ts = {ts} AND rid <= {rid}))"
+        ))?;
+        requests.offset = before.first().map_or(0, |row| row.n);
+    }
     Ok(Some(SessionDetail {
         session: summary,
         stats,
@@ -306,6 +318,28 @@ fn timeline(
         slot.attacks += bin.attacks;
     }
     Ok(timeline)
+}
+
+pub fn session_ids_with_prefix(
+    client: &Client,
+    prefix: &str,
+    limit: usize,
+    floor: i64,
+) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Id {
+        session_id: String,
+    }
+    let mut sql = format!(
+        "SELECT session_id FROM requests WHERE session_id >= {} AND ts >= {floor}",
+        literal(prefix)
+    );
+    if let Some(end) = prefix_end(prefix) {
+        let _ = write!(sql, " AND session_id < {}", literal(&end));
+    }
+    let _ = write!(sql, " GROUP BY session_id ORDER BY session_id LIMIT {limit}");
+    let ids: Vec<Id> = client.rows(&sql)?;
+    Ok(ids.into_iter().map(|row| row.session_id).collect())
 }
 
 pub fn session_requests(

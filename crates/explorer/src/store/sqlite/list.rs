@@ -68,7 +68,12 @@ impl SessionConditions {
             sql: "s.last_ts >= ?".to_owned(),
             params: vec![Value::Integer(floor)],
         };
-        push_session_conditions(&mut conditions.sql, &mut conditions.params, &query.filter);
+        push_session_conditions(
+            &mut conditions.sql,
+            &mut conditions.params,
+            &query.filter,
+            Reach::Set,
+        );
         conditions
     }
 
@@ -106,11 +111,22 @@ impl SessionConditions {
     }
 }
 
+/// How a condition on another table reaches `sessions s`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// `s.id IN (...)`: the set is built once, for a statement that runs once.
+    Set,
+    /// A correlated `EXISTS` probing the table's key, for a statement run once per session
+    /// (rebuilding the set each time would cost the whole set per session).
+    Probe,
+}
+
 /// Appends the session-level conditions (user, role, flow) on `sessions s`.
 fn push_session_conditions(
     sql: &mut String,
     params: &mut Vec<Value>,
     filter: &crate::store::Filter,
+    reach: Reach,
 ) {
     if let Some(user) = &filter.user {
         sql.push_str(" AND s.user = ?");
@@ -121,7 +137,12 @@ fn push_session_conditions(
         params.push(Value::Text(role.clone()));
     }
     if let Some(flow) = &filter.flow {
-        sql.push_str(" AND s.id IN (SELECT session FROM session_flows WHERE flow = ?)");
+        sql.push_str(match reach {
+            Reach::Set => " AND s.id IN (SELECT session FROM session_flows WHERE flow = ?)",
+            Reach::Probe => {
+                " AND EXISTS (SELECT 1 FROM session_flows f WHERE f.session = s.id AND f.flow = ?)"
+            }
+        });
         params.push(Value::Text(flow.clone()));
     }
 }
@@ -137,7 +158,7 @@ impl<'c> SessionCheck<'c> {
     fn new(conn: &'c Connection, filter: &crate::store::Filter) -> Result<Option<Self>> {
         let mut sql = "SELECT 1 FROM sessions s WHERE s.id = ?".to_owned();
         let mut values = Vec::new();
-        push_session_conditions(&mut sql, &mut values, filter);
+        push_session_conditions(&mut sql, &mut values, filter, Reach::Probe);
         if values.is_empty() {
             return Ok(None);
         }

@@ -10,8 +10,8 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use super::tally::{self, Tally};
 use super::{schema, search};
 use crate::store::{
-    AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary, StatusFilter,
-    StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
+    prefix_end, AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary,
+    StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
 };
 
 /// How to walk the selected requests newest first.
@@ -298,7 +298,19 @@ pub fn session(
             related.get(0)
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let requests = request_page(&tx, row.id, &predicates, after, limit)?;
+    let mut requests = request_page(&tx, row.id, &predicates, after, limit)?;
+    if let Some(cursor) = after {
+        let sql = format!(
+            "SELECT count(*) FROM requests r INDEXED BY requests_session \
+             WHERE r.session = ?{} AND r.id <= ?",
+            predicates.sql
+        );
+        let mut params = predicates.bind([Value::Integer(row.id)]);
+        params.push(Value::Integer(cursor.id));
+        let before: i64 =
+            tx.prepare_cached(&sql)?.query_row(params_from_iter(params), |row| row.get(0))?;
+        requests.offset = before as u64;
+    }
     Ok(Some(SessionDetail {
         session: row.summary,
         stats: tally.stats,
@@ -306,6 +318,28 @@ pub fn session(
         related,
         requests,
     }))
+}
+
+pub fn session_ids_with_prefix(
+    conn: &Connection,
+    prefix: &str,
+    limit: usize,
+    floor: i64,
+) -> Result<Vec<String>> {
+    let mut sql =
+        "SELECT session_id FROM sessions WHERE session_id >= ? AND last_ts >= ?".to_owned();
+    let mut params = vec![Value::Text(prefix.to_owned()), Value::Integer(floor)];
+    if let Some(end) = prefix_end(prefix) {
+        sql.push_str(" AND session_id < ?");
+        params.push(Value::Text(end));
+    }
+    sql.push_str(" ORDER BY session_id LIMIT ?");
+    params.push(Value::Integer(limit as i64));
+    let ids = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(params), |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
 }
 
 pub fn session_requests(
