@@ -96,13 +96,15 @@ impl From<BodyError> for Error {
     }
 }
 
+/// The API's answer to a request that failed: what went wrong, for a person to read.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 /// The API's form: `{"error": "..."}`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct ErrorBody {
-            error: String,
-        }
         let challenge = matches!(self, Error::Unauthorized | Error::LoginRequired);
         let (status, error) = self.into_status_and_message();
         let mut response = (status, Json(ErrorBody { error })).into_response();

@@ -8,25 +8,43 @@
 use api_sessions_core::time::Millis;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::store::{AttackFilter, Cursor, Filter, StatusFilter};
 
 /// The query parameters every view accepts. Empty values mean "not set", as HTML forms send
 /// every field.
-#[derive(Clone, Debug, Default, Deserialize)]
+///
+/// The descriptions of the fields are those of the parameters in `/api/openapi.json`.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParams {
+    /// Requests at or after this time: RFC 3339, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DD` (UTC).
     pub from: Option<String>,
+    /// Requests before this time, in the forms of `from`.
     pub to: Option<String>,
+    /// Sessions with this user (case-insensitive).
     pub user: Option<String>,
+    /// Sessions with this role (case-insensitive).
     pub role: Option<String>,
+    /// Sessions with this business flow.
     pub flow: Option<String>,
+    /// Requests with this `request_id`.
     pub request_id: Option<String>,
+    /// Requests from this client address.
     pub ip: Option<String>,
+    /// Requests with this method.
     pub method: Option<String>,
+    /// Requests with this status (`404`) or class (`4xx`).
     pub status: Option<String>,
+    /// Malicious requests: `any`, or an attack type.
     pub attack: Option<String>,
+    /// Requests whose path, parameters, user or User-Agent contain this text.
     pub q: Option<String>,
+    /// Items per page: sessions 1 to 500 (default 50), requests 1 to 10000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub limit: Option<String>,
+    /// Where the page starts: a `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 

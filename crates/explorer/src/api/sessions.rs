@@ -7,12 +7,30 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
 use crate::params::{PageSize, QueryParams};
 use crate::store::{SessionPage, SessionSummary, Stats, Timeline};
 
+/// Sessions with a request that matches the filters, most recent first.
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    operation_id = "list_sessions",
+    tag = "sessions",
+    params(QueryParams),
+    responses(
+        (status = 200, description = "A page of sessions.", body = SessionPage),
+        (status = 400, description = "A parameter is invalid; the message names it.",
+         body = ErrorBody),
+        (status = 401, description = "A UI token is set and the request has neither it nor a login.",
+         body = ErrorBody),
+        (status = 503, description = "The store failed.", body = ErrorBody),
+    ),
+    security(("ui_token" = []), ("login_cookie" = []), ())
+)]
 pub async fn list(
     State(app): State<Arc<AppState>>,
     Query(params): Query<QueryParams>,
@@ -24,14 +42,18 @@ pub async fn list(
     Ok(Json(sessions))
 }
 
-#[derive(Serialize)]
+/// One session, counted over its selected requests, and a page of those requests.
+#[derive(Serialize, ToSchema)]
 pub struct SessionResponse {
     session: SessionSummary,
     stats: Stats,
     timeline: Timeline,
+    /// Other sessions with the same key hash, most recent first.
     related: Vec<String>,
     /// Each record as the text it arrived as, so fields this version does not know survive.
+    #[schema(value_type = Vec<Object>)]
     requests: Vec<Box<RawValue>>,
+    /// Where the next page of requests starts, as `cursor`.
     next_cursor: Option<String>,
 }
 
