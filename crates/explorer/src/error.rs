@@ -104,16 +104,19 @@ impl From<BodyError> for Error {
     }
 }
 
+/// The API's answer to a request that failed: what went wrong, for a person to read.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// For an ambiguous session id prefix: some of the sessions it matches, in id order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Vec<String>>,
+}
+
 /// The API's form: `{"error": "..."}`, and the matching ids of an ambiguous session id prefix
 /// in `"candidates"`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct ErrorBody {
-            error: String,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            candidates: Option<Vec<String>>,
-        }
         let challenge = matches!(self, Error::Unauthorized | Error::LoginRequired);
         let candidates = match &self {
             Error::AmbiguousSession { candidates, .. } => Some(candidates.clone()),

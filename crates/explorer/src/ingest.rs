@@ -27,7 +27,7 @@ pub const MAX_LISTED_REJECTIONS: usize = 1000;
 const FILE_CHUNK_BYTES: usize = 16 << 20;
 
 /// A line that could not be stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rejected {
     /// 1-based, counted over the whole body or file.
     pub line: u64,

@@ -8,6 +8,7 @@
 use api_sessions_core::time::Millis;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::store::{
     AttackFilter, Cursor, Filter, ListCursor, ListQuery, Order, Sort, SortKey, StatusFilter,
@@ -16,23 +17,43 @@ use crate::store::{
 /// The query parameters every view accepts. Empty values mean "not set", as HTML forms send
 /// every field. Any other parameter is refused, so that a misspelt filter is not silently
 /// ignored.
-#[derive(Clone, Debug, Default, Deserialize)]
+///
+/// The descriptions of the fields are those of the parameters in `/api/openapi.json`.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParams {
+    /// Requests at or after this time: RFC 3339, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DD` (UTC).
     pub from: Option<String>,
+    /// Requests before this time, in the forms of `from`.
     pub to: Option<String>,
+    /// Sessions with this user (case-insensitive).
     pub user: Option<String>,
+    /// Sessions with this role (case-insensitive).
     pub role: Option<String>,
+    /// Sessions with this business flow.
     pub flow: Option<String>,
+    /// Requests with this `request_id`.
     pub request_id: Option<String>,
+    /// Requests from this client address.
     pub ip: Option<String>,
+    /// Requests with this method.
     pub method: Option<String>,
+    /// Requests with this status (`404`) or class (`4xx`).
     pub status: Option<String>,
+    /// Malicious requests: `any`, or an attack type.
     pub attack: Option<String>,
+    /// Requests whose path, parameters, user or User-Agent contain this text.
     pub q: Option<String>,
+    /// What sessions are sorted by: `last` (default), `first`, `requests`, `duration` or
+    /// `attacks`.
     pub sort: Option<String>,
+    /// `desc` (default) or `asc`.
     pub order: Option<String>,
+    /// Items per page: sessions 1 to 500 (default 50), requests 1 to 10000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub limit: Option<String>,
+    /// Where the page starts: a `next_cursor` or `prev_cursor` of another page.
     pub cursor: Option<String>,
 }
 

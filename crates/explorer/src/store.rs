@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use api_sessions_core::time::Millis;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub use self::list::{
     Aggregates, Direction, ListCursor, ListQuery, Order, SessionKey, Sort, SortKey, Window,
@@ -232,10 +233,12 @@ impl fmt::Display for Cursor {
 }
 
 /// One session as listed, counted over the requests the filter selects.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct SessionSummary {
     pub session_id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub first_ts: Millis,
+    #[schema(value_type = String, format = DateTime)]
     pub last_ts: Millis,
     pub requests: u64,
     pub user: Option<String>,
@@ -247,10 +250,11 @@ pub struct SessionSummary {
     pub key_hash: String,
     /// Label of the key that resolved the session, e.g. `cookie:PHPSESSID`.
     pub session_key: String,
+    #[schema(value_type = String, format = DateTime)]
     pub session_start: Millis,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
     /// Every session the filter selects, on any page.
@@ -276,7 +280,7 @@ impl SessionPage {
 }
 
 /// Distributions over the selected requests of one session.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Stats {
     pub methods: BTreeMap<String, u64>,
     pub statuses: BTreeMap<String, u64>,
@@ -318,14 +322,16 @@ impl RequestPage {
 
 /// When a session's selected requests happened: equal slices of time from the first to the
 /// last, each counting its requests by outcome.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Timeline {
+    #[schema(value_type = String, format = DateTime)]
     pub start: Millis,
+    #[schema(value_type = String, format = DateTime)]
     pub end: Millis,
     pub bins: Vec<TimelineBin>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TimelineBin {
     /// Status below 400.
     pub ok: u64,

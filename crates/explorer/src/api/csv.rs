@@ -17,7 +17,7 @@ use http_body::Frame;
 use tokio::sync::mpsc;
 
 use crate::app::AppState;
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
 use crate::params::{PageSize, QueryParams};
 use crate::store::{Cursor, Filter, Store, StoreError};
 
@@ -41,6 +41,26 @@ const COLUMNS: [&str; 17] = [
     "user_agent",
 ];
 
+/// A session's selected requests as CSV (RFC 4180); routed with `GET /api/sessions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}.csv",
+    operation_id = "export_session_csv",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session id."), QueryParams),
+    responses(
+        (status = 200, description = "The requests, oldest first, one per row after the header.",
+         content_type = "text/csv", body = String),
+        (status = 400, description = "A parameter is invalid; the message names it.",
+         body = ErrorBody),
+        (status = 401, description = "A UI token is set and the request has neither it nor a login.",
+         body = ErrorBody),
+        (status = 404, description = "No such session, or it is older than the retention.",
+         body = ErrorBody),
+        (status = 503, description = "The store failed.", body = ErrorBody),
+    ),
+    security(("ui_token" = []), ("login_cookie" = []), ())
+)]
 pub async fn export(app: &AppState, id: &str, params: &QueryParams) -> Result<Response, Error> {
     let filter = params.filter().map_err(Error::BadRequest)?;
     // The first page answers "does the session exist" before the 200 goes out.

@@ -7,12 +7,30 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
 use crate::params::{PageSize, Params, QueryParams};
 use crate::store::{SessionPage, SessionSummary, Stats, Timeline};
 
+/// Sessions with a request that matches the filters, in the order `sort` and `order` ask for.
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    operation_id = "list_sessions",
+    tag = "sessions",
+    params(QueryParams),
+    responses(
+        (status = 200, description = "A page of sessions.", body = SessionPage),
+        (status = 400, description = "A parameter is invalid; the message names it.",
+         body = ErrorBody),
+        (status = 401, description = "A UI token is set and the request has neither it nor a login.",
+         body = ErrorBody),
+        (status = 503, description = "The store failed.", body = ErrorBody),
+    ),
+    security(("ui_token" = []), ("login_cookie" = []), ())
+)]
 pub async fn list(
     State(app): State<Arc<AppState>>,
     Params(params): Params,
@@ -22,19 +40,23 @@ pub async fn list(
     Ok(Json(sessions))
 }
 
-#[derive(Serialize)]
+/// One session, counted over its selected requests, and a page of those requests.
+#[derive(Serialize, ToSchema)]
 pub struct SessionResponse {
     session: SessionSummary,
     stats: Stats,
     timeline: Timeline,
+    /// Other sessions with the same key hash, most recent first.
     related: Vec<String>,
     /// Each record as the text it arrived as, so fields this version does not know survive.
+    #[schema(value_type = Vec<Object>)]
     requests: Vec<Box<RawValue>>,
     /// How many selected requests come before this page: its requests are numbers
     /// `requests_offset + 1` to `requests_offset + requests.len()` of `requests_total`.
     requests_offset: u64,
     /// The selected requests of the session, on every page.
     requests_total: u64,
+    /// Where the next page of requests starts, as `cursor`.
     next_cursor: Option<String>,
 }
 
