@@ -1,7 +1,8 @@
-//! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]` and
-//! the CSV export for people and scripts. One file per resource, each route in [`routes`].
+//! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]`,
+//! `GET /api/endpoints` and the CSV export for people and scripts. One file per resource, each route in [`routes`].
 
 mod csv;
+pub mod endpoints;
 mod records;
 mod sessions;
 
@@ -22,6 +23,7 @@ pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/records", post(records::post).route_layer(ingest_token))
         .route("/api/sessions", get(sessions::list))
+        .route("/api/endpoints", get(endpoints::list))
         .route("/api/sessions/{id}", get(session_or_csv))
 }
 

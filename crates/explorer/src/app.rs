@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
 
+use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::store::Store;
 use crate::{api, ui};
@@ -17,6 +18,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Bearer token `POST /v1/records` requires, when set.
     pub ingest_token: Option<String>,
+    /// The OpenAPI documents given, for the spec status of endpoints (the store assigns
+    /// endpoints with the same).
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl AppState {

@@ -13,9 +13,11 @@
 //! Nothing here touches a store: both stores call the same functions at ingest and read
 //! through the same types, which is what makes their answers the same.
 
+pub mod annotate;
 pub mod auto_flows;
 pub mod distinct;
 pub mod histogram;
+pub mod list;
 pub mod openapi;
 pub mod registry;
 pub mod stats;

@@ -26,6 +26,7 @@ pub struct QueryParams {
     pub status: Option<String>,
     pub attack: Option<String>,
     pub q: Option<String>,
+    pub endpoint: Option<String>,
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }
@@ -78,6 +79,18 @@ impl QueryParams {
                 })
             })
             .transpose()?;
+        let endpoint = set(&self.endpoint)
+            .map(|text| {
+                crate::endpoints::parse_key(text)
+                    .map(|(method, template)| crate::endpoints::key(method, template))
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid \"endpoint\" \"{text}\": expected METHOD TEMPLATE \
+                             (GET /orders/{{id}})"
+                        )
+                    })
+            })
+            .transpose()?;
         Ok(Filter {
             from: time("from", &self.from)?,
             to: time("to", &self.to)?,
@@ -90,6 +103,7 @@ impl QueryParams {
             status,
             attack: set(&self.attack).map(AttackFilter::parse),
             q: text(&self.q),
+            endpoint,
         })
     }
 
@@ -135,6 +149,7 @@ pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
     push("status", filter.status.map(|s| s.to_string()));
     push("attack", filter.attack.as_ref().map(|a| a.as_str().to_owned()));
     push("q", filter.q.clone());
+    push("endpoint", filter.endpoint.clone());
     pairs
 }
 
@@ -178,7 +193,7 @@ mod tests {
     fn a_filter_survives_the_round_trip_through_its_url() {
         let filter = params(
             "from=2026-11-22T10:00&to=2026-11-22&user=al+ice%26x&status=4xx&method=post\
-             &attack=any&q=%3Cscript%3E",
+             &attack=any&q=%3Cscript%3E&endpoint=GET+%2Forders%2F%7Bid%7D",
         )
         .filter()
         .unwrap();
@@ -187,6 +202,7 @@ mod tests {
         assert_eq!(filter.method.as_deref(), Some("POST"));
         assert_eq!(filter.status, Some(StatusFilter::Class(4)));
         assert_eq!(filter.attack, Some(AttackFilter::Any));
+        assert_eq!(filter.endpoint.as_deref(), Some("GET /orders/{id}"));
 
         let url = query_string(&filter, &[]);
         assert!(!url.contains('<') && !url.contains(' '), "{url}");
@@ -202,6 +218,8 @@ mod tests {
 
         let err = params("from=yesterday").filter().unwrap_err();
         assert!(err.starts_with("invalid \"from\" \"yesterday\""), "{err}");
+        let err = params("endpoint=GET").filter().unwrap_err();
+        assert!(err.contains("expected METHOD TEMPLATE"), "{err}");
         let err = params("status=abc").filter().unwrap_err();
         assert!(err.contains("expected a code (404) or a class (4xx)"), "{err}");
         for bad in ["0", "501", "x"] {

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tracing::{error, info};
 
 use crate::app::{self, AppState};
+use crate::endpoints::Endpoints;
 use crate::follow::{self, Follower};
 use crate::store::{Backend, Store};
 
@@ -26,11 +27,16 @@ pub struct ServeOptions {
     pub retention_text: String,
     pub token: Option<String>,
     pub follow: Vec<PathBuf>,
+    /// Endpoints, with the OpenAPI documents of `--openapi`.
+    pub endpoints: Arc<Endpoints>,
 }
 
 /// Runs until SIGINT or SIGTERM. Errors are one line for the user.
 pub fn serve(options: ServeOptions) -> Result<(), String> {
-    let store = options.store.open(&options.db, options.retention_ms).map_err(|e| e.to_string())?;
+    let store = options
+        .store
+        .open_with_endpoints(&options.db, options.retention_ms, options.endpoints.clone())
+        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,7 +67,11 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
         }
         let purge = tokio::spawn(purge_periodically(store.clone()));
 
-        let state = AppState { store, ingest_token: options.token.clone() };
+        let state = AppState {
+            store,
+            ingest_token: options.token.clone(),
+            endpoints: options.endpoints.clone(),
+        };
         let app = app::router(Arc::new(state));
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

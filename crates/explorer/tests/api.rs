@@ -25,7 +25,11 @@ struct App {
 
 fn app(kind: Kind, token: Option<&str>) -> App {
     let store = kind.store();
-    let state = AppState { store: store.store.clone(), ingest_token: token.map(str::to_owned) };
+    let state = AppState {
+        store: store.store.clone(),
+        ingest_token: token.map(str::to_owned),
+        endpoints: Default::default(),
+    };
     App { router: router(Arc::new(state)), _store: store }
 }
 

@@ -9,9 +9,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
+use crate::endpoints::annotate::{annotate, annotated_json};
 use crate::error::Error;
 use crate::params::{PageSize, QueryParams};
-use crate::store::{SessionPage, SessionSummary, Stats, Timeline};
+use crate::store::{SessionPage, SessionSummary, Stats, StoreError, Timeline};
 
 pub async fn list(
     State(app): State<Arc<AppState>>,
@@ -30,7 +31,8 @@ pub struct SessionResponse {
     stats: Stats,
     timeline: Timeline,
     related: Vec<String>,
-    /// Each record as the text it arrived as, so fields this version does not know survive.
+    /// Each record as the text it arrived as, so fields this version does not know survive,
+    /// with its `endpoint`, `outliers` and `endpoint_stats` added.
     requests: Vec<Box<RawValue>>,
     next_cursor: Option<String>,
 }
@@ -42,15 +44,23 @@ pub async fn show(
 ) -> Result<Json<SessionResponse>, Error> {
     let page = params.page(PageSize::REQUESTS).map_err(Error::BadRequest)?;
     let id = id.to_owned();
-    let detail = app
-        .with_store(move |store| store.session(&id, &page.filter, page.cursor, page.limit))
+    let endpoints = app.endpoints.clone();
+    let (detail, annotations) = app
+        .with_store(move |store| {
+            let Some(detail) = store.session(&id, &page.filter, page.cursor, page.limit)? else {
+                return Ok(None);
+            };
+            let annotations = annotate(store, &endpoints, &id, &detail.requests.requests)?;
+            Ok::<_, StoreError>(Some((detail, annotations)))
+        })
         .await?
         .ok_or(Error::NotFound("no such session"))?;
     let requests = detail
         .requests
         .requests
-        .into_iter()
-        .filter_map(|request| RawValue::from_string(request.json).ok())
+        .iter()
+        .zip(&annotations)
+        .filter_map(|(request, annotation)| annotated_json(&request.json, annotation.as_ref()))
         .collect();
     Ok(Json(SessionResponse {
         session: detail.session,

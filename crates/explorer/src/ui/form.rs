@@ -23,6 +23,7 @@ pub enum Field {
     Status,
     Attack,
     Q,
+    Endpoint,
 }
 
 /// Everything the sessions list filters on.
@@ -38,6 +39,7 @@ pub const GLOBAL: &[Field] = &[
     Field::Status,
     Field::Attack,
     Field::Q,
+    Field::Endpoint,
 ];
 /// What selects requests inside a session.
 pub const IN_SESSION: &[Field] = &[
@@ -49,6 +51,7 @@ pub const IN_SESSION: &[Field] = &[
     Field::Status,
     Field::Attack,
     Field::Q,
+    Field::Endpoint,
 ];
 /// What describes a whole session; carried through the session page unchanged.
 pub const SESSION_LEVEL: &[Field] = &[Field::User, Field::Role, Field::Flow];
@@ -67,6 +70,7 @@ impl Field {
             Field::Status => "status",
             Field::Attack => "attack",
             Field::Q => "q",
+            Field::Endpoint => "endpoint",
         }
     }
 
@@ -83,6 +87,7 @@ impl Field {
             Field::Status => "Status",
             Field::Attack => "Attack",
             Field::Q => "Search",
+            Field::Endpoint => "Endpoint",
         }
     }
 
@@ -99,6 +104,7 @@ impl Field {
             Field::Status => &params.status,
             Field::Attack => &params.attack,
             Field::Q => &params.q,
+            Field::Endpoint => &params.endpoint,
         };
         let raw = raw.as_deref().unwrap_or("").trim();
         match self {
@@ -153,6 +159,7 @@ pub fn filter_form(
                 Field::Status => &[("placeholder", "404 or 4xx")],
                 Field::Attack => &[("placeholder", "any, or a type")],
                 Field::Q => &[("type", "search"), ("placeholder", "path, parameter, user")],
+                Field::Endpoint => &[("placeholder", "GET /orders/{id}")],
                 _ => &[],
             });
             html.open("input", &attributes);

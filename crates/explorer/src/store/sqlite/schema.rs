@@ -158,6 +158,8 @@ const MIGRATIONS: &[Migration] = &[
     // The key hash index loses `last_ts`, which moved its entry at every batch of a session;
     // the few sessions of one key are sorted when related sessions are listed.
     Migration::Code(time_ordered_requests),
+    // 3: the endpoint of each request and the statistics of each endpoint and hour.
+    Migration::Sql(super::endpoints::SCHEMA),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
