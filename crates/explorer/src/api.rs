@@ -1,8 +1,10 @@
-//! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]` and
-//! the CSV export for people and scripts, and `GET /api/openapi.json`, which describes them.
-//! One file per resource, each route in [`routes`], which documents what it mounts.
+//! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]`,
+//! `GET /api/endpoints` and the CSV export for people and scripts, and `GET /api/openapi.json`,
+//! which describes them. One file per resource, each route in [`routes`], which documents what
+//! it mounts.
 
 mod csv;
+pub mod endpoints;
 mod openapi;
 mod records;
 mod sessions;
@@ -71,6 +73,7 @@ fn documented(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(openapi::Document::openapi())
         .merge(ingest)
         .routes(routes!(sessions::list))
+        .routes(routes!(endpoints::list))
         .routes(routes!(session_or_csv))
         .routes(routes!(openapi::document))
 }

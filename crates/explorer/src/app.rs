@@ -9,6 +9,7 @@ use axum::response::Response;
 use axum::Router;
 
 use crate::auth::{self, Access};
+use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::store::Store;
 use crate::{api, ui};
@@ -20,6 +21,9 @@ pub struct AppState {
     pub ingest_token: Option<String>,
     /// Who may use the UI and `/api/*`.
     pub access: Access,
+    /// The OpenAPI documents given, for the spec status of endpoints (the store assigns
+    /// endpoints with the same).
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl AppState {

@@ -164,6 +164,11 @@ struct Fields {
     method: Span,
     status: u16,
     ip: Span,
+    /// What endpoints are made of.
+    server: Span,
+    path: Span,
+    duration_ms: f64,
+    response_bytes: u64,
     user: Option<Span>,
     role: Option<Span>,
     attack: Option<Span>,
@@ -248,6 +253,10 @@ impl Batch {
             method: self.place(base, text, &view.method.0),
             status: view.status,
             ip: self.place(base, text, &view.ip.0),
+            server: self.place(base, text, &view.server.0),
+            path: self.place(base, text, &view.path.0),
+            duration_ms: view.duration_ms,
+            response_bytes: view.response_bytes,
             user: view.user.as_ref().map(|user| self.place(base, text, &user.0)),
             role: view.role.as_ref().map(|role| self.place(base, text, &role.0)),
             attack: view.attack.as_ref().map(|attack| self.place(base, text, &attack.kind.0)),
@@ -372,6 +381,22 @@ impl<'b> RecordRef<'b> {
         self.text(self.fields.ip)
     }
 
+    pub fn server(&self) -> &'b str {
+        self.text(self.fields.server)
+    }
+
+    pub fn path(&self) -> &'b str {
+        self.text(self.fields.path)
+    }
+
+    pub fn duration_ms(&self) -> f64 {
+        self.fields.duration_ms
+    }
+
+    pub fn response_bytes(&self) -> u64 {
+        self.fields.response_bytes
+    }
+
     pub fn user(&self) -> Option<&'b str> {
         self.fields.user.map(|span| self.text(span))
     }
@@ -487,6 +512,8 @@ mod tests {
         assert_eq!((r.request_id(), r.node(), r.pid(), r.seq()), ("a1b2c3", "web-1", 4242, 17));
         assert_eq!((r.session_id(), r.session_key(), r.key_hash()), ("3f9a", "cookie:sid", "9c1e"));
         assert_eq!((r.method(), r.status(), r.ip()), ("POST", 403, "203.0.113.7"));
+        assert_eq!((r.server(), r.path()), ("api.example.com", "/Orders/1001"));
+        assert_eq!((r.duration_ms(), r.response_bytes()), (12.5, 1234));
         assert_eq!((r.user(), r.role(), r.attack()), (Some("Alice"), Some("admin"), Some("sqli")));
         assert_eq!(r.flows().collect::<Vec<_>>(), ["billing", "auth"]);
         assert_eq!(r.search(), "/orders/1001\nalice\norder=ord-1\npost /orders?id=1' http/1.1");

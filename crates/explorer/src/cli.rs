@@ -9,6 +9,8 @@ use tracing::{error, info, warn};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 use crate::auth::SecureCookies;
+use crate::endpoints::openapi::OpenApi;
+use crate::endpoints::Endpoints;
 use crate::ingest;
 use crate::server::{self, ServeOptions};
 use crate::store::{Backend, Store};
@@ -54,6 +56,10 @@ enum Command {
         /// always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN", value_parser = SecureCookies::parse)]
         secure_cookies: SecureCookies,
+        /// OpenAPI 3.x document (JSON or YAML) of the API: its path templates name the
+        /// endpoints, and endpoints are documented, shadow, zombie or unused; repeatable.
+        #[arg(long, value_name = "FILE")]
+        openapi: Vec<PathBuf>,
     },
     /// Load NDJSON files into the database; loading a file again adds nothing.
     Ingest {
@@ -66,6 +72,10 @@ enum Command {
         /// NDJSON files (gzip-compressed when named *.gz).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// OpenAPI 3.x document whose path templates name the endpoints of the records
+        /// loaded, as with serve; repeatable.
+        #[arg(long, value_name = "FILE")]
+        openapi: Vec<PathBuf>,
     },
 }
 
@@ -111,8 +121,13 @@ pub fn main() -> ExitCode {
             follow,
             ui_token,
             secure_cookies,
+            openapi,
         } => {
             let Some(store) = backend(&store) else { return ExitCode::from(2) };
+            let endpoints = match endpoints(&openapi) {
+                Ok(endpoints) => endpoints,
+                Err(message) => return fail(&message),
+            };
             let options = ServeOptions {
                 store,
                 db,
@@ -123,17 +138,32 @@ pub fn main() -> ExitCode {
                 follow,
                 ui_token: ui_token.filter(|token| !token.is_empty()),
                 secure_cookies,
+                endpoints,
             };
             match server::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => fail(&message),
             }
         }
-        Command::Ingest { store, db, files } => match backend(&store) {
-            Some(store) => ingest_files(&store, &db, &files),
-            None => ExitCode::from(2),
-        },
+        Command::Ingest { store, db, files, openapi } => {
+            let Some(store) = backend(&store) else { return ExitCode::from(2) };
+            match endpoints(&openapi) {
+                Ok(endpoints) => ingest_files(&store, &db, &files, endpoints),
+                Err(message) => fail(&message),
+            }
+        }
     }
+}
+
+/// Endpoints with the documents of `--openapi`; a document that cannot be used stops the
+/// command before anything starts, with the file, the line and the reason.
+fn endpoints(files: &[PathBuf]) -> Result<Arc<Endpoints>, String> {
+    if files.is_empty() {
+        return Ok(Arc::default());
+    }
+    let openapi = OpenApi::load(files).map_err(|err| err.to_string())?;
+    info!("OpenAPI: {} operations from {}", openapi.operations().len(), openapi.files().join(", "));
+    Ok(Arc::new(Endpoints::new(Some(openapi))))
 }
 
 /// The `--store` value, or `None` after saying what is wrong with it. Checked here rather than
@@ -167,9 +197,14 @@ fn fail(message: &str) -> ExitCode {
 
 /// Loads every file; exits non-zero if any file failed or had bad lines (the good lines of
 /// such a file are stored all the same).
-fn ingest_files(backend: &Backend, db: &std::path::Path, files: &[PathBuf]) -> ExitCode {
+fn ingest_files(
+    backend: &Backend,
+    db: &std::path::Path,
+    files: &[PathBuf],
+    endpoints: Arc<Endpoints>,
+) -> ExitCode {
     // Retention does not apply to loading: `serve` purges what is too old.
-    let store: Arc<dyn Store> = match backend.open(db, i64::MAX / 2) {
+    let store: Arc<dyn Store> = match backend.open_with_endpoints(db, i64::MAX / 2, endpoints) {
         Ok(store) => store,
         Err(err) => return fail(&err.to_string()),
     };

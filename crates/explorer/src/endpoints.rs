@@ -13,9 +13,11 @@
 //! Nothing here touches a store: both stores call the same functions at ingest and read
 //! through the same types, which is what makes their answers the same.
 
+pub mod annotate;
 pub mod auto_flows;
 pub mod distinct;
 pub mod histogram;
+pub mod list;
 pub mod openapi;
 pub mod registry;
 pub mod stats;
@@ -29,7 +31,7 @@ use auto_flows::AutoFlow;
 use openapi::{Lookup, OpenApi, Operation};
 
 /// How an endpoint stands against the OpenAPI documents. `None` where no document was given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SpecStatus {
     /// Called, and defined by a document.

@@ -50,6 +50,8 @@ pub struct QueryParams {
     pub sort: Option<String>,
     /// `desc` (default) or `asc`.
     pub order: Option<String>,
+    /// Sessions with a request to this endpoint, `METHOD TEMPLATE` (`GET /orders/{id}`).
+    pub endpoint: Option<String>,
     /// Items per page: sessions 1 to 500 (default 50), requests 1 to 10000 (default 1000).
     #[param(value_type = Option<u32>, minimum = 1)]
     pub limit: Option<String>,
@@ -126,6 +128,18 @@ impl QueryParams {
                 ));
             }
         }
+        let endpoint = set(&self.endpoint)
+            .map(|text| {
+                crate::endpoints::parse_key(text)
+                    .map(|(method, template)| crate::endpoints::key(method, template))
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid \"endpoint\" \"{text}\": expected METHOD TEMPLATE \
+                             (GET /orders/{{id}})"
+                        )
+                    })
+            })
+            .transpose()?;
         Ok(Filter {
             from,
             to,
@@ -138,6 +152,7 @@ impl QueryParams {
             status,
             attack: set(&self.attack).map(AttackFilter::parse),
             q: text(&self.q),
+            endpoint,
         })
     }
 
@@ -215,6 +230,7 @@ pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
     push("status", filter.status.map(|s| s.to_string()));
     push("attack", filter.attack.as_ref().map(|a| a.as_str().to_owned()));
     push("q", filter.q.clone());
+    push("endpoint", filter.endpoint.clone());
     pairs
 }
 
@@ -301,7 +317,7 @@ mod tests {
     fn a_filter_survives_the_round_trip_through_its_url() {
         let filter = params(
             "from=2026-11-22T10:00&to=2026-11-23&user=al+ice%26x&status=4xx&method=post\
-             &attack=any&q=%3Cscript%3E",
+             &attack=any&q=%3Cscript%3E&endpoint=GET+%2Forders%2F%7Bid%7D",
         )
         .filter()
         .unwrap();
@@ -310,6 +326,7 @@ mod tests {
         assert_eq!(filter.method.as_deref(), Some("POST"));
         assert_eq!(filter.status, Some(StatusFilter::Class(4)));
         assert_eq!(filter.attack, Some(AttackFilter::Any));
+        assert_eq!(filter.endpoint.as_deref(), Some("GET /orders/{id}"));
 
         let url = query_string(&filter, &[]);
         assert!(!url.contains('<') && !url.contains(' '), "{url}");
@@ -325,6 +342,8 @@ mod tests {
 
         let err = params("from=yesterday").filter().unwrap_err();
         assert!(err.starts_with("invalid \"from\" \"yesterday\""), "{err}");
+        let err = params("endpoint=GET").filter().unwrap_err();
+        assert!(err.contains("expected METHOD TEMPLATE"), "{err}");
         let err = params("status=abc").filter().unwrap_err();
         assert!(err.contains("expected a code (404) or a class (4xx)"), "{err}");
         for bad in ["0", "501", "x"] {

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::app::{self, AppState};
 use crate::auth::{Access, SecureCookies};
+use crate::endpoints::Endpoints;
 use crate::follow::{self, Follower};
 use crate::store::{Backend, Store};
 
@@ -29,6 +30,8 @@ pub struct ServeOptions {
     pub follow: Vec<PathBuf>,
     pub ui_token: Option<String>,
     pub secure_cookies: SecureCookies,
+    /// Endpoints, with the OpenAPI documents of `--openapi`.
+    pub endpoints: Arc<Endpoints>,
 }
 
 /// Shorter UI tokens are accepted with a warning: the login form can be tried at will.
@@ -36,7 +39,10 @@ const SHORT_UI_TOKEN: usize = 16;
 
 /// Runs until SIGINT or SIGTERM. Errors are one line for the user.
 pub fn serve(options: ServeOptions) -> Result<(), String> {
-    let store = options.store.open(&options.db, options.retention_ms).map_err(|e| e.to_string())?;
+    let store = options
+        .store
+        .open_with_endpoints(&options.db, options.retention_ms, options.endpoints.clone())
+        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,7 +75,12 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
 
         warn_about_access(&options, address.ip().is_loopback());
         let access = Access::new(options.ui_token.clone(), options.secure_cookies);
-        let state = AppState { store, ingest_token: options.token.clone(), access };
+        let state = AppState {
+            store,
+            ingest_token: options.token.clone(),
+            access,
+            endpoints: options.endpoints.clone(),
+        };
         let app = app::router(Arc::new(state));
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

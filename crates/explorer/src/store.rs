@@ -6,6 +6,7 @@
 //! with the same answers.
 
 pub mod clickhouse;
+pub mod endpoints;
 mod list;
 pub mod sqlite;
 
@@ -22,6 +23,8 @@ pub use self::list::{
     Aggregates, Direction, ListCursor, ListQuery, Order, SessionKey, Sort, SortKey, Window,
 };
 use crate::batch::Batch;
+use crate::endpoints::Endpoints;
+use endpoints::{EndpointKey, Measured};
 
 /// Slices of a session's timeline.
 pub const TIMELINE_BINS: usize = 60;
@@ -53,10 +56,27 @@ impl Backend {
 
     /// Opens the store; `db` is the SQLite file.
     pub fn open(&self, db: &Path, retention_ms: i64) -> Result<Arc<dyn Store>> {
+        self.open_with_endpoints(db, retention_ms, Arc::default())
+    }
+
+    /// Opens the store, which assigns the endpoints of the records it stores with `endpoints`
+    /// (the OpenAPI documents given, if any).
+    pub fn open_with_endpoints(
+        &self,
+        db: &Path,
+        retention_ms: i64,
+        endpoints: Arc<Endpoints>,
+    ) -> Result<Arc<dyn Store>> {
         Ok(match self {
-            Backend::Sqlite => Arc::new(sqlite::SqliteStore::open(db, retention_ms)?),
+            Backend::Sqlite => {
+                Arc::new(sqlite::SqliteStore::open_with_endpoints(db, retention_ms, endpoints)?)
+            }
             Backend::ClickHouse(config) => {
-                Arc::new(clickhouse::ClickHouseStore::open(config.clone(), retention_ms)?)
+                Arc::new(clickhouse::ClickHouseStore::open_with_endpoints(
+                    config.clone(),
+                    retention_ms,
+                    endpoints,
+                )?)
             }
         })
     }
@@ -186,6 +206,8 @@ pub struct Filter {
     pub attack: Option<AttackFilter>,
     /// Free text over path, parameters, user and the attack request line; ASCII case-insensitive.
     pub q: Option<String>,
+    /// Requests to one endpoint, `METHOD TEMPLATE`, on any server.
+    pub endpoint: Option<String>,
 }
 
 impl Filter {
@@ -199,6 +221,7 @@ impl Filter {
             || self.status.is_some()
             || self.attack.is_some()
             || self.q.is_some()
+            || self.endpoint.is_some()
     }
 
     /// The same filter without its request-level predicates ("Show all requests").
@@ -441,4 +464,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes everything older than the retention.
     fn purge(&self) -> Result<PurgeCounts>;
+
+    /// The endpoints called within `range`, with their statistics over exactly that range,
+    /// in the order of their keys.
+    fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>>;
+
+    /// The endpoints of some requests of a session, given by their positions, in the same
+    /// order; `None` for a request stored without one (or not found).
+    fn request_endpoints(
+        &self,
+        session_id: &str,
+        requests: &[Cursor],
+    ) -> Result<Vec<Option<EndpointKey>>>;
+}
+
+/// Which requests endpoint statistics count: a time range (inclusive, within the retention),
+/// and only some endpoints when `only` says so.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointRange {
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+    pub only: Option<Vec<EndpointKey>>,
 }

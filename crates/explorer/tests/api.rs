@@ -29,6 +29,7 @@ fn app(kind: Kind, token: Option<&str>) -> App {
         store: store.store.clone(),
         ingest_token: token.map(str::to_owned),
         access: Default::default(),
+        endpoints: Default::default(),
     };
     App { router: router(Arc::new(state)), _store: store }
 }

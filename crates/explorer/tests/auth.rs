@@ -32,6 +32,7 @@ fn app(ui_token: Option<&str>, ingest_token: Option<&str>, secure: SecureCookies
         store: store.store.clone(),
         ingest_token: ingest_token.map(str::to_owned),
         access: Access::new(ui_token.map(str::to_owned), secure),
+        endpoints: Default::default(),
     };
     App { router: router(Arc::new(state)), _store: store }
 }

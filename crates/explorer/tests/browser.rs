@@ -199,6 +199,13 @@ fn records(b: i64) -> Vec<Record> {
             records.push(r);
         }
     }
+    // Many calls of one documented endpoint, one of them far slower than the others.
+    for k in 0..25 {
+        let mut r = next("f-items", 60 + k / 5);
+        r.path = format!("/api/v1/items/{}", 500 + k);
+        r.duration_ms = if k == 17 { 900.0 } else { 8.0 };
+        records.push(r);
+    }
     // Everything an attacker controls, carrying the payload.
     for k in 0..2 {
         let mut r = next("e-evil", 50 + k);
@@ -244,9 +251,17 @@ fn the_ui_works_in_a_real_browser() {
     std::fs::create_dir(&downloads).unwrap();
 
     // The explorer, with the records posted like the module would.
+    let spec = work.path().join("shop.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.0.3\npaths:\n  /api/v1/items/{itemId}:\n    get: {}\n  /api/v1/stock:\n    get: {}\n",
+    )
+    .unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_api-sessions"))
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(work.path().join("browser.db"))
+        .arg("--openapi")
+        .arg(&spec)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -310,7 +325,7 @@ fn the_ui_works_in_a_real_browser() {
 
     // The list, then a global filter applied through the form.
     browser.open(&format!("{base}/"));
-    assert_eq!(browser.rows("sessions"), 5);
+    assert_eq!(browser.rows("sessions"), 6);
     browser.type_into("#f-user", "alice");
     browser.click("form.filters button[type=submit]");
     browser.wait_until("the user filter", || browser.current_url().contains("user=alice"));
@@ -378,6 +393,50 @@ fn the_ui_works_in_a_real_browser() {
     browser.open(&format!("{base}/?q=%3Cscript%3E"));
     assert_eq!(browser.rows("sessions"), 1);
     assert!(!browser.alert_open());
+
+    // The endpoints page, reached from the header, filtered by spec status through the form.
+    browser.click("header.top nav.sections a[href='/endpoints']");
+    browser.wait_until("the endpoints page", || browser.current_url().ends_with("/endpoints"));
+    assert!(browser.rows("endpoints") >= 10, "every endpoint is listed");
+    assert!(browser.text("table.endpoints").contains("GET /api/v1/orders/{id}"));
+    browser.script("document.getElementById('e-spec').value = 'documented'; return true;");
+    browser.click("form.filters button[type=submit]");
+    browser.wait_until("the spec filter", || browser.current_url().contains("spec=documented"));
+    assert_eq!(browser.rows("endpoints"), 1);
+    assert_eq!(browser.text("table.endpoints tbody td.endpoint"), "GET /api/v1/items/{itemId}");
+    assert_eq!(browser.text("table.endpoints tbody .badge.spec"), "documented");
+    browser.open(&format!("{base}/endpoints?spec=unused"));
+    assert_eq!(browser.text("table.endpoints tbody td.endpoint"), "GET /api/v1/stock");
+    // Sorting by a column header, then back to the documented endpoint.
+    browser.open(&format!("{base}/endpoints"));
+    browser.click("table.endpoints th a.sort[href*='sort=requests']");
+    browser.wait_until("the sorted list", || browser.current_url().contains("sort=requests"));
+    assert_eq!(
+        browser.text("table.endpoints tbody tr:last-child td.endpoint"),
+        "GET /api/v1/items/{itemId}",
+        "ascending after a click on the default sort"
+    );
+    browser.open(&format!("{base}/endpoints?spec=documented"));
+
+    // The endpoint links to the sessions that called it, whose request is highlighted.
+    browser.click("a.endpoint-link");
+    browser.wait_until("the sessions of the endpoint", || {
+        browser.current_url().contains("endpoint=GET+%2Fapi%2Fv1%2Fitems%2F%7BitemId%7D")
+    });
+    assert_eq!(browser.rows("sessions"), 1);
+    browser.click("a.session-link[title='f-items']");
+    browser.wait_until("the session page", || browser.current_url().contains("/sessions/f-items"));
+    assert_eq!(browser.rows("requests"), 25);
+    let outliers = browser.find_all("table.requests td.outlier");
+    assert_eq!(outliers.len(), 1, "one request is far above the endpoint's usual time");
+    assert_eq!(browser.text("table.requests td.outlier.duration"), "900.0");
+    let highlighted = browser.script(
+        "const cell = document.querySelector('table.requests td.outlier');
+         return {background: getComputedStyle(cell).backgroundColor, title: cell.title};",
+    );
+    assert_eq!(highlighted["background"], "rgb(255, 241, 204)", "{highlighted}");
+    assert!(highlighted["title"].as_str().unwrap().contains("usual (p95)"), "{highlighted}");
+    assert!(browser.text("table.requests td.endpoint").contains("documented"));
 
     browser.call("DELETE", "", None);
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
+use api_sessions::store::endpoints::{EndpointKey, Measured};
 use api_sessions::store::{
     self, Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage,
     SessionDetail, SessionPage, Store,
@@ -175,6 +176,16 @@ impl Store for Counting {
     }
     fn purge(&self) -> store::Result<PurgeCounts> {
         self.inner.purge()
+    }
+    fn endpoints(&self, range: &store::EndpointRange) -> store::Result<Vec<Measured>> {
+        self.inner.endpoints(range)
+    }
+    fn request_endpoints(
+        &self,
+        id: &str,
+        requests: &[Cursor],
+    ) -> store::Result<Vec<Option<EndpointKey>>> {
+        self.inner.request_endpoints(id, requests)
     }
 }
 

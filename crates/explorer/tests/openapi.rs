@@ -15,9 +15,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 /// Every route of the API: the document must describe exactly these.
-const OPERATIONS: [(&str, &str); 5] = [
+const OPERATIONS: [(&str, &str); 6] = [
     ("post", "/v1/records"),
     ("get", "/api/sessions"),
+    ("get", "/api/endpoints"),
     ("get", "/api/sessions/{id}"),
     ("get", "/api/sessions/{id}.csv"),
     ("get", "/api/openapi.json"),
@@ -28,6 +29,7 @@ fn state(store: &TempStore) -> Arc<AppState> {
         store: store.store.clone(),
         ingest_token: None,
         access: Default::default(),
+        endpoints: Default::default(),
     })
 }
 

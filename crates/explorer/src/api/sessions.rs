@@ -10,9 +10,10 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::endpoints::annotate::{annotate, annotated_json};
 use crate::error::{Error, ErrorBody};
 use crate::params::{PageSize, Params, QueryParams};
-use crate::store::{SessionPage, SessionSummary, Stats, Timeline};
+use crate::store::{SessionPage, SessionSummary, Stats, StoreError, Timeline};
 
 /// Sessions with a request that matches the filters, in the order `sort` and `order` ask for.
 #[utoipa::path(
@@ -48,7 +49,8 @@ pub struct SessionResponse {
     timeline: Timeline,
     /// Other sessions with the same key hash, most recent first.
     related: Vec<String>,
-    /// Each record as the text it arrived as, so fields this version does not know survive.
+    /// Each record as the text it arrived as, so fields this version does not know survive,
+    /// with its `endpoint`, `outliers` and `endpoint_stats` added.
     #[schema(value_type = Vec<Object>)]
     requests: Vec<Box<RawValue>>,
     /// How many selected requests come before this page: its requests are numbers
@@ -67,15 +69,23 @@ pub async fn show(
 ) -> Result<Json<SessionResponse>, Error> {
     let page = params.page(PageSize::REQUESTS).map_err(Error::BadRequest)?;
     let id = id.to_owned();
-    let detail = app
-        .with_store(move |store| store.session(&id, &page.filter, page.cursor, page.limit))
+    let endpoints = app.endpoints.clone();
+    let (detail, annotations) = app
+        .with_store(move |store| {
+            let Some(detail) = store.session(&id, &page.filter, page.cursor, page.limit)? else {
+                return Ok(None);
+            };
+            let annotations = annotate(store, &endpoints, &id, &detail.requests.requests)?;
+            Ok::<_, StoreError>(Some((detail, annotations)))
+        })
         .await?
         .ok_or(Error::NotFound("no such session"))?;
     let requests = detail
         .requests
         .requests
-        .into_iter()
-        .filter_map(|request| RawValue::from_string(request.json).ok())
+        .iter()
+        .zip(&annotations)
+        .filter_map(|(request, annotation)| annotated_json(&request.json, annotation.as_ref()))
         .collect();
     let requests_total = detail.session.requests;
     Ok(Json(SessionResponse {

@@ -69,7 +69,7 @@ pub const RULES: &[(&str, &[&str])] = &[
 ];
 
 /// Where a suggesting word was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Path,
@@ -77,7 +77,7 @@ pub enum Source {
 }
 
 /// A suggested flow and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AutoFlow {
     pub flow: &'static str,
     /// The rule's word that matched.

@@ -280,7 +280,7 @@ fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
 }
 
 /// Three quantiles of a histogram, rounded for display.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Quantiles {
     pub p50: f64,
     pub p95: f64,

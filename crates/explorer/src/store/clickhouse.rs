@@ -5,38 +5,62 @@
 //! why). Writes (batches, follow positions, the purge) take one lock, which duplicate
 //! detection needs ([`write`]); reads run side by side.
 
+mod endpoints;
 mod http;
 mod query;
 mod schema;
 mod sql;
 mod write;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use api_sessions_core::time::Millis;
 
 pub use self::http::Config;
+use super::endpoints::{EndpointKey, Measured};
+use super::EndpointRange;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
     SessionDetail, SessionPage, Store, StoreError,
 };
 use crate::batch::Batch;
+use crate::endpoints::Endpoints;
 
 pub struct ClickHouseStore {
     client: http::Client,
     writer: Mutex<write::Clock>,
+    /// Taken after `writer`, by the writes only.
+    endpoint_writer: Mutex<endpoints::Writer>,
     retention_ms: i64,
+    /// Assigns the endpoints of the records, before the writer lock is taken.
+    endpoints: Arc<Endpoints>,
 }
 
 impl ClickHouseStore {
     /// Connects, creating the database and its tables if needed.
     pub fn open(config: Config, retention_ms: i64) -> Result<Self> {
+        Self::open_with_endpoints(config, retention_ms, Arc::default())
+    }
+
+    /// Connects; records get their endpoints from `endpoints`.
+    pub fn open_with_endpoints(
+        config: Config,
+        retention_ms: i64,
+        endpoints: Arc<Endpoints>,
+    ) -> Result<Self> {
         let describe = config.describe();
         let fail = |err: StoreError| StoreError::new(format!("cannot open {describe}: {err}"));
         let client = http::Client::new(config);
         schema::migrate(&client).map_err(fail)?;
         let clock = write::Clock::load(&client).map_err(fail)?;
-        Ok(ClickHouseStore { client, writer: Mutex::new(clock), retention_ms })
+        let endpoint_writer = endpoints::Writer::load(&client).map_err(fail)?;
+        Ok(ClickHouseStore {
+            client,
+            writer: Mutex::new(clock),
+            endpoint_writer: Mutex::new(endpoint_writer),
+            retention_ms,
+            endpoints,
+        })
     }
 
     /// The oldest timestamp still served.
@@ -47,8 +71,24 @@ impl ClickHouseStore {
 
 impl Store for ClickHouseStore {
     fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts> {
+        let assignments = super::endpoints::assign(&self.endpoints, &batch);
         let mut clock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write::ingest(&self.client, &mut clock, &batch, position.as_ref())
+        let mut endpoints = self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = write::ingest(
+            &self.client,
+            &mut clock,
+            &mut endpoints,
+            &batch,
+            &assignments,
+            position.as_ref(),
+        );
+        if stored.is_err() {
+            // What the registry admitted may not have been stored.
+            if let Err(err) = endpoints.reload(&self.client) {
+                tracing::warn!("cannot read the endpoints back: {err}");
+            }
+        }
+        stored
     }
 
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {
@@ -85,6 +125,21 @@ impl Store for ClickHouseStore {
 
     fn purge(&self) -> Result<PurgeCounts> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write::purge(&self.client, self.floor())
+        let purged = write::purge(&self.client, self.floor())?;
+        // Endpoints no longer called free their places under the cap.
+        self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner()).reload(&self.client)?;
+        Ok(purged)
+    }
+
+    fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>> {
+        endpoints::measure(&self.client, range, self.floor())
+    }
+
+    fn request_endpoints(
+        &self,
+        session_id: &str,
+        requests: &[Cursor],
+    ) -> Result<Vec<Option<EndpointKey>>> {
+        endpoints::of_requests(&self.client, session_id, requests)
     }
 }

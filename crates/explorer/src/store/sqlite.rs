@@ -4,6 +4,7 @@
 //! the purge) goes through one thread (`writer`). Readers each get their own connection and
 //! see committed snapshots without waiting for it.
 
+mod endpoints;
 mod list;
 mod query;
 mod schema;
@@ -13,16 +14,19 @@ mod write;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
+use super::endpoints::{EndpointKey, Measured};
+use super::EndpointRange;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
     SessionDetail, SessionPage, Store, StoreError,
 };
 use crate::batch::Batch;
+use crate::endpoints::Endpoints;
 
 /// Page cache of the writer, in KiB: the unique and filter indexes of a few million requests
 /// stay in memory, so an insert does not wait for reads.
@@ -36,25 +40,38 @@ pub struct SqliteStore {
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
     retention_ms: i64,
+    /// Assigns the endpoints of the records, before they reach the writer.
+    endpoints: Arc<Endpoints>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path, retention_ms: i64) -> Result<Self> {
+        Self::open_with_endpoints(path, retention_ms, Arc::default())
+    }
+
+    /// Opens the database; records get their endpoints from `endpoints`.
+    pub fn open_with_endpoints(
+        path: &Path,
+        retention_ms: i64,
+        endpoints: Arc<Endpoints>,
+    ) -> Result<Self> {
         let fail = |err: StoreError| {
             StoreError::new(format!("cannot open database \"{}\": {err}", path.display()))
         };
         let mut conn = Connection::open(path).map_err(|err| fail(err.into()))?;
         schema::configure_writer(&conn, WRITER_CACHE_KIB).map_err(fail)?;
         schema::migrate(&mut conn).map_err(fail)?;
+        let registry = endpoints::Writer::load(&conn).map_err(fail)?;
         let checkpointer = Connection::open(path).map_err(|err| fail(err.into()))?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: writer::Writer::start(conn, checkpointer, wal.into()),
+            writer: writer::Writer::start(conn, checkpointer, wal.into(), registry),
             readers: Mutex::new(Vec::new()),
             retention_ms,
+            endpoints,
         })
     }
 
@@ -84,7 +101,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts> {
-        self.writer.ingest(write::IngestJob::new(batch, position))
+        self.writer.ingest(write::IngestJob::new(batch, position, &self.endpoints))
     }
 
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {
@@ -127,5 +144,18 @@ impl Store for SqliteStore {
 
     fn purge(&self) -> Result<PurgeCounts> {
         self.writer.purge(self.floor())
+    }
+
+    fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>> {
+        let floor = self.floor();
+        self.with_reader(|conn| endpoints::measure(conn, range, floor))
+    }
+
+    fn request_endpoints(
+        &self,
+        _session_id: &str,
+        requests: &[Cursor],
+    ) -> Result<Vec<Option<EndpointKey>>> {
+        self.with_reader(|conn| endpoints::of_requests(conn, requests))
     }
 }

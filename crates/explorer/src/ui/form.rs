@@ -26,6 +26,7 @@ pub enum Field {
     Q,
     Sort,
     Order,
+    Endpoint,
 }
 
 /// Everything the sessions list filters on.
@@ -43,6 +44,7 @@ pub const GLOBAL: &[Field] = &[
     Field::Q,
     Field::Sort,
     Field::Order,
+    Field::Endpoint,
 ];
 /// What selects requests inside a session.
 pub const IN_SESSION: &[Field] = &[
@@ -54,6 +56,7 @@ pub const IN_SESSION: &[Field] = &[
     Field::Status,
     Field::Attack,
     Field::Q,
+    Field::Endpoint,
 ];
 /// What describes a whole session; carried through the session page unchanged.
 pub const SESSION_LEVEL: &[Field] = &[Field::User, Field::Role, Field::Flow];
@@ -74,6 +77,7 @@ impl Field {
             Field::Q => "q",
             Field::Sort => "sort",
             Field::Order => "order",
+            Field::Endpoint => "endpoint",
         }
     }
 
@@ -92,6 +96,7 @@ impl Field {
             Field::Q => "Search",
             Field::Sort => "Sort by",
             Field::Order => "Order",
+            Field::Endpoint => "Endpoint",
         }
     }
 
@@ -110,6 +115,7 @@ impl Field {
             Field::Q => &params.q,
             Field::Sort => &params.sort,
             Field::Order => &params.order,
+            Field::Endpoint => &params.endpoint,
         };
         let raw = raw.as_deref().unwrap_or("").trim();
         match self {
@@ -169,6 +175,7 @@ pub fn filter_form(
                 Field::Status => &[("placeholder", "404 or 4xx")],
                 Field::Attack => &[("placeholder", "any, or a type")],
                 Field::Q => &[("type", "search"), ("placeholder", "path, parameter, user")],
+                Field::Endpoint => &[("placeholder", "GET /orders/{id}")],
                 _ => &[],
             });
             html.open("input", &attributes);

@@ -17,9 +17,10 @@ use super::format::{count, duration, time};
 use super::html::Html;
 use super::layout::{error_box, error_page, not_found, page as render};
 use crate::app::AppState;
+use crate::endpoints::annotate::{annotate, Annotation};
 use crate::params::{path_segment, query_string, QueryParams};
 use crate::session_ref;
-use crate::store::{Cursor, Filter, SessionDetail};
+use crate::store::{Cursor, Filter, SessionDetail, StoreError};
 
 /// Requests per page on screen.
 const REQUESTS_ON_SCREEN: usize = 200;
@@ -56,10 +57,18 @@ pub async fn page(
     };
     let loaded = {
         let (id, filter) = (id.clone(), filter.clone());
-        app.with_store(move |store| store.session(&id, &filter, cursor, REQUESTS_ON_SCREEN)).await
+        let endpoints = app.endpoints.clone();
+        app.with_store(move |store| {
+            let Some(detail) = store.session(&id, &filter, cursor, REQUESTS_ON_SCREEN)? else {
+                return Ok(None);
+            };
+            let annotations = annotate(store, &endpoints, &id, &detail.requests.requests)?;
+            Ok::<_, StoreError>(Some((detail, annotations)))
+        })
+        .await
     };
-    let detail = match loaded {
-        Ok(Some(detail)) => detail,
+    let (detail, annotations) = match loaded {
+        Ok(Some(loaded)) => loaded,
         Ok(None) => return not_found("No such session, or it is older than the retention."),
         Err(error) => return error_page(error),
     };
@@ -76,7 +85,7 @@ pub async fn page(
             &view.all_requests(),
         );
         view.charts(html, &detail);
-        view.requests(html, &detail, cursor);
+        view.requests(html, &detail, &annotations, cursor);
         view.related(html, &detail);
     })
 }
@@ -242,13 +251,22 @@ impl View<'_> {
         html.close("section");
     }
 
-    fn requests(&self, html: &mut Html, detail: &SessionDetail, cursor: Option<Cursor>) {
-        let records: Vec<Record> = detail
+    fn requests(
+        &self,
+        html: &mut Html,
+        detail: &SessionDetail,
+        annotations: &[Option<Annotation>],
+        cursor: Option<Cursor>,
+    ) {
+        let (records, annotations): (Vec<Record>, Vec<Option<&Annotation>>) = detail
             .requests
             .requests
             .iter()
-            .filter_map(|request| serde_json::from_str(&request.json).ok())
-            .collect();
+            .zip(annotations.iter().map(Option::as_ref).chain(std::iter::repeat(None)))
+            .filter_map(|(request, annotation)| {
+                Some((serde_json::from_str(&request.json).ok()?, annotation))
+            })
+            .unzip();
         let offset = detail.requests.offset as usize;
         let total = detail.session.requests;
         if records.is_empty() {
@@ -271,11 +289,11 @@ impl View<'_> {
         );
         html.open("div", &[("class", "scroll")]).open("table", &[("class", "requests")]);
         html.markup(
-            "<thead><tr><th>#</th><th>Time</th><th>Method</th><th>Path</th><th>Status</th>\
-             <th class=\"num\">Time, ms</th><th class=\"num\">Size, bytes</th><th>IP</th>\
+            "<thead><tr><th>#</th><th>Time</th><th>Method</th><th>Path</th><th>Endpoint</th>\
+             <th>Status</th><th class=\"num\">Time, ms</th><th class=\"num\">Size, bytes</th><th>IP</th>\
              <th>User</th><th>Role</th><th>Params</th><th>Attack</th></tr></thead><tbody>",
         );
-        for (i, record) in records.iter().enumerate() {
+        for (i, (record, annotation)) in records.iter().zip(&annotations).enumerate() {
             let n = offset + i + 1;
             let anchor = format!("#req-{n}");
             html.open("tr", &[("class", if record.attack.is_some() { "malicious" } else { "" })]);
@@ -285,6 +303,7 @@ impl View<'_> {
                 .element("td", &[("class", "nowrap")], &time(record.ts))
                 .element("td", &[], &record.method)
                 .element("td", &[("class", "path")], &record.path);
+            endpoint_cell(html, *annotation);
             let status = record.status.to_string();
             html.open("td", &[])
                 .element(
@@ -292,17 +311,46 @@ impl View<'_> {
                     &[("class", &format!("status {}", status_class(&status)))],
                     &status,
                 )
-                .close("td")
-                .element("td", &[("class", "num")], &format!("{:.1}", record.duration_ms))
-                .element(
-                    "td",
-                    &[
-                        ("class", "num"),
-                        ("title", &format!("request {} bytes", record.request_bytes)),
-                    ],
-                    &record.response_bytes.to_string(),
-                )
-                .element("td", &[], &record.ip)
+                .close("td");
+            let outlier = |name: &str| annotation.is_some_and(|a| a.outliers.contains(&name));
+            let usual = |p95: Option<f64>| {
+                p95.map_or(String::new(), |p95| format!("; usual (p95) for the endpoint: {p95:.1}"))
+            };
+            let facts = annotation.map(|a| &a.endpoint_stats);
+            let slow = outlier("duration_ms");
+            html.element(
+                "td",
+                &[
+                    ("class", if slow { "num outlier duration" } else { "num" }),
+                    (
+                        "title",
+                        &format!(
+                            "{}{}",
+                            if slow { "far above the endpoint's usual time" } else { "time" },
+                            usual(facts.and_then(|f| f.duration_ms_p95))
+                        ),
+                    ),
+                ],
+                &format!("{:.1}", record.duration_ms),
+            );
+            let large = outlier("response_bytes");
+            html.element(
+                "td",
+                &[
+                    ("class", if large { "num outlier size" } else { "num" }),
+                    (
+                        "title",
+                        &format!(
+                            "{}request {} bytes{}",
+                            if large { "far above the endpoint's usual size; " } else { "" },
+                            record.request_bytes,
+                            usual(facts.and_then(|f| f.response_bytes_p95))
+                        ),
+                    ),
+                ],
+                &record.response_bytes.to_string(),
+            );
+            html.element("td", &[], &record.ip)
                 .element("td", &[], record.user.as_deref().unwrap_or(""))
                 .element("td", &[], record.role.as_deref().unwrap_or(""));
             html.open("td", &[("class", "params")]);
@@ -375,6 +423,36 @@ impl View<'_> {
         }
         html.close("ul");
     }
+}
+
+/// The request's endpoint, with its spec status and the malicious requests it has had.
+fn endpoint_cell(html: &mut Html, annotation: Option<&Annotation>) {
+    html.open("td", &[("class", "endpoint")]);
+    if let Some(annotation) = annotation {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("endpoint", &annotation.endpoint);
+        let href = format!("/?{}", query.finish());
+        let facts = &annotation.endpoint_stats;
+        let title = format!("on {}: {} requests", facts.server, facts.requests);
+        html.open("a", &[("href", &href), ("title", &title)])
+            .element("code", &[], &annotation.endpoint)
+            .close("a");
+        if let Some(spec) = facts.spec {
+            html.text(" ").element(
+                "span",
+                &[("class", &format!("badge spec {}", spec.as_str()))],
+                spec.as_str(),
+            );
+        }
+        if facts.attacks > 0 {
+            html.text(" ").element(
+                "span",
+                &[("class", "badge attack"), ("title", "malicious requests to this endpoint")],
+                &facts.attacks.to_string(),
+            );
+        }
+    }
+    html.close("td");
 }
 
 /// Everything a record holds, malicious requests in full.

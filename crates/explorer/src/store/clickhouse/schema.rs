@@ -10,7 +10,7 @@ use crate::store::{Result, StoreError};
 pub const DAY_MS: i64 = 86_400_000;
 
 /// The tables partitioned by day of `ts`, whose partitions the purge drops.
-pub const PARTITIONED: &[&str] = &["requests", "request_ids", "request_origins"];
+pub const PARTITIONED: &[&str] = &["requests", "request_ids", "request_origins", "endpoint_hours"];
 
 /// Applied in order; each is the statements of one version.
 const MIGRATIONS: &[&[&str]] = &[
@@ -71,6 +71,8 @@ const MIGRATIONS: &[&[&str]] = &[
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY path",
     ],
+    // 2: the endpoint of each request and the statistics of each endpoint and hour.
+    super::endpoints::SCHEMA,
 ];
 
 /// Creates the database if needed and brings the schema up to date.

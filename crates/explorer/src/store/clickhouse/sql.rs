@@ -69,6 +69,9 @@ pub fn request_predicates(filter: &Filter, floor: i64) -> String {
     if let Some(request_id) = &filter.request_id {
         let _ = write!(sql, " AND request_id = {}", literal(request_id));
     }
+    if let Some(endpoint) = &filter.endpoint {
+        let _ = write!(sql, " AND endpoint = {}", literal(endpoint));
+    }
     sql
 }
 

@@ -10,10 +10,12 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::endpoints;
 use super::http::Client;
 use super::schema::{DAY_MS, PARTITIONED};
 use super::sql::literal;
 use crate::batch::Batch;
+use crate::store::endpoints::{admit, Assignment, HourStats};
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Records whose keys are looked up in one statement, and the most bytes of keys: each lookup
@@ -37,13 +39,14 @@ impl Clock {
             last: i64,
         }
         let rows: Vec<Max> = client.rows(
-            "SELECT greatest((SELECT max(rid) FROM requests), \
-                             (SELECT max(version) FROM follow_positions)) AS last",
+            "SELECT greatest(greatest((SELECT max(rid) FROM requests), \
+                                      (SELECT max(version) FROM follow_positions)), \
+                             (SELECT max(version) FROM endpoint_hours)) AS last",
         )?;
         Ok(Clock { last: rows.first().map_or(0, |row| row.last) })
     }
 
-    fn draw(&mut self) -> i64 {
+    pub fn draw(&mut self) -> i64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_micros() as i64);
@@ -74,6 +77,10 @@ struct Row<'b> {
     flows: Vec<&'b str>,
     search: &'b str,
     json: &'b str,
+    endpoint_server: String,
+    endpoint: String,
+    duration_ms: f64,
+    response_bytes: u64,
 }
 
 /// What is stored already of a batch.
@@ -132,7 +139,9 @@ fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
 pub fn ingest(
     client: &Client,
     clock: &mut Clock,
+    endpoint_writer: &mut endpoints::Writer,
     batch: &Batch,
+    assignments: &[Assignment],
     position: Option<&FollowPosition>,
 ) -> Result<IngestCounts> {
     let mut counts = IngestCounts::default();
@@ -144,7 +153,9 @@ pub fn ingest(
         // many days (a replayed spool, a broken clock) stays within the partitions ClickHouse
         // takes in one insert.
         let mut days: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        for record in batch.iter() {
+        let mut endpoint_hours = HourStats::default();
+        let mut counted = HashSet::new();
+        for (record, assignment) in batch.iter().zip(assignments) {
             let origin = (record.node(), record.pid(), record.seq());
             let known = stored.origins.contains(&(origin.0.to_owned(), origin.1, origin.2))
                 || stored.request_ids.contains(record.request_id())
@@ -156,6 +167,11 @@ pub fn ingest(
             }
             origins.insert(origin);
             request_ids.insert(record.request_id());
+            let admitted = admit(&mut endpoint_writer.registry, record.server(), assignment);
+            if admitted.counted {
+                counted.insert(admitted.endpoint.clone());
+            }
+            endpoint_hours.add(&admitted.endpoint, &record);
             let row = Row {
                 ts: record.ts(),
                 rid: clock.draw(),
@@ -176,6 +192,10 @@ pub fn ingest(
                 flows: record.flows().collect(),
                 search: record.search(),
                 json: record.json(),
+                endpoint: admitted.endpoint.key(),
+                endpoint_server: admitted.endpoint.server,
+                duration_ms: record.duration_ms(),
+                response_bytes: record.response_bytes(),
             };
             // Rounded toward zero, like the partition key.
             let body = days.entry(record.ts() / DAY_MS).or_default();
@@ -187,6 +207,7 @@ pub fn ingest(
         for body in days.values() {
             client.insert("requests", body)?;
         }
+        endpoint_writer.save_hours(client, clock.draw(), endpoint_hours, &counted)?;
     }
     // After the records: a crash in between makes the follower read the lines again, and they
     // are then duplicates.

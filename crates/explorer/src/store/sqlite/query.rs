@@ -91,6 +91,15 @@ impl Predicates {
             add("r.ip = ?", &[text(ip)]);
             driver = Driver::Hourly("requests_ip");
         }
+        if let Some(endpoint) = filter.endpoint.as_deref().and_then(crate::endpoints::parse_key) {
+            add(
+                "r.endpoint IN (SELECT id FROM endpoints WHERE method = ? AND template = ?)",
+                &[text(endpoint.0), text(endpoint.1)],
+            );
+            if !matches!(driver, Driver::Hourly(_)) {
+                driver = Driver::Hourly("requests_endpoint");
+            }
+        }
         if let Some(request_id) = &filter.request_id {
             add("r.request_id = ?", &[text(request_id)]);
             driver = Driver::Hourly("requests_request_id");

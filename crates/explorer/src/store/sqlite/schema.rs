@@ -166,6 +166,8 @@ const MIGRATIONS: &[Migration] = &[
          CREATE INDEX sessions_attacks ON sessions (attacks);
          CREATE INDEX sessions_duration ON sessions ((last_ts - first_ts));",
     ),
+    // 4: the endpoint of each request and the statistics of each endpoint and hour.
+    Migration::Sql(super::endpoints::SCHEMA),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,

@@ -14,10 +14,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
-use super::schema;
 use super::search::{self, BatchFilters};
 use super::tally::{self, Tally};
+use super::{endpoints, schema};
 use crate::batch::{Batch, RecordRef};
+use crate::endpoints::Endpoints;
+use crate::store::endpoints::{Assignment, HourStats};
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Rows deleted per purge transaction, so the writer lock is never held for long.
@@ -237,16 +239,19 @@ fn update_session(
 pub struct IngestJob {
     pub batch: Batch,
     filters: BatchFilters,
+    /// The endpoint of each record, before the cap.
+    endpoints: Vec<Assignment>,
     pub position: Option<FollowPosition>,
 }
 
 impl IngestJob {
     /// Prepares a batch for the writer; runs on the caller's thread.
-    pub fn new(batch: Batch, position: Option<FollowPosition>) -> Self {
+    pub fn new(batch: Batch, position: Option<FollowPosition>, endpoints: &Endpoints) -> Self {
         let filters = BatchFilters::of(
             batch.iter().map(|record| (schema::hour(record.ts()), record.search())),
         );
-        IngestJob { batch, filters, position }
+        let endpoints = crate::store::endpoints::assign(endpoints, &batch);
+        IngestJob { batch, filters, endpoints, position }
     }
 }
 
@@ -270,6 +275,7 @@ impl Ids {
 pub fn ingest(
     conn: &mut Connection,
     ids: &mut Ids,
+    endpoints: &mut endpoints::Writer,
     jobs: &[IngestJob],
 ) -> Result<Vec<IngestCounts>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -279,17 +285,20 @@ pub fn ingest(
         let mut insert_request = tx.prepare_cached(
             "INSERT OR IGNORE INTO requests (id, session, ts, hour, request_id, node, pid, seq,
                                              method, status, ip, user, role, attack, flows,
-                                             search, json)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                             search, json, endpoint, duration_ms,
+                                             response_bytes)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
         let mut id_taken = tx.prepare_cached("SELECT 1 FROM requests WHERE id = ?")?;
         let mut search_index = search::Pending::default();
         let mut flows = String::new();
+        let mut endpoint_hours = HourStats::default();
 
         for job in jobs {
             let mut counts = IngestCounts::default();
             search_index.merge(&tx, &job.filters)?;
-            for record in job.batch.iter() {
+            for (record, assignment) in job.batch.iter().zip(&job.endpoints) {
+                let endpoint = endpoints.id(&tx, record.server(), assignment)?;
                 let acc = match sessions.entry(record.session_id()) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => entry.insert(SessionAcc::load(&tx, &record)?),
@@ -320,6 +329,9 @@ pub fn ingest(
                         flows,
                         record.search(),
                         record.json(),
+                        endpoint,
+                        record.duration_ms(),
+                        record.response_bytes() as i64,
                     ])?;
                     if inserted == 1 {
                         break Some(id);
@@ -345,6 +357,7 @@ pub fn ingest(
                 let hit = search::Hit { ts: record.ts(), id, session: acc.id };
                 search_index.add(&tx, hour, hit, record.search(), job.filters.covers(hour))?;
                 acc.add(&record);
+                endpoint_hours.add(&endpoint, &record);
                 counts.accepted += 1;
             }
             if let Some(position) = &job.position {
@@ -369,6 +382,7 @@ pub fn ingest(
             acc.save(&tx)?;
         }
         search_index.save(&tx)?;
+        endpoints::save_hours(&tx, &endpoint_hours)?;
     }
     tx.commit()?;
     Ok(all_counts)
@@ -432,6 +446,7 @@ pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
     // check every hit against `requests`.
     conn.execute("DELETE FROM search_filters WHERE hour < ?", [schema::hour(cutoff)])?;
     conn.execute("DELETE FROM search_blocks WHERE hour < ?", [schema::hour(cutoff)])?;
+    endpoints::purge(conn, cutoff)?;
 
     // Sessions that straddle the cutoff keep their newer requests; their aggregates must stop
     // counting the deleted ones. After a recount `first_ts >= cutoff`, so each is done once.

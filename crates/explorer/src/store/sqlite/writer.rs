@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::endpoints;
 use super::write::{self, IngestJob};
 use crate::store::{IngestCounts, PurgeCounts, Result, StoreError};
 
@@ -46,11 +47,16 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer on `conn` and a checkpointer on `checkpointer`.
-    pub fn start(conn: Connection, checkpointer: Connection, wal: PathBuf) -> Writer {
+    pub fn start(
+        conn: Connection,
+        checkpointer: Connection,
+        wal: PathBuf,
+        endpoints: endpoints::Writer,
+    ) -> Writer {
         let (jobs, queue) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("api-sessions-writer".into())
-            .spawn(move || run(conn, checkpointer, wal, &queue))
+            .spawn(move || run(conn, checkpointer, wal, endpoints, &queue))
             .expect("spawn the writer thread");
         Writer { jobs: Some(jobs), thread: Some(thread) }
     }
@@ -87,7 +93,13 @@ fn stopped() -> StoreError {
     StoreError::new("the database writer has stopped")
 }
 
-fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mpsc::Receiver<Job>) {
+fn run(
+    mut conn: Connection,
+    checkpointer: Connection,
+    wal: PathBuf,
+    mut endpoints: endpoints::Writer,
+    queue: &mpsc::Receiver<Job>,
+) {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let checkpoints = thread::Builder::new()
         .name("api-sessions-checkpoint".into())
@@ -100,7 +112,10 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
     while let Some(job) = next.take() {
         match job {
             Job::Purge(cutoff, reply) => {
-                let _ = reply.send(write::purge(&mut conn, cutoff));
+                let purged = write::purge(&mut conn, cutoff);
+                // Endpoints no longer called free their places under the cap.
+                reload(&mut endpoints, &conn);
+                let _ = reply.send(purged);
             }
             Job::Ingest(job, reply) => {
                 let mut records = job.batch.len();
@@ -119,7 +134,15 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
                     }
                 }
                 let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                let results: Vec<_> = match write::ingest(&mut conn, &mut ids, &jobs) {
+                let mut ingest = |conn: &mut Connection, jobs: &[IngestJob]| {
+                    let result = write::ingest(conn, &mut ids, &mut endpoints, jobs);
+                    if result.is_err() {
+                        // The endpoints the transaction added were rolled back with it.
+                        reload(&mut endpoints, conn);
+                    }
+                    result
+                };
+                let results: Vec<_> = match ingest(&mut conn, &jobs) {
                     Ok(counts) => counts.into_iter().map(Ok).collect(),
                     // A batch the database refuses fails its whole transaction: store the
                     // others on their own, so that only it fails.
@@ -127,7 +150,7 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
                         .iter()
                         .map(|job| {
                             let job = std::slice::from_ref(job);
-                            write::ingest(&mut conn, &mut ids, job).map(|counts| counts[0])
+                            ingest(&mut conn, job).map(|counts| counts[0])
                         })
                         .collect(),
                     Err(err) => vec![Err(err)],
@@ -159,6 +182,12 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
     }
     drop(wake);
     let _ = checkpoints.join();
+}
+
+fn reload(endpoints: &mut endpoints::Writer, conn: &Connection) {
+    if let Err(err) = endpoints.reload(conn) {
+        tracing::warn!("cannot read the endpoints back: {err}");
+    }
 }
 
 fn checkpoint_periodically(conn: &Connection, woken: &mpsc::Receiver<()>) {
