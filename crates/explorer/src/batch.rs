@@ -161,9 +161,12 @@ struct Fields {
     session_id: Span,
     session_key: Span,
     key_hash: Span,
+    session_key_builtin: bool,
     method: Span,
+    path: Span,
     status: u16,
     ip: Span,
+    user_agent: Option<Span>,
     user: Option<Span>,
     role: Option<Span>,
     attack: Option<Span>,
@@ -245,9 +248,12 @@ impl Batch {
             session_id: self.place(base, text, &view.session_id.0),
             session_key: self.place(base, text, &view.session_key.0),
             key_hash: self.place(base, text, &view.key_hash.0),
+            session_key_builtin: view.session_key_builtin,
             method: self.place(base, text, &view.method.0),
+            path: self.place(base, text, &view.path.0),
             status: view.status,
             ip: self.place(base, text, &view.ip.0),
+            user_agent: view.user_agent.as_ref().map(|ua| self.place(base, text, &ua.0)),
             user: view.user.as_ref().map(|user| self.place(base, text, &user.0)),
             role: view.role.as_ref().map(|role| self.place(base, text, &role.0)),
             attack: view.attack.as_ref().map(|attack| self.place(base, text, &attack.kind.0)),
@@ -360,8 +366,21 @@ impl<'b> RecordRef<'b> {
         self.text(self.fields.key_hash)
     }
 
+    pub fn session_key_builtin(&self) -> bool {
+        self.fields.session_key_builtin
+    }
+
     pub fn method(&self) -> &'b str {
         self.text(self.fields.method)
+    }
+
+    /// The request path, without the query string.
+    pub fn path(&self) -> &'b str {
+        self.text(self.fields.path)
+    }
+
+    pub fn user_agent(&self) -> Option<&'b str> {
+        self.fields.user_agent.map(|span| self.text(span))
     }
 
     pub fn status(&self) -> u16 {
@@ -477,6 +496,7 @@ mod tests {
         plain.flows.clear();
         plain.params.clear();
         plain.blocked = None;
+        plain.user_agent = Some("curl/8.0".into());
         batch.push_line(&line(&plain)).unwrap();
         assert_eq!(batch.len(), 2);
 
@@ -487,6 +507,10 @@ mod tests {
         assert_eq!((r.request_id(), r.node(), r.pid(), r.seq()), ("a1b2c3", "web-1", 4242, 17));
         assert_eq!((r.session_id(), r.session_key(), r.key_hash()), ("3f9a", "cookie:sid", "9c1e"));
         assert_eq!((r.method(), r.status(), r.ip()), ("POST", 403, "203.0.113.7"));
+        assert_eq!(
+            (r.path(), r.user_agent(), r.session_key_builtin()),
+            ("/Orders/1001", None, true)
+        );
         assert_eq!((r.user(), r.role(), r.attack()), (Some("Alice"), Some("admin"), Some("sqli")));
         assert_eq!(r.flows().collect::<Vec<_>>(), ["billing", "auth"]);
         assert_eq!(r.search(), "/orders/1001\nalice\norder=ord-1\npost /orders?id=1' http/1.1");
@@ -495,6 +519,7 @@ mod tests {
         let p = got[1];
         assert_eq!((p.user(), p.role(), p.attack(), p.blocked()), (None, None, None, None));
         assert_eq!(p.flows().count(), 0);
+        assert_eq!(p.user_agent(), Some("curl/8.0"));
         assert_eq!(p.search(), "/orders/1001");
         assert_eq!(p.json(), String::from_utf8(line(&plain)).unwrap());
     }

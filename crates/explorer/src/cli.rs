@@ -10,6 +10,7 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 use crate::ingest;
 use crate::server::{self, ServeOptions};
+use crate::store::signals::Detection;
 use crate::store::{Backend, Store};
 
 #[derive(Parser)]
@@ -46,6 +47,10 @@ enum Command {
         /// NDJSON file written by the module (api_sessions_export file=) to tail; repeatable.
         #[arg(long, value_name = "FILE")]
         follow: Vec<PathBuf>,
+        /// Detection thresholds (TOML, see docs/detection.md); the defaults without it; `off`
+        /// scores nothing.
+        #[arg(long, value_name = "FILE")]
+        detect: Option<PathBuf>,
     },
     /// Load NDJSON files into the database; loading a file again adds nothing.
     Ingest {
@@ -58,6 +63,10 @@ enum Command {
         /// NDJSON files (gzip-compressed when named *.gz).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Detection thresholds (TOML, see docs/detection.md); the defaults without it; `off`
+        /// scores nothing.
+        #[arg(long, value_name = "FILE")]
+        detect: Option<PathBuf>,
     },
 }
 
@@ -94,8 +103,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { store, db, listen, retention, token, follow } => {
+        Command::Serve { store, db, listen, retention, token, follow, detect } => {
             let Some(store) = backend(&store) else { return ExitCode::from(2) };
+            let Some(detection) = detection(detect.as_deref()) else { return ExitCode::from(2) };
             let options = ServeOptions {
                 store,
                 db,
@@ -104,16 +114,19 @@ pub fn main() -> ExitCode {
                 retention_text: retention.text,
                 token: token.filter(|token| !token.is_empty()),
                 follow,
+                detection,
             };
             match server::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => fail(&message),
             }
         }
-        Command::Ingest { store, db, files } => match backend(&store) {
-            Some(store) => ingest_files(&store, &db, &files),
-            None => ExitCode::from(2),
-        },
+        Command::Ingest { store, db, files, detect } => {
+            match (backend(&store), detection(detect.as_deref())) {
+                (Some(store), Some(detection)) => ingest_files(&store, &db, &files, detection),
+                _ => ExitCode::from(2),
+            }
+        }
     }
 }
 
@@ -122,6 +135,17 @@ pub fn main() -> ExitCode {
 fn backend(text: &str) -> Option<Backend> {
     match Backend::parse(text) {
         Ok(backend) => Some(backend),
+        Err(message) => {
+            fail(&message);
+            None
+        }
+    }
+}
+
+/// The `--detect` value, or `None` after saying what is wrong with the file.
+fn detection(path: Option<&std::path::Path>) -> Option<Detection> {
+    match Detection::from_option(path) {
+        Ok(detection) => Some(detection),
         Err(message) => {
             fail(&message);
             None
@@ -148,9 +172,14 @@ fn fail(message: &str) -> ExitCode {
 
 /// Loads every file; exits non-zero if any file failed or had bad lines (the good lines of
 /// such a file are stored all the same).
-fn ingest_files(backend: &Backend, db: &std::path::Path, files: &[PathBuf]) -> ExitCode {
+fn ingest_files(
+    backend: &Backend,
+    db: &std::path::Path,
+    files: &[PathBuf],
+    detection: Detection,
+) -> ExitCode {
     // Retention does not apply to loading: `serve` purges what is too old.
-    let store: Arc<dyn Store> = match backend.open(db, i64::MAX / 2) {
+    let store: Arc<dyn Store> = match backend.open(db, i64::MAX / 2, detection) {
         Ok(store) => store,
         Err(err) => return fail(&err.to_string()),
     };

@@ -9,7 +9,8 @@ use api_sessions_core::time::Millis;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
-use crate::store::{AttackFilter, Cursor, Filter, StatusFilter};
+use crate::detect::SignalName;
+use crate::store::{AttackFilter, Cursor, Filter, Sort, StatusFilter};
 
 /// The query parameters every view accepts. Empty values mean "not set", as HTML forms send
 /// every field.
@@ -26,6 +27,9 @@ pub struct QueryParams {
     pub status: Option<String>,
     pub attack: Option<String>,
     pub q: Option<String>,
+    pub risk_min: Option<String>,
+    pub signal: Option<String>,
+    pub sort: Option<String>,
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }
@@ -78,6 +82,31 @@ impl QueryParams {
                 })
             })
             .transpose()?;
+        let risk_min = set(&self.risk_min)
+            .map(|text| match text.parse::<u8>() {
+                Ok(risk) if risk <= 100 => Ok(risk),
+                _ => Err(format!("invalid \"risk_min\" \"{text}\": expected 0 to 100")),
+            })
+            .transpose()?;
+        let signal = set(&self.signal)
+            .map(|text| match SignalName::parse(text) {
+                Some(name) => Ok(name.as_str().to_owned()),
+                None => {
+                    let names: Vec<&str> = SignalName::ALL.iter().map(|n| n.as_str()).collect();
+                    Err(format!(
+                        "invalid \"signal\" \"{text}\": expected one of {}",
+                        names.join(", ")
+                    ))
+                }
+            })
+            .transpose()?;
+        let sort = set(&self.sort)
+            .map(|text| {
+                Sort::parse(text)
+                    .ok_or_else(|| format!("invalid \"sort\" \"{text}\": expected last or risk"))
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(Filter {
             from: time("from", &self.from)?,
             to: time("to", &self.to)?,
@@ -90,6 +119,9 @@ impl QueryParams {
             status,
             attack: set(&self.attack).map(AttackFilter::parse),
             q: text(&self.q),
+            risk_min,
+            signal,
+            sort,
         })
     }
 
@@ -135,6 +167,9 @@ pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
     push("status", filter.status.map(|s| s.to_string()));
     push("attack", filter.attack.as_ref().map(|a| a.as_str().to_owned()));
     push("q", filter.q.clone());
+    push("risk_min", filter.risk_min.map(|risk| risk.to_string()));
+    push("signal", filter.signal.clone());
+    push("sort", (filter.sort != Sort::default()).then(|| filter.sort.as_str().to_owned()));
     pairs
 }
 

@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use crate::app::{self, AppState};
 use crate::follow::{self, Follower};
+use crate::store::signals::Detection;
 use crate::store::{Backend, Store};
 
 /// How often the retention purge runs. Between runs, queries already hide what has expired.
@@ -26,11 +27,15 @@ pub struct ServeOptions {
     pub retention_text: String,
     pub token: Option<String>,
     pub follow: Vec<PathBuf>,
+    pub detection: Detection,
 }
 
 /// Runs until SIGINT or SIGTERM. Errors are one line for the user.
 pub fn serve(options: ServeOptions) -> Result<(), String> {
-    let store = options.store.open(&options.db, options.retention_ms).map_err(|e| e.to_string())?;
+    let store = options
+        .store
+        .open(&options.db, options.retention_ms, options.detection.clone())
+        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@
 //! with the same answers.
 
 pub mod clickhouse;
+pub mod signals;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use api_sessions_core::time::Millis;
 use serde::Serialize;
 
+use self::signals::{Detection, SessionSignals};
 use crate::batch::Batch;
 
 /// Slices of a session's timeline.
@@ -46,13 +48,22 @@ impl Backend {
         Err(format!("invalid store \"{quoted}\": use sqlite or clickhouse=URL"))
     }
 
-    /// Opens the store; `db` is the SQLite file.
-    pub fn open(&self, db: &Path, retention_ms: i64) -> Result<Arc<dyn Store>> {
+    /// Opens the store; `db` is the SQLite file; sessions are scored as `detection` says.
+    pub fn open(
+        &self,
+        db: &Path,
+        retention_ms: i64,
+        detection: Detection,
+    ) -> Result<Arc<dyn Store>> {
         Ok(match self {
-            Backend::Sqlite => Arc::new(sqlite::SqliteStore::open(db, retention_ms)?),
-            Backend::ClickHouse(config) => {
-                Arc::new(clickhouse::ClickHouseStore::open(config.clone(), retention_ms)?)
+            Backend::Sqlite => {
+                Arc::new(sqlite::SqliteStore::open_with(db, retention_ms, detection)?)
             }
+            Backend::ClickHouse(config) => Arc::new(clickhouse::ClickHouseStore::open_with(
+                config.clone(),
+                retention_ms,
+                detection,
+            )?),
         })
     }
 
@@ -181,6 +192,53 @@ pub struct Filter {
     pub attack: Option<AttackFilter>,
     /// Free text over path, parameters, user and the attack request line; ASCII case-insensitive.
     pub q: Option<String>,
+    /// Sessions whose risk is at least this.
+    pub risk_min: Option<u8>,
+    /// Sessions with this finding (a signal name, see `detect::SignalName`).
+    pub signal: Option<String>,
+    pub sort: Sort,
+}
+
+/// The order of the sessions list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// Most recently active first.
+    #[default]
+    Last,
+    /// Highest risk first, then most recently active.
+    Risk,
+}
+
+impl Sort {
+    pub fn parse(text: &str) -> Option<Sort> {
+        match text {
+            "last" => Some(Sort::Last),
+            "risk" => Some(Sort::Risk),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Last => "last",
+            Sort::Risk => "risk",
+        }
+    }
+}
+
+/// The sort key of a session under [`Sort::Risk`], kept in [`Cursor::ts`]: risk first, then
+/// the last request's time (every time a record can carry is within ±2^48 ms).
+pub fn risk_key(risk: u8, last_ts: i64) -> i64 {
+    const TS_BITS: u32 = 50;
+    let ts = last_ts.clamp(-(1 << 48), (1 << 48) - 1) + (1 << 49);
+    (i64::from(risk) << TS_BITS) | ts
+}
+
+/// The risk and last time of a [`risk_key`].
+pub fn risk_of_key(key: i64) -> (u8, i64) {
+    const TS_BITS: u32 = 50;
+    let risk = (key >> TS_BITS).clamp(0, 255) as u8;
+    (risk, (key & ((1 << TS_BITS) - 1)) - (1 << 49))
 }
 
 impl Filter {
@@ -202,14 +260,23 @@ impl Filter {
             user: self.user.clone(),
             role: self.role.clone(),
             flow: self.flow.clone(),
+            risk_min: self.risk_min,
+            signal: self.signal.clone(),
+            sort: self.sort,
             ..Filter::default()
         }
+    }
+
+    /// Whether a filter on the session's detection is set.
+    pub fn selects_detection(&self) -> bool {
+        self.risk_min.is_some() || self.signal.is_some()
     }
 }
 
 /// A position in the sessions list: the sort key of the last session on a page.
 ///
-/// Sessions are ordered by their last matching request, newest first, then by an internal id.
+/// Sessions are ordered by their last matching request, newest first, then by an internal id;
+/// under [`Sort::Risk`], `ts` is the session's [`risk_key`].
 /// Keyset pagination keeps pages stable while records keep arriving: a session is never shown
 /// twice, and one that did not change since the first page is never skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -248,6 +315,10 @@ pub struct SessionSummary {
     /// Label of the key that resolved the session, e.g. `cookie:PHPSESSID`.
     pub session_key: String,
     pub session_start: Millis,
+    /// 0 to 100, over the whole session (see `detect`).
+    pub risk: u8,
+    /// The names of the signals scoring 0.5 or more, highest first.
+    pub signals: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -323,6 +394,8 @@ pub struct SessionDetail {
     /// Other sessions with the same key hash, most recent first.
     pub related: Vec<String>,
     pub requests: RequestPage,
+    /// Every signal with its detail and evidence, and the session's actor.
+    pub detection: SessionSignals,
 }
 
 /// What a retention purge removed.

@@ -682,8 +682,9 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
     let store = open().unwrap();
     let listed = store.list_sessions(&Filter::default(), None, 10).unwrap();
     assert_eq!(listed.sessions.len(), 1);
-    let versions = fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version");
-    assert_eq!(versions, "1\n");
+    let versions =
+        fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version ORDER BY version");
+    assert_eq!(versions, "1\n2\n");
 
     fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
     let err = open().err().expect("a newer schema is refused").to_string();

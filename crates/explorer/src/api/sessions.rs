@@ -9,8 +9,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
+use crate::detect::Signal;
 use crate::error::Error;
 use crate::params::{PageSize, QueryParams};
+use crate::store::signals::Actor;
 use crate::store::{SessionPage, SessionSummary, Stats, Timeline};
 
 pub async fn list(
@@ -33,6 +35,10 @@ pub struct SessionResponse {
     /// Each record as the text it arrived as, so fields this version does not know survive.
     requests: Vec<Box<RawValue>>,
     next_cursor: Option<String>,
+    /// The session's risk, every signal with its detail and evidence, and its actor.
+    risk: u8,
+    signals: Vec<Signal>,
+    actor: Option<Actor>,
 }
 
 pub async fn show(
@@ -59,5 +65,8 @@ pub async fn show(
         related: detail.related,
         requests,
         next_cursor: detail.requests.next.map(|cursor| cursor.to_string()),
+        risk: detail.detection.risk,
+        signals: detail.detection.signals,
+        actor: detail.detection.actor,
     }))
 }

@@ -8,6 +8,7 @@
 mod http;
 mod query;
 mod schema;
+mod signals;
 mod sql;
 mod write;
 
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 use api_sessions_core::time::Millis;
 
 pub use self::http::Config;
+use super::signals::Detection;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, Result, SessionDetail,
     SessionPage, Store, StoreError,
@@ -26,17 +28,24 @@ pub struct ClickHouseStore {
     client: http::Client,
     writer: Mutex<write::Clock>,
     retention_ms: i64,
+    detection: Detection,
 }
 
 impl ClickHouseStore {
-    /// Connects, creating the database and its tables if needed.
+    /// Connects, creating the database and its tables if needed; sessions are scored with the
+    /// default thresholds.
     pub fn open(config: Config, retention_ms: i64) -> Result<Self> {
+        Self::open_with(config, retention_ms, Detection::default())
+    }
+
+    /// Connects, scoring sessions as `detection` says.
+    pub fn open_with(config: Config, retention_ms: i64, detection: Detection) -> Result<Self> {
         let describe = config.describe();
         let fail = |err: StoreError| StoreError::new(format!("cannot open {describe}: {err}"));
         let client = http::Client::new(config);
         schema::migrate(&client).map_err(fail)?;
         let clock = write::Clock::load(&client).map_err(fail)?;
-        Ok(ClickHouseStore { client, writer: Mutex::new(clock), retention_ms })
+        Ok(ClickHouseStore { client, writer: Mutex::new(clock), retention_ms, detection })
     }
 
     /// The oldest timestamp still served.
@@ -48,7 +57,7 @@ impl ClickHouseStore {
 impl Store for ClickHouseStore {
     fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts> {
         let mut clock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write::ingest(&self.client, &mut clock, &batch, position.as_ref())
+        write::ingest(&self.client, &mut clock, &batch, position.as_ref(), &self.detection)
     }
 
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {
@@ -71,7 +80,8 @@ impl Store for ClickHouseStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Option<SessionDetail>> {
-        query::session(&self.client, session_id, filter, after, limit, self.floor())
+        let window = self.detection.window_hours();
+        query::session(&self.client, session_id, filter, after, limit, self.floor(), window)
     }
 
     fn session_requests(

@@ -7,6 +7,7 @@
 mod query;
 mod schema;
 mod search;
+mod signals;
 mod tally;
 mod write;
 mod writer;
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
+use super::signals::Detection;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, PurgeCounts, RequestPage, Result, SessionDetail,
     SessionPage, Store, StoreError,
@@ -35,11 +37,18 @@ pub struct SqliteStore {
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
     retention_ms: i64,
+    detection: Detection,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the database at `path`; sessions are scored
+    /// with the default thresholds.
     pub fn open(path: &Path, retention_ms: i64) -> Result<Self> {
+        Self::open_with(path, retention_ms, Detection::default())
+    }
+
+    /// Opens the database at `path`, scoring sessions as `detection` says.
+    pub fn open_with(path: &Path, retention_ms: i64, detection: Detection) -> Result<Self> {
         let fail = |err: StoreError| {
             StoreError::new(format!("cannot open database \"{}\": {err}", path.display()))
         };
@@ -51,9 +60,10 @@ impl SqliteStore {
         wal.push("-wal");
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: writer::Writer::start(conn, checkpointer, wal.into()),
+            writer: writer::Writer::start(conn, checkpointer, wal.into(), detection.clone()),
             readers: Mutex::new(Vec::new()),
             retention_ms,
+            detection,
         })
     }
 
@@ -108,7 +118,10 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Option<SessionDetail>> {
         let floor = self.floor();
-        self.with_reader(|conn| query::session(conn, session_id, filter, after, limit, floor))
+        let window = self.detection.window_hours();
+        self.with_reader(|conn| {
+            query::session(conn, session_id, filter, after, limit, floor, window)
+        })
     }
 
     fn session_requests(

@@ -8,10 +8,12 @@ use api_sessions_core::time::Millis;
 use serde::Deserialize;
 
 use super::http::Client;
+use super::signals;
 use super::sql::{literal, literals, request_predicates, session_predicate};
 use crate::store::{
-    Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage, SessionSummary, Stats,
-    StoredRequest, Timeline, TimelineBin, RELATED_LIMIT, TIMELINE_BINS,
+    risk_key, risk_of_key, Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage,
+    SessionSummary, Sort, Stats, StoredRequest, Timeline, TimelineBin, RELATED_LIMIT,
+    TIMELINE_BINS,
 };
 
 /// The internal id of a session in list order and cursors: a 63-bit hash of its id, so equal
@@ -64,6 +66,8 @@ impl Info {
             key_hash: self.key_hash,
             session_key: self.session_key,
             session_start: Millis(self.start),
+            risk: 0,
+            signals: Vec::new(),
         }
     }
 }
@@ -80,6 +84,9 @@ struct Listed {
     ips: Vec<String>,
     nodes: Vec<String>,
     all_flows: Vec<String>,
+    /// With `sort=risk`.
+    #[serde(default)]
+    risk: u8,
 }
 
 pub fn list(
@@ -94,22 +101,41 @@ pub fn list(
                 count() AS n, countIf(attack IS NOT NULL) AS attacks,
                 groupUniqArray(ip) AS ips, groupUniqArray(node) AS nodes,
                 groupArrayArray(flows) AS all_flows
-         FROM requests WHERE 1{}{} GROUP BY session_id",
+         FROM requests WHERE 1{}{}{} GROUP BY session_id",
         request_predicates(filter, floor),
-        session_predicate(filter, floor)
+        session_predicate(filter, floor),
+        signals::predicate(filter)
     );
-    // Keyset pagination on (last selected request, number), newest first.
-    if let Some(cursor) = after {
-        let (ts, id) = (cursor.ts, cursor.id);
-        let _ = write!(sql, " HAVING hi < {ts} OR (hi = {ts} AND number < {id})");
+    if filter.sort == Sort::Risk {
+        // Keyset pagination on (risk, last selected request, number), highest first.
+        sql = format!(
+            "SELECT session_id, number, lo, hi, n, attacks, ips, nodes, all_flows, risk
+             FROM ({sql}) ANY LEFT JOIN ({}) USING session_id",
+            signals::LATEST
+        );
+        if let Some(cursor) = after {
+            let ((risk, ts), id) = (risk_of_key(cursor.ts), cursor.id);
+            let _ = write!(
+                sql,
+                " WHERE risk < {risk} OR (risk = {risk} AND (hi < {ts} OR (hi = {ts} AND number < {id})))"
+            );
+        }
+        let _ = write!(sql, " ORDER BY risk DESC, hi DESC, number DESC LIMIT {}", limit + 1);
+    } else {
+        // Keyset pagination on (last selected request, number), newest first.
+        if let Some(cursor) = after {
+            let (ts, id) = (cursor.ts, cursor.id);
+            let _ = write!(sql, " HAVING hi < {ts} OR (hi = {ts} AND number < {id})");
+        }
+        let _ = write!(sql, " ORDER BY hi DESC, number DESC LIMIT {}", limit + 1);
     }
-    let _ = write!(sql, " ORDER BY hi DESC, number DESC LIMIT {}", limit + 1);
     let mut listed: Vec<Listed> = client.rows(&sql)?;
     let more = listed.len() > limit;
     listed.truncate(limit);
 
     let ids: Vec<&str> = listed.iter().map(|row| row.session_id.as_str()).collect();
     let mut infos = infos(client, &ids, floor)?;
+    let mut detected = signals::summaries(client, &ids)?;
     let mut page = SessionPage { sessions: Vec::with_capacity(listed.len()), next_cursor: None };
     for row in &listed {
         // Gone between the two statements only if purged meanwhile.
@@ -124,11 +150,16 @@ pub fn list(
         for flow in &row.all_flows {
             *summary.flows.entry(flow.clone()).or_default() += 1;
         }
+        if let Some((risk, findings)) = detected.remove(&row.session_id) {
+            (summary.risk, summary.signals) = (risk, findings);
+        }
         page.sessions.push(summary);
     }
     if more {
-        page.next_cursor =
-            listed.last().map(|row| Cursor { ts: row.hi, id: row.number }.to_string());
+        page.next_cursor = listed.last().map(|row| {
+            let ts = if filter.sort == Sort::Risk { risk_key(row.risk, row.hi) } else { row.hi };
+            Cursor { ts, id: row.number }.to_string()
+        });
     }
     Ok(page)
 }
@@ -167,6 +198,7 @@ pub fn session(
     after: Option<Cursor>,
     limit: usize,
     floor: i64,
+    window_hours: u32,
 ) -> Result<Option<SessionDetail>> {
     let Some(info) = infos(client, &[session_id], floor)?.remove(session_id) else {
         return Ok(None);
@@ -226,12 +258,16 @@ pub fn session(
         literal(&summary.key_hash)
     ))?;
     let requests = request_page(client, &id, &predicates, after, limit)?;
+    let detection = signals::session(client, session_id, window_hours, floor)?;
+    summary.risk = detection.risk;
+    summary.signals = crate::store::signals::findings(&detection.signals);
     Ok(Some(SessionDetail {
         session: summary,
         stats,
         timeline,
         related: related.into_iter().map(|row| row.session_id).collect(),
         requests,
+        detection,
     }))
 }
 

@@ -10,10 +10,10 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::tally::{self, Tally};
-use super::{schema, search};
+use super::{schema, search, signals};
 use crate::store::{
-    AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionPage, SessionSummary,
-    StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
+    risk_key, risk_of_key, AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail,
+    SessionPage, SessionSummary, Sort, StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
 };
 
 /// Above this many sessions of one user or role, walking the requests in time order is
@@ -117,7 +117,7 @@ struct SessionRow {
 }
 
 const SESSION_COLUMNS: &str = "id, session_id, key_hash, session_key, session_start, first_ts, \
-                               last_ts, requests, attacks, user, role, nodes";
+                               last_ts, requests, attacks, user, role, nodes, risk, signals";
 
 fn session_row(conn: &Connection, condition: &str, key: Value) -> Result<Option<SessionRow>> {
     let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {condition}");
@@ -142,6 +142,10 @@ fn session_row(conn: &Connection, condition: &str, key: Value) -> Result<Option<
                         .collect(),
                     flows: Default::default(),
                     ips: Vec::new(),
+                    risk: row.get::<_, i64>(12)?.clamp(0, 100) as u8,
+                    signals: tally::split_list(row.get_ref(13)?.as_str()?)
+                        .map(str::to_owned)
+                        .collect(),
                 },
             })
         })
@@ -281,14 +285,19 @@ pub fn list(
     let tx = conn.unchecked_transaction()?;
     let want = limit + 1;
     let mut selection = Selection::new(&tx, filter, floor)?;
-    let mut keys = match &mut selection {
-        Some(selection) => match candidate_sessions(&tx, filter, floor)? {
-            Some(candidates) => {
-                rank_sessions(&tx, &candidates, &selection.predicates, after, want)?
-            }
-            None => walk_requests(&tx, filter, selection, after, want)?,
-        },
-        None => walk_sessions(&tx, filter, after, want, floor)?,
+    let mut keys = if filter.sort == Sort::Risk {
+        let predicates = selection.as_ref().map(|selection| &selection.predicates);
+        walk_by_risk(&tx, filter, predicates, after, want, floor)?
+    } else {
+        match &mut selection {
+            Some(selection) => match candidate_sessions(&tx, filter, floor)? {
+                Some(candidates) => {
+                    rank_sessions(&tx, &candidates, &selection.predicates, after, want)?
+                }
+                None => walk_requests(&tx, filter, selection, after, want)?,
+            },
+            None => walk_sessions(&tx, filter, after, want, floor)?,
+        }
     };
     let more = keys.len() > limit;
     keys.truncate(limit);
@@ -346,8 +355,64 @@ fn walk_sessions(
     Ok(keys)
 }
 
-/// Appends the user and role conditions on `sessions s`.
+/// Sessions in risk order, highest first (then most recently active), that have a request
+/// `predicates` select, when there are predicates.
+fn walk_by_risk(
+    conn: &Connection,
+    filter: &Filter,
+    predicates: Option<&Predicates>,
+    after: Option<Cursor>,
+    want: usize,
+    floor: i64,
+) -> Result<Vec<Cursor>> {
+    let mut sql = "SELECT s.id, s.risk, s.last_ts FROM sessions s WHERE s.last_ts >= ?".to_owned();
+    let mut params = vec![Value::Integer(floor)];
+    push_session_conditions(&mut sql, &mut params, filter);
+    push_flow_condition(&mut sql, &mut params, filter);
+    if let Some(cursor) = after {
+        let (risk, ts) = risk_of_key(cursor.ts);
+        sql.push_str(" AND (s.risk, s.last_ts, s.id) < (?, ?, ?)");
+        params.extend([Value::Integer(risk.into()), Value::Integer(ts), Value::Integer(cursor.id)]);
+    }
+    sql.push_str(" ORDER BY s.risk DESC, s.last_ts DESC, s.id DESC");
+    let mut any = match predicates {
+        Some(predicates) => Some(conn.prepare_cached(&format!(
+            "SELECT 1 FROM requests r INDEXED BY requests_session WHERE r.session = ?{} LIMIT 1",
+            predicates.sql
+        ))?),
+        None => None,
+    };
+    let mut select = conn.prepare_cached(&sql)?;
+    let mut rows = select.query(params_from_iter(params))?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (id, risk, last_ts): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if let (Some(any), Some(predicates)) = (any.as_mut(), predicates) {
+            if !any.exists(params_from_iter(predicates.bind([Value::Integer(id)])))? {
+                continue;
+            }
+        }
+        keys.push(Cursor { ts: risk_key(risk.clamp(0, 100) as u8, last_ts), id });
+        if keys.len() == want {
+            break;
+        }
+    }
+    Ok(keys)
+}
+
+/// Appends the user, role, risk and signal conditions on `sessions s`.
 fn push_session_conditions(sql: &mut String, params: &mut Vec<Value>, filter: &Filter) {
+    if let Some(risk) = filter.risk_min {
+        sql.push_str(" AND s.risk >= ?");
+        params.push(Value::Integer(risk.into()));
+    }
+    if let Some(signal) = &filter.signal {
+        // `signals` holds the names one per line.
+        sql.push_str(
+            " AND instr(char(10) || s.signals || char(10), char(10) || ? || char(10)) > 0",
+        );
+        params.push(Value::Text(signal.clone()));
+    }
     if let Some(user) = &filter.user {
         sql.push_str(" AND s.user = ?");
         params.push(Value::Text(user.clone()));
@@ -603,7 +668,11 @@ struct SessionCheck<'c> {
 impl<'c> SessionCheck<'c> {
     /// `None` when no session-level filter is set.
     fn new(conn: &'c Connection, filter: &Filter) -> Result<Option<Self>> {
-        if filter.user.is_none() && filter.role.is_none() && filter.flow.is_none() {
+        if filter.user.is_none()
+            && filter.role.is_none()
+            && filter.flow.is_none()
+            && !filter.selects_detection()
+        {
             return Ok(None);
         }
         let mut sql = "SELECT 1 FROM sessions s WHERE s.id = ?".to_owned();
@@ -626,6 +695,7 @@ pub fn session(
     after: Option<Cursor>,
     limit: usize,
     floor: i64,
+    window_hours: u32,
 ) -> Result<Option<SessionDetail>> {
     let tx = conn.unchecked_transaction()?;
     let Some(mut row) = session_row(&tx, "session_id = ?", Value::Text(session_id.to_owned()))?
@@ -653,12 +723,14 @@ pub fn session(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let requests = request_page(&tx, row.id, &predicates, after, limit)?;
+    let detection = signals::session(&tx, row.id, row.summary.risk, window_hours, floor)?;
     Ok(Some(SessionDetail {
         session: row.summary,
         stats: tally.stats,
         timeline,
         related,
         requests,
+        detection,
     }))
 }
 

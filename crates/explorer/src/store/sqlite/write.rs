@@ -16,8 +16,10 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, Transa
 
 use super::schema;
 use super::search::{self, BatchFilters};
+use super::signals;
 use super::tally::{self, Tally};
 use crate::batch::{Batch, RecordRef};
+use crate::store::signals::Detection;
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Rows deleted per purge transaction, so the writer lock is never held for long.
@@ -271,6 +273,7 @@ pub fn ingest(
     conn: &mut Connection,
     ids: &mut Ids,
     jobs: &[IngestJob],
+    detection: &Detection,
 ) -> Result<Vec<IngestCounts>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut all_counts = Vec::with_capacity(jobs.len());
@@ -284,6 +287,7 @@ pub fn ingest(
         )?;
         let mut id_taken = tx.prepare_cached("SELECT 1 FROM requests WHERE id = ?")?;
         let mut search_index = search::Pending::default();
+        let mut detected = signals::Pending::default();
         let mut flows = String::new();
 
         for job in jobs {
@@ -345,6 +349,9 @@ pub fn ingest(
                 let hit = search::Hit { ts: record.ts(), id, session: acc.id };
                 search_index.add(&tx, hour, hit, record.search(), job.filters.covers(hour))?;
                 acc.add(&record);
+                if detection.config().is_some() {
+                    detected.observe(&acc.id, &record);
+                }
                 counts.accepted += 1;
             }
             if let Some(position) = &job.position {
@@ -369,6 +376,7 @@ pub fn ingest(
             acc.save(&tx)?;
         }
         search_index.save(&tx)?;
+        signals::apply(&tx, detected, detection)?;
     }
     tx.commit()?;
     Ok(all_counts)
@@ -432,6 +440,7 @@ pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
     // check every hit against `requests`.
     conn.execute("DELETE FROM search_filters WHERE hour < ?", [schema::hour(cutoff)])?;
     conn.execute("DELETE FROM search_blocks WHERE hour < ?", [schema::hour(cutoff)])?;
+    signals::purge(conn, cutoff)?;
 
     // Sessions that straddle the cutoff keep their newer requests; their aggregates must stop
     // counting the deleted ones. After a recount `first_ts >= cutoff`, so each is done once.
@@ -454,6 +463,7 @@ pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
 
 fn delete_session(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.prepare_cached("DELETE FROM sessions WHERE id = ?")?.execute([id])?;
+    signals::forget(tx, id)?;
     delete_session_parts(tx, id)
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::write::{self, IngestJob};
+use crate::store::signals::Detection;
 use crate::store::{IngestCounts, PurgeCounts, Result, StoreError};
 
 /// Records written per transaction at most, however many batches wait.
@@ -46,11 +47,16 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer on `conn` and a checkpointer on `checkpointer`.
-    pub fn start(conn: Connection, checkpointer: Connection, wal: PathBuf) -> Writer {
+    pub fn start(
+        conn: Connection,
+        checkpointer: Connection,
+        wal: PathBuf,
+        detection: Detection,
+    ) -> Writer {
         let (jobs, queue) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("api-sessions-writer".into())
-            .spawn(move || run(conn, checkpointer, wal, &queue))
+            .spawn(move || run(conn, checkpointer, wal, &queue, &detection))
             .expect("spawn the writer thread");
         Writer { jobs: Some(jobs), thread: Some(thread) }
     }
@@ -87,7 +93,13 @@ fn stopped() -> StoreError {
     StoreError::new("the database writer has stopped")
 }
 
-fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mpsc::Receiver<Job>) {
+fn run(
+    mut conn: Connection,
+    checkpointer: Connection,
+    wal: PathBuf,
+    queue: &mpsc::Receiver<Job>,
+    detection: &Detection,
+) {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let checkpoints = thread::Builder::new()
         .name("api-sessions-checkpoint".into())
@@ -119,7 +131,7 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
                     }
                 }
                 let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                let results: Vec<_> = match write::ingest(&mut conn, &mut ids, &jobs) {
+                let results: Vec<_> = match write::ingest(&mut conn, &mut ids, &jobs, detection) {
                     Ok(counts) => counts.into_iter().map(Ok).collect(),
                     // A batch the database refuses fails its whole transaction: store the
                     // others on their own, so that only it fails.
@@ -127,7 +139,8 @@ fn run(mut conn: Connection, checkpointer: Connection, wal: PathBuf, queue: &mps
                         .iter()
                         .map(|job| {
                             let job = std::slice::from_ref(job);
-                            write::ingest(&mut conn, &mut ids, job).map(|counts| counts[0])
+                            write::ingest(&mut conn, &mut ids, job, detection)
+                                .map(|counts| counts[0])
                         })
                         .collect(),
                     Err(err) => vec![Err(err)],
