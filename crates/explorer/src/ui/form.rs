@@ -3,6 +3,7 @@
 use api_sessions_core::time::Millis;
 
 use super::html::Html;
+use crate::detect::SignalName;
 use crate::params::QueryParams;
 
 /// The flow names the `api_sessions_flow` directive documents, suggested by the form; custom ones can be typed.
@@ -23,6 +24,9 @@ pub enum Field {
     Status,
     Attack,
     Q,
+    RiskMin,
+    Signal,
+    Sort,
 }
 
 /// Everything the sessions list filters on.
@@ -38,6 +42,9 @@ pub const GLOBAL: &[Field] = &[
     Field::Status,
     Field::Attack,
     Field::Q,
+    Field::RiskMin,
+    Field::Signal,
+    Field::Sort,
 ];
 /// What selects requests inside a session.
 pub const IN_SESSION: &[Field] = &[
@@ -51,7 +58,8 @@ pub const IN_SESSION: &[Field] = &[
     Field::Q,
 ];
 /// What describes a whole session; carried through the session page unchanged.
-pub const SESSION_LEVEL: &[Field] = &[Field::User, Field::Role, Field::Flow];
+pub const SESSION_LEVEL: &[Field] =
+    &[Field::User, Field::Role, Field::Flow, Field::RiskMin, Field::Signal, Field::Sort];
 
 impl Field {
     fn name(self) -> &'static str {
@@ -67,6 +75,9 @@ impl Field {
             Field::Status => "status",
             Field::Attack => "attack",
             Field::Q => "q",
+            Field::RiskMin => "risk_min",
+            Field::Signal => "signal",
+            Field::Sort => "sort",
         }
     }
 
@@ -83,6 +94,9 @@ impl Field {
             Field::Status => "Status",
             Field::Attack => "Attack",
             Field::Q => "Search",
+            Field::RiskMin => "Risk at least",
+            Field::Signal => "Signal",
+            Field::Sort => "Sort by",
         }
     }
 
@@ -99,6 +113,9 @@ impl Field {
             Field::Status => &params.status,
             Field::Attack => &params.attack,
             Field::Q => &params.q,
+            Field::RiskMin => &params.risk_min,
+            Field::Signal => &params.signal,
+            Field::Sort => &params.sort,
         };
         let raw = raw.as_deref().unwrap_or("").trim();
         match self {
@@ -144,6 +161,11 @@ pub fn filter_form(
         html.open("label", &[("for", &id)]).text(field.label()).close("label");
         if field == Field::Method {
             method_select(html, &id, &value);
+        } else if field == Field::Signal {
+            let names: Vec<&str> = SignalName::ALL.iter().map(|name| name.as_str()).collect();
+            select(html, &id, field, &value, "any", &names);
+        } else if field == Field::Sort {
+            select(html, &id, field, &value, "last request", &["risk"]);
         } else {
             let mut attributes =
                 vec![("id", id.as_str()), ("name", field.name()), ("value", &value)];
@@ -153,6 +175,9 @@ pub fn filter_form(
                 Field::Status => &[("placeholder", "404 or 4xx")],
                 Field::Attack => &[("placeholder", "any, or a type")],
                 Field::Q => &[("type", "search"), ("placeholder", "path, parameter, user")],
+                Field::RiskMin => {
+                    &[("type", "number"), ("min", "0"), ("max", "100"), ("placeholder", "0-100")]
+                }
                 _ => &[],
             });
             html.open("input", &attributes);
@@ -171,6 +196,20 @@ pub fn filter_form(
         .element("a", &[("class", "button secondary"), ("href", reset)], "Reset")
         .close("div")
         .close("form");
+}
+
+/// A picker of `options`, with `none` (the empty value) first.
+fn select(html: &mut Html, id: &str, field: Field, value: &str, none: &str, options: &[&str]) {
+    html.open("select", &[("id", id), ("name", field.name())]);
+    html.element("option", &[("value", "")], none);
+    for &option in options {
+        if option == value {
+            html.element("option", &[("value", option), ("selected", "selected")], option);
+        } else {
+            html.element("option", &[("value", option)], option);
+        }
+    }
+    html.close("select");
 }
 
 /// The method picker; a method outside the usual ones stays selectable when it is filtered on.
