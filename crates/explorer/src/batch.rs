@@ -161,14 +161,16 @@ struct Fields {
     session_id: Span,
     session_key: Span,
     key_hash: Span,
+    session_key_builtin: bool,
     method: Span,
+    path: Span,
     status: u16,
     ip: Span,
     /// What endpoints are made of.
     server: Span,
-    path: Span,
     duration_ms: f64,
     response_bytes: u64,
+    user_agent: Option<Span>,
     user: Option<Span>,
     role: Option<Span>,
     attack: Option<Span>,
@@ -250,13 +252,15 @@ impl Batch {
             session_id: self.place(base, text, &view.session_id.0),
             session_key: self.place(base, text, &view.session_key.0),
             key_hash: self.place(base, text, &view.key_hash.0),
+            session_key_builtin: view.session_key_builtin,
             method: self.place(base, text, &view.method.0),
+            path: self.place(base, text, &view.path.0),
             status: view.status,
             ip: self.place(base, text, &view.ip.0),
             server: self.place(base, text, &view.server.0),
-            path: self.place(base, text, &view.path.0),
             duration_ms: view.duration_ms,
             response_bytes: view.response_bytes,
+            user_agent: view.user_agent.as_ref().map(|ua| self.place(base, text, &ua.0)),
             user: view.user.as_ref().map(|user| self.place(base, text, &user.0)),
             role: view.role.as_ref().map(|role| self.place(base, text, &role.0)),
             attack: view.attack.as_ref().map(|attack| self.place(base, text, &attack.kind.0)),
@@ -369,8 +373,21 @@ impl<'b> RecordRef<'b> {
         self.text(self.fields.key_hash)
     }
 
+    pub fn session_key_builtin(&self) -> bool {
+        self.fields.session_key_builtin
+    }
+
     pub fn method(&self) -> &'b str {
         self.text(self.fields.method)
+    }
+
+    /// The request path, without the query string.
+    pub fn path(&self) -> &'b str {
+        self.text(self.fields.path)
+    }
+
+    pub fn user_agent(&self) -> Option<&'b str> {
+        self.fields.user_agent.map(|span| self.text(span))
     }
 
     pub fn status(&self) -> u16 {
@@ -383,10 +400,6 @@ impl<'b> RecordRef<'b> {
 
     pub fn server(&self) -> &'b str {
         self.text(self.fields.server)
-    }
-
-    pub fn path(&self) -> &'b str {
-        self.text(self.fields.path)
     }
 
     pub fn duration_ms(&self) -> f64 {
@@ -502,6 +515,7 @@ mod tests {
         plain.flows.clear();
         plain.params.clear();
         plain.blocked = None;
+        plain.user_agent = Some("curl/8.0".into());
         batch.push_line(&line(&plain)).unwrap();
         assert_eq!(batch.len(), 2);
 
@@ -514,6 +528,7 @@ mod tests {
         assert_eq!((r.method(), r.status(), r.ip()), ("POST", 403, "203.0.113.7"));
         assert_eq!((r.server(), r.path()), ("api.example.com", "/Orders/1001"));
         assert_eq!((r.duration_ms(), r.response_bytes()), (12.5, 1234));
+        assert_eq!((r.user_agent(), r.session_key_builtin()), (None, true));
         assert_eq!((r.user(), r.role(), r.attack()), (Some("Alice"), Some("admin"), Some("sqli")));
         assert_eq!(r.flows().collect::<Vec<_>>(), ["billing", "auth"]);
         assert_eq!(r.search(), "/orders/1001\nalice\norder=ord-1\npost /orders?id=1' http/1.1");
@@ -522,6 +537,7 @@ mod tests {
         let p = got[1];
         assert_eq!((p.user(), p.role(), p.attack(), p.blocked()), (None, None, None, None));
         assert_eq!(p.flows().count(), 0);
+        assert_eq!(p.user_agent(), Some("curl/8.0"));
         assert_eq!(p.search(), "/orders/1001");
         assert_eq!(p.json(), String::from_utf8(line(&plain)).unwrap());
     }

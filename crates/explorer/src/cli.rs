@@ -13,6 +13,7 @@ use crate::endpoints::openapi::OpenApi;
 use crate::endpoints::Endpoints;
 use crate::ingest;
 use crate::server::{self, ServeOptions};
+use crate::store::signals::Detection;
 use crate::store::{Backend, Store};
 
 #[derive(Parser)]
@@ -60,6 +61,10 @@ enum Command {
         /// endpoints, and endpoints are documented, shadow, zombie or unused; repeatable.
         #[arg(long, value_name = "FILE")]
         openapi: Vec<PathBuf>,
+        /// Detection thresholds (TOML, see docs/detection.md); the defaults without it; `off`
+        /// scores nothing.
+        #[arg(long, value_name = "FILE")]
+        detect: Option<PathBuf>,
     },
     /// Load NDJSON files into the database; loading a file again adds nothing.
     Ingest {
@@ -76,6 +81,10 @@ enum Command {
         /// loaded, as with serve; repeatable.
         #[arg(long, value_name = "FILE")]
         openapi: Vec<PathBuf>,
+        /// Detection thresholds (TOML, see docs/detection.md); the defaults without it; `off`
+        /// scores nothing.
+        #[arg(long, value_name = "FILE")]
+        detect: Option<PathBuf>,
     },
 }
 
@@ -122,12 +131,14 @@ pub fn main() -> ExitCode {
             ui_token,
             secure_cookies,
             openapi,
+            detect,
         } => {
             let Some(store) = backend(&store) else { return ExitCode::from(2) };
             let endpoints = match endpoints(&openapi) {
                 Ok(endpoints) => endpoints,
                 Err(message) => return fail(&message),
             };
+            let Some(detection) = detection(detect.as_deref()) else { return ExitCode::from(2) };
             let options = ServeOptions {
                 store,
                 db,
@@ -139,16 +150,20 @@ pub fn main() -> ExitCode {
                 ui_token: ui_token.filter(|token| !token.is_empty()),
                 secure_cookies,
                 endpoints,
+                detection,
             };
             match server::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => fail(&message),
             }
         }
-        Command::Ingest { store, db, files, openapi } => {
-            let Some(store) = backend(&store) else { return ExitCode::from(2) };
+        Command::Ingest { store, db, files, openapi, detect } => {
+            let (Some(store), Some(detection)) = (backend(&store), detection(detect.as_deref()))
+            else {
+                return ExitCode::from(2);
+            };
             match endpoints(&openapi) {
-                Ok(endpoints) => ingest_files(&store, &db, &files, endpoints),
+                Ok(endpoints) => ingest_files(&store, &db, &files, endpoints, detection),
                 Err(message) => fail(&message),
             }
         }
@@ -171,6 +186,17 @@ fn endpoints(files: &[PathBuf]) -> Result<Arc<Endpoints>, String> {
 fn backend(text: &str) -> Option<Backend> {
     match Backend::parse(text) {
         Ok(backend) => Some(backend),
+        Err(message) => {
+            fail(&message);
+            None
+        }
+    }
+}
+
+/// The `--detect` value, or `None` after saying what is wrong with the file.
+fn detection(path: Option<&std::path::Path>) -> Option<Detection> {
+    match Detection::from_option(path) {
+        Ok(detection) => Some(detection),
         Err(message) => {
             fail(&message);
             None
@@ -202,9 +228,10 @@ fn ingest_files(
     db: &std::path::Path,
     files: &[PathBuf],
     endpoints: Arc<Endpoints>,
+    detection: Detection,
 ) -> ExitCode {
     // Retention does not apply to loading: `serve` purges what is too old.
-    let store: Arc<dyn Store> = match backend.open_with_endpoints(db, i64::MAX / 2, endpoints) {
+    let store: Arc<dyn Store> = match backend.open_with(db, i64::MAX / 2, endpoints, detection) {
         Ok(store) => store,
         Err(err) => return fail(&err.to_string()),
     };

@@ -26,7 +26,7 @@ mod state;
 mod timing;
 mod volume;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{Config, ConfigError, Ramp};
 pub use endpoint::{endpoint_of, Endpoint};
@@ -120,7 +120,19 @@ impl Flows {
 }
 
 /// The signals, in the order they are listed when their scores tie.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalName {
     Attacks,
@@ -184,7 +196,7 @@ impl SignalName {
 }
 
 /// One finding about a session.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Signal {
     pub name: SignalName,
     /// 0 to 1, in hundredths; 0.5 and above is a finding.

@@ -10,6 +10,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::detect::SignalName;
 use crate::store::{
     AttackFilter, Cursor, Filter, ListCursor, ListQuery, Order, Sort, SortKey, StatusFilter,
 };
@@ -45,13 +46,18 @@ pub struct QueryParams {
     pub attack: Option<String>,
     /// Requests whose path, parameters, user or User-Agent contain this text.
     pub q: Option<String>,
-    /// What sessions are sorted by: `last` (default), `first`, `requests`, `duration` or
-    /// `attacks`.
+    /// What sessions are sorted by: `last` (default), `first`, `requests`, `duration`,
+    /// `attacks` or `risk`.
     pub sort: Option<String>,
     /// `desc` (default) or `asc`.
     pub order: Option<String>,
     /// Sessions with a request to this endpoint, `METHOD TEMPLATE` (`GET /orders/{id}`).
     pub endpoint: Option<String>,
+    /// Sessions whose risk is at least this, 0 to 100.
+    #[param(value_type = Option<u8>, maximum = 100)]
+    pub risk_min: Option<String>,
+    /// Sessions with this signal among their findings.
+    pub signal: Option<String>,
     /// Items per page: sessions 1 to 500 (default 50), requests 1 to 10000 (default 1000).
     #[param(value_type = Option<u32>, minimum = 1)]
     pub limit: Option<String>,
@@ -140,6 +146,24 @@ impl QueryParams {
                     })
             })
             .transpose()?;
+        let risk_min = set(&self.risk_min)
+            .map(|text| match text.parse::<u8>() {
+                Ok(risk) if risk <= 100 => Ok(risk),
+                _ => Err(format!("invalid \"risk_min\" \"{text}\": expected 0 to 100")),
+            })
+            .transpose()?;
+        let signal = set(&self.signal)
+            .map(|text| match SignalName::parse(text) {
+                Some(name) => Ok(name.as_str().to_owned()),
+                None => {
+                    let names: Vec<&str> = SignalName::ALL.iter().map(|n| n.as_str()).collect();
+                    Err(format!(
+                        "invalid \"signal\" \"{text}\": expected one of {}",
+                        names.join(", ")
+                    ))
+                }
+            })
+            .transpose()?;
         Ok(Filter {
             from,
             to,
@@ -153,6 +177,8 @@ impl QueryParams {
             attack: set(&self.attack).map(AttackFilter::parse),
             q: text(&self.q),
             endpoint,
+            risk_min,
+            signal,
         })
     }
 
@@ -231,6 +257,8 @@ pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
     push("attack", filter.attack.as_ref().map(|a| a.as_str().to_owned()));
     push("q", filter.q.clone());
     push("endpoint", filter.endpoint.clone());
+    push("risk_min", filter.risk_min.map(|risk| risk.to_string()));
+    push("signal", filter.signal.clone());
     pairs
 }
 

@@ -14,6 +14,7 @@ use crate::app::{self, AppState};
 use crate::auth::{Access, SecureCookies};
 use crate::endpoints::Endpoints;
 use crate::follow::{self, Follower};
+use crate::store::signals::Detection;
 use crate::store::{Backend, Store};
 
 /// How often the retention purge runs. Between runs, queries already hide what has expired.
@@ -32,6 +33,7 @@ pub struct ServeOptions {
     pub secure_cookies: SecureCookies,
     /// Endpoints, with the OpenAPI documents of `--openapi`.
     pub endpoints: Arc<Endpoints>,
+    pub detection: Detection,
 }
 
 /// Shorter UI tokens are accepted with a warning: the login form can be tried at will.
@@ -41,7 +43,12 @@ const SHORT_UI_TOKEN: usize = 16;
 pub fn serve(options: ServeOptions) -> Result<(), String> {
     let store = options
         .store
-        .open_with_endpoints(&options.db, options.retention_ms, options.endpoints.clone())
+        .open_with(
+            &options.db,
+            options.retention_ms,
+            options.endpoints.clone(),
+            options.detection.clone(),
+        )
         .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,6 +8,7 @@
 pub mod clickhouse;
 pub mod endpoints;
 mod list;
+pub mod signals;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use utoipa::ToSchema;
 pub use self::list::{
     Aggregates, Direction, ListCursor, ListQuery, Order, SessionKey, Sort, SortKey, Window,
 };
+use self::signals::{Detection, SessionSignals};
 use crate::batch::Batch;
 use crate::endpoints::Endpoints;
 use endpoints::{EndpointKey, Measured};
@@ -54,30 +56,30 @@ impl Backend {
         Err(format!("invalid store \"{quoted}\": use sqlite or clickhouse=URL"))
     }
 
-    /// Opens the store; `db` is the SQLite file.
+    /// Opens the store with the defaults: no OpenAPI documents, default detection.
     pub fn open(&self, db: &Path, retention_ms: i64) -> Result<Arc<dyn Store>> {
-        self.open_with_endpoints(db, retention_ms, Arc::default())
+        self.open_with(db, retention_ms, Arc::default(), Detection::default())
     }
 
-    /// Opens the store, which assigns the endpoints of the records it stores with `endpoints`
-    /// (the OpenAPI documents given, if any).
-    pub fn open_with_endpoints(
+    /// Opens the store; `db` is the SQLite file. Records get their endpoints from `endpoints`
+    /// (the OpenAPI documents given, if any), and sessions are scored as `detection` says.
+    pub fn open_with(
         &self,
         db: &Path,
         retention_ms: i64,
         endpoints: Arc<Endpoints>,
+        detection: Detection,
     ) -> Result<Arc<dyn Store>> {
         Ok(match self {
             Backend::Sqlite => {
-                Arc::new(sqlite::SqliteStore::open_with_endpoints(db, retention_ms, endpoints)?)
+                Arc::new(sqlite::SqliteStore::open_with(db, retention_ms, endpoints, detection)?)
             }
-            Backend::ClickHouse(config) => {
-                Arc::new(clickhouse::ClickHouseStore::open_with_endpoints(
-                    config.clone(),
-                    retention_ms,
-                    endpoints,
-                )?)
-            }
+            Backend::ClickHouse(config) => Arc::new(clickhouse::ClickHouseStore::open_with(
+                config.clone(),
+                retention_ms,
+                endpoints,
+                detection,
+            )?),
         })
     }
 
@@ -208,6 +210,10 @@ pub struct Filter {
     pub q: Option<String>,
     /// Requests to one endpoint, `METHOD TEMPLATE`, on any server.
     pub endpoint: Option<String>,
+    /// Sessions whose risk is at least this.
+    pub risk_min: Option<u8>,
+    /// Sessions with this finding (a signal name, see `detect::SignalName`).
+    pub signal: Option<String>,
 }
 
 impl Filter {
@@ -230,8 +236,15 @@ impl Filter {
             user: self.user.clone(),
             role: self.role.clone(),
             flow: self.flow.clone(),
+            risk_min: self.risk_min,
+            signal: self.signal.clone(),
             ..Filter::default()
         }
+    }
+
+    /// Whether a filter on the session's detection is set.
+    pub fn selects_detection(&self) -> bool {
+        self.risk_min.is_some() || self.signal.is_some()
     }
 }
 
@@ -275,6 +288,10 @@ pub struct SessionSummary {
     pub session_key: String,
     #[schema(value_type = String, format = DateTime)]
     pub session_start: Millis,
+    /// 0 to 100, over the whole session (see `detect`).
+    pub risk: u8,
+    /// The names of the signals scoring 0.5 or more, highest first.
+    pub signals: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
@@ -373,6 +390,8 @@ pub struct SessionDetail {
     /// Other sessions with the same key hash, most recent first.
     pub related: Vec<String>,
     pub requests: RequestPage,
+    /// Every signal with its detail and evidence, and the session's actor.
+    pub detection: SessionSignals,
 }
 
 /// What a retention purge removed.

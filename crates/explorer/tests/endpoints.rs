@@ -54,14 +54,20 @@ impl Place {
     fn open(&self, endpoints: &Arc<Endpoints>) -> Arc<dyn Store> {
         match self {
             Place::Sqlite(dir) => Arc::new(
-                SqliteStore::open_with_endpoints(&dir.path().join("e.db"), WEEK, endpoints.clone())
-                    .unwrap(),
+                SqliteStore::open_with(
+                    &dir.path().join("e.db"),
+                    WEEK,
+                    endpoints.clone(),
+                    Default::default(),
+                )
+                .unwrap(),
             ),
             Place::ClickHouse(url) => Arc::new(
-                ClickHouseStore::open_with_endpoints(
+                ClickHouseStore::open_with(
                     Config::parse(url).unwrap(),
                     WEEK,
                     endpoints.clone(),
+                    Default::default(),
                 )
                 .unwrap(),
             ),

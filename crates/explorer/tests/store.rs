@@ -425,14 +425,15 @@ fn every_filter_selects_sessions_and_counts_only_selected_requests(kind: Kind) {
     }
 }
 
-/// The key a sort orders a listed row by.
-fn sort_value(key: SortKey, row: &Row) -> i64 {
+/// The key a sort orders a listed row by; the risk is read from its summary.
+fn sort_value(key: SortKey, row: &Row, summary: &SessionSummary) -> i64 {
     match key {
         SortKey::Last => row.last.0,
         SortKey::First => row.first.0,
         SortKey::Requests => row.requests as i64,
         SortKey::Duration => row.last.0 - row.first.0,
         SortKey::Attacks => row.attacks as i64,
+        SortKey::Risk => i64::from(summary.risk),
     }
 }
 
@@ -461,7 +462,8 @@ fn every_sort_orders_pages_both_ways_with_an_exact_total(kind: Kind) {
                 let sort = Sort { key, order };
                 let whole = list_sorted(&*t.store, filter, sort, 500);
                 let mut got = rows(&whole);
-                let values: Vec<i64> = got.iter().map(|row| sort_value(key, row)).collect();
+                let values: Vec<i64> =
+                    got.iter().zip(&whole).map(|(row, s)| sort_value(key, row, s)).collect();
                 let mut sorted = values.clone();
                 sorted.sort();
                 if order == Order::Desc {
@@ -804,7 +806,7 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
     assert_eq!(listed.sessions.len(), 1);
     let versions =
         fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version ORDER BY version");
-    assert_eq!(versions, "1\n2\n");
+    assert_eq!(versions, "1\n2\n3\n");
 
     fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
     let err = open().err().expect("a newer schema is refused").to_string();

@@ -10,9 +10,11 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::detect::Signal;
 use crate::endpoints::annotate::{annotate, annotated_json};
 use crate::error::{Error, ErrorBody};
 use crate::params::{PageSize, Params, QueryParams};
+use crate::store::signals::Actor;
 use crate::store::{SessionPage, SessionSummary, Stats, StoreError, Timeline};
 
 /// Sessions with a request that matches the filters, in the order `sort` and `order` ask for.
@@ -60,6 +62,10 @@ pub struct SessionResponse {
     requests_total: u64,
     /// Where the next page of requests starts, as `cursor`.
     next_cursor: Option<String>,
+    /// The session's risk, every signal with its detail and evidence, and its actor.
+    risk: u8,
+    signals: Vec<Signal>,
+    actor: Option<Actor>,
 }
 
 pub async fn show(
@@ -97,5 +103,8 @@ pub async fn show(
         related: detail.related,
         requests,
         next_cursor: detail.requests.next.map(|cursor| cursor.to_string()),
+        risk: detail.detection.risk,
+        signals: detail.detection.signals,
+        actor: detail.detection.actor,
     }))
 }

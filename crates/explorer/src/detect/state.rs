@@ -376,6 +376,11 @@ impl SessionState {
         self.requests
     }
 
+    /// The times of the first and last request, when there is one.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        (self.requests > 0).then_some((self.first_ts, self.last_ts))
+    }
+
     /// The IP address and User-Agent of the session's first request: its actor.
     pub fn origin(&self) -> Option<&Origin> {
         self.origin.as_ref()

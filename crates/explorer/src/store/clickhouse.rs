@@ -9,6 +9,7 @@ mod endpoints;
 mod http;
 mod query;
 mod schema;
+mod signals;
 mod sql;
 mod write;
 
@@ -18,6 +19,7 @@ use api_sessions_core::time::Millis;
 
 pub use self::http::Config;
 use super::endpoints::{EndpointKey, Measured};
+use super::signals::Detection;
 use super::EndpointRange;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
@@ -34,19 +36,23 @@ pub struct ClickHouseStore {
     retention_ms: i64,
     /// Assigns the endpoints of the records, before the writer lock is taken.
     endpoints: Arc<Endpoints>,
+    detection: Detection,
 }
 
 impl ClickHouseStore {
-    /// Connects, creating the database and its tables if needed.
+    /// Connects, creating the database and its tables if needed; sessions are scored with the
+    /// default thresholds.
     pub fn open(config: Config, retention_ms: i64) -> Result<Self> {
-        Self::open_with_endpoints(config, retention_ms, Arc::default())
+        Self::open_with(config, retention_ms, Arc::default(), Detection::default())
     }
 
-    /// Connects; records get their endpoints from `endpoints`.
-    pub fn open_with_endpoints(
+    /// Connects; records get their endpoints from `endpoints`, and sessions are scored as
+    /// `detection` says.
+    pub fn open_with(
         config: Config,
         retention_ms: i64,
         endpoints: Arc<Endpoints>,
+        detection: Detection,
     ) -> Result<Self> {
         let describe = config.describe();
         let fail = |err: StoreError| StoreError::new(format!("cannot open {describe}: {err}"));
@@ -60,6 +66,7 @@ impl ClickHouseStore {
             endpoint_writer: Mutex::new(endpoint_writer),
             retention_ms,
             endpoints,
+            detection,
         })
     }
 
@@ -81,6 +88,7 @@ impl Store for ClickHouseStore {
             &batch,
             &assignments,
             position.as_ref(),
+            &self.detection,
         );
         if stored.is_err() {
             // What the registry admitted may not have been stored.
@@ -106,7 +114,8 @@ impl Store for ClickHouseStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Option<SessionDetail>> {
-        query::session(&self.client, session_id, filter, after, limit, self.floor())
+        let window = self.detection.window_hours();
+        query::session(&self.client, session_id, filter, after, limit, self.floor(), window)
     }
 
     fn session_requests(

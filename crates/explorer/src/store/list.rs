@@ -28,11 +28,19 @@ pub enum SortKey {
     Duration,
     /// Number of (selected) malicious requests.
     Attacks,
+    /// The session's risk, 0 to 100.
+    Risk,
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 5] =
-        [SortKey::Last, SortKey::First, SortKey::Requests, SortKey::Duration, SortKey::Attacks];
+    pub const ALL: [SortKey; 6] = [
+        SortKey::Last,
+        SortKey::First,
+        SortKey::Requests,
+        SortKey::Duration,
+        SortKey::Attacks,
+        SortKey::Risk,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +49,7 @@ impl SortKey {
             SortKey::Requests => "requests",
             SortKey::Duration => "duration",
             SortKey::Attacks => "attacks",
+            SortKey::Risk => "risk",
         }
     }
 
@@ -56,17 +65,20 @@ impl SortKey {
             SortKey::Requests => aggregates.requests as i64,
             SortKey::Duration => aggregates.last_ts - aggregates.first_ts,
             SortKey::Attacks => aggregates.attacks as i64,
+            SortKey::Risk => i64::from(aggregates.risk),
         }
     }
 }
 
-/// What the sort keys are computed from: a session's counts over its (selected) requests.
+/// What the sort keys are computed from: a session's counts over its (selected) requests, and
+/// its risk, which is the whole session's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Aggregates {
     pub first_ts: i64,
     pub last_ts: i64,
     pub requests: u64,
     pub attacks: u64,
+    pub risk: u8,
 }
 
 impl Aggregates {

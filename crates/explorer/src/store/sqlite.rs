@@ -9,6 +9,7 @@ mod list;
 mod query;
 mod schema;
 mod search;
+mod signals;
 mod tally;
 mod write;
 mod writer;
@@ -20,6 +21,7 @@ use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
 use super::endpoints::{EndpointKey, Measured};
+use super::signals::Detection;
 use super::EndpointRange;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
@@ -42,19 +44,23 @@ pub struct SqliteStore {
     retention_ms: i64,
     /// Assigns the endpoints of the records, before they reach the writer.
     endpoints: Arc<Endpoints>,
+    detection: Detection,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the database at `path`; sessions are scored
+    /// with the default thresholds.
     pub fn open(path: &Path, retention_ms: i64) -> Result<Self> {
-        Self::open_with_endpoints(path, retention_ms, Arc::default())
+        Self::open_with(path, retention_ms, Arc::default(), Detection::default())
     }
 
-    /// Opens the database; records get their endpoints from `endpoints`.
-    pub fn open_with_endpoints(
+    /// Opens the database; records get their endpoints from `endpoints`, and sessions are
+    /// scored as `detection` says.
+    pub fn open_with(
         path: &Path,
         retention_ms: i64,
         endpoints: Arc<Endpoints>,
+        detection: Detection,
     ) -> Result<Self> {
         let fail = |err: StoreError| {
             StoreError::new(format!("cannot open database \"{}\": {err}", path.display()))
@@ -68,10 +74,17 @@ impl SqliteStore {
         wal.push("-wal");
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: writer::Writer::start(conn, checkpointer, wal.into(), registry),
+            writer: writer::Writer::start(
+                conn,
+                checkpointer,
+                wal.into(),
+                registry,
+                detection.clone(),
+            ),
             readers: Mutex::new(Vec::new()),
             retention_ms,
             endpoints,
+            detection,
         })
     }
 
@@ -121,7 +134,10 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Option<SessionDetail>> {
         let floor = self.floor();
-        self.with_reader(|conn| query::session(conn, session_id, filter, after, limit, floor))
+        let window = self.detection.window_hours();
+        self.with_reader(|conn| {
+            query::session(conn, session_id, filter, after, limit, floor, window)
+        })
     }
 
     fn session_requests(

@@ -3,6 +3,7 @@
 use api_sessions_core::time::Millis;
 
 use super::html::Html;
+use crate::detect::SignalName;
 use crate::params::QueryParams;
 use crate::store::SortKey;
 
@@ -27,6 +28,8 @@ pub enum Field {
     Sort,
     Order,
     Endpoint,
+    RiskMin,
+    Signal,
 }
 
 /// Everything the sessions list filters on.
@@ -45,6 +48,8 @@ pub const GLOBAL: &[Field] = &[
     Field::Sort,
     Field::Order,
     Field::Endpoint,
+    Field::RiskMin,
+    Field::Signal,
 ];
 /// What selects requests inside a session.
 pub const IN_SESSION: &[Field] = &[
@@ -59,7 +64,8 @@ pub const IN_SESSION: &[Field] = &[
     Field::Endpoint,
 ];
 /// What describes a whole session; carried through the session page unchanged.
-pub const SESSION_LEVEL: &[Field] = &[Field::User, Field::Role, Field::Flow];
+pub const SESSION_LEVEL: &[Field] =
+    &[Field::User, Field::Role, Field::Flow, Field::RiskMin, Field::Signal, Field::Sort];
 
 impl Field {
     fn name(self) -> &'static str {
@@ -78,6 +84,8 @@ impl Field {
             Field::Sort => "sort",
             Field::Order => "order",
             Field::Endpoint => "endpoint",
+            Field::RiskMin => "risk_min",
+            Field::Signal => "signal",
         }
     }
 
@@ -97,6 +105,8 @@ impl Field {
             Field::Sort => "Sort by",
             Field::Order => "Order",
             Field::Endpoint => "Endpoint",
+            Field::RiskMin => "Risk at least",
+            Field::Signal => "Signal",
         }
     }
 
@@ -116,6 +126,8 @@ impl Field {
             Field::Sort => &params.sort,
             Field::Order => &params.order,
             Field::Endpoint => &params.endpoint,
+            Field::RiskMin => &params.risk_min,
+            Field::Signal => &params.signal,
         };
         let raw = raw.as_deref().unwrap_or("").trim();
         match self {
@@ -161,6 +173,10 @@ pub fn filter_form(
         html.open("label", &[("for", &id)]).text(field.label()).close("label");
         if field == Field::Method {
             method_select(html, &id, &value);
+        } else if field == Field::Signal {
+            let mut names = vec![("", "any")];
+            names.extend(SignalName::ALL.iter().map(|name| (name.as_str(), name.as_str())));
+            select(html, &id, field, &value, &names);
         } else if field == Field::Sort {
             let keys = SortKey::ALL.map(|key| (key.name(), sort_label(key)));
             select(html, &id, field, &value, &keys);
@@ -176,6 +192,9 @@ pub fn filter_form(
                 Field::Attack => &[("placeholder", "any, or a type")],
                 Field::Q => &[("type", "search"), ("placeholder", "path, parameter, user")],
                 Field::Endpoint => &[("placeholder", "GET /orders/{id}")],
+                Field::RiskMin => {
+                    &[("type", "number"), ("min", "0"), ("max", "100"), ("placeholder", "0-100")]
+                }
                 _ => &[],
             });
             html.open("input", &attributes);
@@ -204,6 +223,7 @@ fn sort_label(key: SortKey) -> &'static str {
         SortKey::Requests => "requests",
         SortKey::Duration => "duration",
         SortKey::Attacks => "attacks",
+        SortKey::Risk => "risk",
     }
 }
 

@@ -81,8 +81,8 @@ fn table(html: &mut Html, filter: &Filter, page: &SessionPage) {
     }
     html.open("div", &[("class", "scroll")]).open("table", &[("class", "sessions")]);
     html.markup(
-        "<thead><tr><th>Session</th><th>Last request</th><th>Duration</th>\
-         <th class=\"num\">Requests</th><th>User</th><th>Role</th><th>Flows</th><th>IPs</th>\
+        "<thead><tr><th>Session</th><th class=\"num\">Risk</th><th>Signals</th>\
+         <th>Last request</th><th>Duration</th><th class=\"num\">Requests</th><th>User</th><th>Role</th><th>Flows</th><th>IPs</th>\
          <th class=\"num\">Attacks</th><th>Nodes</th></tr></thead><tbody>",
     );
     let query = query_string(filter, &[]);
@@ -101,6 +101,15 @@ fn row(html: &mut Html, session: &SessionSummary, query: &str) {
         .close("a")
         .element("div", &[("class", "muted small")], &session.session_key)
         .close("td");
+    html.open("td", &[("class", "num")])
+        .element("span", &[("class", risk_class(session.risk))], &session.risk.to_string())
+        .close("td");
+    html.open("td", &[("class", "signals")]);
+    for signal in &session.signals {
+        let href = format!("/?signal={}", path_segment(signal));
+        html.element("a", &[("class", "chip"), ("href", &href)], signal);
+    }
+    html.close("td");
     html.open("td", &[("class", "nowrap")])
         .text(&time(session.last_ts))
         .close("td")
@@ -141,6 +150,16 @@ fn row(html: &mut Html, session: &SessionSummary, query: &str) {
     }
     html.element("td", &[("class", "small")], &session.nodes.join(", "));
     html.close("tr");
+}
+
+/// The class of a risk badge: findings (50 and above) stand out.
+pub fn risk_class(risk: u8) -> &'static str {
+    match risk {
+        75.. => "risk high",
+        50.. => "risk medium",
+        1.. => "risk low",
+        0 => "risk none",
+    }
 }
 
 /// Session ids are long hashes; the start is enough to tell them apart on screen.

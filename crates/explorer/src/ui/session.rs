@@ -4,6 +4,7 @@
 //! in-session filters), session-level ones (user, role, flow) ride along unchanged so "back to
 //! sessions" returns to the same list. "Show all requests" drops the request-level ones.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use api_sessions_core::record::Record;
@@ -16,6 +17,7 @@ use super::form::{self, filter_form};
 use super::format::{count, duration, time};
 use super::html::Html;
 use super::layout::{error_box, error_page, not_found, page as render};
+use super::list::risk_class;
 use crate::app::AppState;
 use crate::endpoints::annotate::{annotate, Annotation};
 use crate::params::{path_segment, query_string, QueryParams};
@@ -84,8 +86,10 @@ pub async fn page(
             form::SESSION_LEVEL,
             &view.all_requests(),
         );
+        view.signals(html, &detail);
         view.charts(html, &detail);
         view.requests(html, &detail, &annotations, cursor);
+        view.actor(html, &detail);
         view.related(html, &detail);
     })
 }
@@ -193,6 +197,7 @@ impl View<'_> {
         let mut fact = |name: &str, value: &str| {
             html.element("dt", &[], name).element("dd", &[], value);
         };
+        fact("Risk", &session.risk.to_string());
         fact("Requests", &session.requests.to_string());
         fact("First request", &time(session.first_ts));
         fact("Last request", &time(session.last_ts));
@@ -205,6 +210,88 @@ impl View<'_> {
         fact("Session start", &time(session.session_start));
         fact("Key hash", &session.key_hash);
         html.close("dl");
+    }
+
+    /// Every signal with its detail, its score and the requests that show it.
+    fn signals(&self, html: &mut Html, detail: &SessionDetail) {
+        let detection = &detail.detection;
+        html.open("section", &[("class", "signals"), ("id", "signals")]);
+        html.open("h2", &[])
+            .text("Risk ")
+            .element("span", &[("class", risk_class(detection.risk))], &detection.risk.to_string())
+            .close("h2");
+        if detection.signals.is_empty() {
+            html.element(
+                "p",
+                &[("class", "muted")],
+                "No signal: nothing about this session looks automated or abusive.",
+            );
+            html.close("section");
+            return;
+        }
+        let positions = positions(detail);
+        html.markup(
+            "<table class=\"signals\"><thead><tr><th>Signal</th><th class=\"num\">Score</th>\
+             <th>Detail</th><th>Evidence</th></tr></thead><tbody>",
+        );
+        for signal in &detection.signals {
+            let finding = signal.score >= 0.5;
+            html.open("tr", &[("class", if finding { "finding" } else { "" })])
+                .open("td", &[])
+                .element(
+                    "span",
+                    &[("class", if finding { "chip" } else { "chip weak" })],
+                    signal.name.as_str(),
+                )
+                .close("td")
+                .element("td", &[("class", "num")], &format!("{:.2}", signal.score))
+                .element("td", &[], &signal.detail)
+                .open("td", &[("class", "evidence")]);
+            for request_id in &signal.evidence {
+                let href = match positions.get(request_id.as_str()) {
+                    Some(n) => format!("#req-{n}"),
+                    None => format!(
+                        "{}{}",
+                        self.path,
+                        query_string(&self.filter.session_level(), &[("request_id", request_id)])
+                    ),
+                };
+                html.open("a", &[("href", &href), ("title", request_id)])
+                    .element("code", &[], &short(request_id))
+                    .close("a")
+                    .text(" ");
+            }
+            html.close("td").close("tr");
+        }
+        html.markup("</tbody></table>");
+        html.close("section");
+    }
+
+    /// The other sessions of the same IP address and User-Agent around this one.
+    fn actor(&self, html: &mut Html, detail: &SessionDetail) {
+        let Some(actor) = &detail.detection.actor else { return };
+        html.open("section", &[("class", "actor"), ("id", "actor")]);
+        html.element("h2", &[], "Same actor");
+        html.open("p", &[("class", "muted")])
+            .text("IP address ")
+            .element("code", &[], &actor.ip)
+            .text(", User-Agent ")
+            .element("code", &[], actor.user_agent.as_deref().unwrap_or("(none)"))
+            .text(&format!(": {} other sessions around this one.", actor.sessions))
+            .close("p");
+        if !actor.session_ids.is_empty() {
+            html.open("ul", &[("class", "related actor-sessions")]);
+            for id in &actor.session_ids {
+                let href = format!("/sessions/{}", path_segment(id));
+                html.open("li", &[])
+                    .open("a", &[("href", &href)])
+                    .element("code", &[], id)
+                    .close("a")
+                    .close("li");
+            }
+            html.close("ul");
+        }
+        html.close("section");
     }
 
     fn charts(&self, html: &mut Html, detail: &SessionDetail) {
@@ -293,10 +380,25 @@ impl View<'_> {
              <th>Status</th><th class=\"num\">Time, ms</th><th class=\"num\">Size, bytes</th><th>IP</th>\
              <th>User</th><th>Role</th><th>Params</th><th>Attack</th></tr></thead><tbody>",
         );
+        let evidence = evidence(detail);
         for (i, (record, annotation)) in records.iter().zip(&annotations).enumerate() {
             let n = offset + i + 1;
             let anchor = format!("#req-{n}");
-            html.open("tr", &[("class", if record.attack.is_some() { "malicious" } else { "" })]);
+            let mut class = String::new();
+            if record.attack.is_some() {
+                class.push_str("malicious");
+            }
+            let shows = evidence.get(record.request_id.as_str());
+            if shows.is_some() {
+                class.push_str(" evidence");
+            }
+            let names = shows.map(|names| names.iter().copied().collect::<Vec<_>>().join(" "));
+            let mut attributes = vec![("class", class.trim())];
+            if let Some(names) = &names {
+                attributes.push(("title", names.as_str()));
+                attributes.push(("data-signals", names.as_str()));
+            }
+            html.open("tr", &attributes);
             html.open("td", &[])
                 .element("a", &[("href", &anchor)], &count(n as u64))
                 .close("td")
@@ -453,6 +555,43 @@ fn endpoint_cell(html: &mut Html, annotation: Option<&Annotation>) {
         }
     }
     html.close("td");
+}
+
+/// The request ids that are evidence of a signal, with the signals they show.
+fn evidence(detail: &SessionDetail) -> BTreeMap<&str, BTreeSet<&'static str>> {
+    let mut evidence: BTreeMap<&str, BTreeSet<&'static str>> = BTreeMap::new();
+    for signal in &detail.detection.signals {
+        for request_id in &signal.evidence {
+            evidence.entry(request_id.as_str()).or_default().insert(signal.name.as_str());
+        }
+    }
+    evidence
+}
+
+/// The number (from 1) of each request of the page, by request id.
+fn positions(detail: &SessionDetail) -> BTreeMap<String, usize> {
+    let mut positions = BTreeMap::new();
+    for (n, request) in detail.requests.requests.iter().enumerate() {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            request_id: String,
+        }
+        if let Ok(id) = serde_json::from_str::<Id>(&request.json) {
+            positions.insert(id.request_id, n + 1);
+        }
+    }
+    positions
+}
+
+/// Request ids are long; the start tells them apart on screen.
+fn short(id: &str) -> String {
+    if id.chars().count() > 12 {
+        let mut short: String = id.chars().take(12).collect();
+        short.push('…');
+        short
+    } else {
+        id.to_owned()
+    }
 }
 
 /// Everything a record holds, malicious requests in full.

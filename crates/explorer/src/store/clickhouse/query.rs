@@ -8,6 +8,7 @@ use api_sessions_core::time::Millis;
 use serde::Deserialize;
 
 use super::http::Client;
+use super::signals;
 use super::sql::{literal, literals, request_predicates, session_predicate};
 use crate::store::{
     prefix_end, Cursor, Filter, ListQuery, RequestPage, Result, SessionDetail, SessionKey,
@@ -65,6 +66,8 @@ impl Info {
             key_hash: self.key_hash,
             session_key: self.session_key,
             session_start: Millis(self.start),
+            risk: 0,
+            signals: Vec::new(),
         }
     }
 }
@@ -77,6 +80,8 @@ fn sort_expression(key: SortKey) -> &'static str {
         SortKey::Requests => "toInt64(n)",
         SortKey::Duration => "hi - lo",
         SortKey::Attacks => "toInt64(attacks)",
+        // Replaced by the joined risk (see `list`).
+        SortKey::Risk => "0",
     }
 }
 
@@ -103,8 +108,12 @@ struct Listed {
 
 pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPage> {
     let filter = &query.filter;
-    let selected =
-        format!("{}{}", request_predicates(filter, floor), session_predicate(filter, floor));
+    let selected = format!(
+        "{}{}{}",
+        request_predicates(filter, floor),
+        session_predicate(filter, floor),
+        signals::predicate(filter)
+    );
     // The page's sessions first, ranked on cheap aggregates; what is shown of them after.
     let key = sort_expression(query.sort.key);
     let mut sql = format!(
@@ -112,10 +121,22 @@ pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPag
                 count() AS n, countIf(attack IS NOT NULL) AS attacks, {key} AS sort_key
          FROM requests WHERE 1{selected} GROUP BY session_id"
     );
+    // The risk is the session's, kept apart: joined onto the ranked sessions, and compared
+    // outside the aggregation.
+    let bound = if query.sort.key == SortKey::Risk {
+        sql = format!(
+            "SELECT session_id, number, toInt64(risk) AS sort_key
+             FROM ({sql}) ANY LEFT JOIN ({}) USING session_id",
+            signals::LATEST
+        );
+        "WHERE"
+    } else {
+        "HAVING"
+    };
     if let Some(cursor) = query.cursor {
         let (value, id) = (cursor.key.value, cursor.key.id);
         let comparison = cursor.sql_comparison(query.sort.order);
-        let _ = write!(sql, " HAVING (sort_key, number) {comparison} ({value}, {id})");
+        let _ = write!(sql, " {bound} (sort_key, number) {comparison} ({value}, {id})");
     }
     let order = query.fetch_order().sql();
     let _ = write!(sql, " ORDER BY sort_key {order}, number {order} LIMIT {}", query.limit + 1);
@@ -153,6 +174,7 @@ pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPag
         ))?;
         rows.into_iter().map(|row| (row.session_id.clone(), row)).collect()
     };
+    let mut detected = signals::summaries(client, &ids)?;
     let mut sessions = Vec::with_capacity(ids.len());
     for id in &ids {
         // Gone between the statements only if purged meanwhile.
@@ -166,6 +188,9 @@ pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPag
         summary.nodes = row.nodes.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         for flow in &row.all_flows {
             *summary.flows.entry(flow.clone()).or_default() += 1;
+        }
+        if let Some((risk, findings)) = detected.remove(*id) {
+            (summary.risk, summary.signals) = (risk, findings);
         }
         sessions.push(summary);
     }
@@ -206,6 +231,7 @@ pub fn session(
     after: Option<Cursor>,
     limit: usize,
     floor: i64,
+    window_hours: u32,
 ) -> Result<Option<SessionDetail>> {
     let Some(info) = infos(client, &[session_id], floor)?.remove(session_id) else {
         return Ok(None);
@@ -277,12 +303,16 @@ pub fn session(
         ))?;
         requests.offset = before.first().map_or(0, |row| row.n);
     }
+    let detection = signals::session(client, session_id, window_hours, floor)?;
+    summary.risk = detection.risk;
+    summary.signals = crate::store::signals::findings(&detection.signals);
     Ok(Some(SessionDetail {
         session: summary,
         stats,
         timeline,
         related: related.into_iter().map(|row| row.session_id).collect(),
         requests,
+        detection,
     }))
 }
 

@@ -73,6 +73,32 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
     // 2: the endpoint of each request and the statistics of each endpoint and hour.
     super::endpoints::SCHEMA,
+    // 3: risk and signals, kept at ingest (see `signals`): per session the detector's state,
+    // its scoring and its actor (`["ip","user agent"]` as JSON) with its times; per actor and
+    // hour the actor's state. A batch writes new rows for what it changed; the row of the
+    // highest version of a key is the current one.
+    &[
+        "CREATE TABLE IF NOT EXISTS session_detect (
+            session_id String,
+            risk       UInt8,
+            findings   Array(String),
+            signals    String,
+            state      String,
+            actor      String,
+            first_ts   Int64,
+            last_ts    Int64,
+            requests   UInt64,
+            version    Int64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY session_id",
+        "CREATE TABLE IF NOT EXISTS detect_actors (
+            actor   String,
+            hour    Int64,
+            state   String,
+            version Int64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (actor, hour)",
+    ],
 ];
 
 /// Creates the database if needed and brings the schema up to date.

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::endpoints;
 use super::http::Client;
 use super::schema::{DAY_MS, PARTITIONED};
+use super::signals;
 use super::sql::literal;
 use crate::batch::Batch;
 use crate::store::endpoints::{admit, Assignment, HourStats};
+use crate::store::signals::Detection;
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Records whose keys are looked up in one statement, and the most bytes of keys: each lookup
@@ -143,9 +145,11 @@ pub fn ingest(
     batch: &Batch,
     assignments: &[Assignment],
     position: Option<&FollowPosition>,
+    detection: &Detection,
 ) -> Result<IngestCounts> {
     let mut counts = IngestCounts::default();
     if !batch.is_empty() {
+        let mut detected = signals::Pending::default();
         let stored = stored(client, batch)?;
         let mut origins = HashSet::new();
         let mut request_ids = HashSet::new();
@@ -202,12 +206,18 @@ pub fn ingest(
             serde_json::to_writer(&mut *body, &row)
                 .map_err(|err| StoreError::new(err.to_string()))?;
             body.push(b'\n');
+            if detection.config().is_some() {
+                detected.observe(&record.session_id().to_owned(), &record);
+            }
             counts.accepted += 1;
         }
         for body in days.values() {
             client.insert("requests", body)?;
         }
         endpoint_writer.save_hours(client, clock.draw(), endpoint_hours, &counted)?;
+        // After the records, as the follow position: a crash in between leaves these records
+        // unscored rather than scored twice when they are sent again.
+        signals::apply(client, detected, detection, clock.draw())?;
     }
     // After the records: a crash in between makes the follower read the lines again, and they
     // are then duplicates.
@@ -279,6 +289,7 @@ pub fn purge(client: &Client, cutoff: i64) -> Result<PurgeCounts> {
     if expired.is_empty() {
         return Ok(PurgeCounts::default());
     }
+    signals::purge(client, cutoff)?;
     #[derive(Deserialize)]
     struct Counts {
         requests: u64,

@@ -25,6 +25,7 @@ fn sort_column(key: SortKey) -> &'static str {
         SortKey::Requests => "s.requests",
         SortKey::Duration => "(s.last_ts - s.first_ts)",
         SortKey::Attacks => "s.attacks",
+        SortKey::Risk => "s.risk",
     }
 }
 
@@ -121,13 +122,24 @@ enum Reach {
     Probe,
 }
 
-/// Appends the session-level conditions (user, role, flow) on `sessions s`.
+/// Appends the session-level conditions (risk, signal, user, role, flow) on `sessions s`.
 fn push_session_conditions(
     sql: &mut String,
     params: &mut Vec<Value>,
     filter: &crate::store::Filter,
     reach: Reach,
 ) {
+    if let Some(risk) = filter.risk_min {
+        sql.push_str(" AND s.risk >= ?");
+        params.push(Value::Integer(risk.into()));
+    }
+    if let Some(signal) = &filter.signal {
+        // `signals` holds the names of the session's findings, one per line.
+        sql.push_str(
+            " AND instr(char(10) || s.signals || char(10), char(10) || ? || char(10)) > 0",
+        );
+        params.push(Value::Text(signal.clone()));
+    }
     if let Some(user) = &filter.user {
         sql.push_str(" AND s.user = ?");
         params.push(Value::Text(user.clone()));
@@ -178,6 +190,11 @@ fn count_selected(
     selection: &mut Selection,
 ) -> Result<HashMap<i64, Aggregates>> {
     let mut check = SessionCheck::new(conn, &query.filter)?;
+    // The risk is the session's, not its selected requests': read once per session.
+    let mut risk = match query.sort.key {
+        SortKey::Risk => Some(conn.prepare_cached("SELECT risk FROM sessions WHERE id = ?")?),
+        _ => None,
+    };
     // `None` for a session the session-level filters reject.
     let mut counted: HashMap<i64, Option<Aggregates>> = HashMap::new();
     for_each_selected(conn, selection, |session, ts, malicious| {
@@ -188,7 +205,14 @@ fn count_selected(
                     Some(check) => check.matches(session)?,
                     None => true,
                 };
-                entry.insert(passes.then(Aggregates::default))
+                let risk = match (&mut risk, passes) {
+                    (Some(select), true) => {
+                        let risk: i64 = select.query_row([session], |row| row.get(0))?;
+                        risk.clamp(0, 100) as u8
+                    }
+                    _ => 0,
+                };
+                entry.insert(passes.then_some(Aggregates { risk, ..Aggregates::default() }))
             }
         };
         if let Some(counts) = counts {
@@ -243,8 +267,12 @@ fn for_each_selected(
             let hours: Vec<i64> = match scan {
                 Some(scan) => scan.candidates().to_vec(),
                 None => {
-                    let Some(newest) = newest(conn, predicates.to)? else { return Ok(()) };
-                    (schema::hour(predicates.from)..=schema::hour(newest)).collect()
+                    let Some((oldest, newest)) = stored_span(conn, predicates.to)? else {
+                        return Ok(());
+                    };
+                    // From the oldest stored request, not the floor: a long retention would
+                    // otherwise mean one statement per empty hour.
+                    (schema::hour(predicates.from.max(oldest))..=schema::hour(newest)).collect()
                 }
             };
             let sql = format!(
@@ -271,4 +299,13 @@ fn newest(conn: &Connection, to: Option<i64>) -> Result<Option<i64>> {
         .prepare_cached("SELECT max(ts) FROM (SELECT ts FROM requests ORDER BY id DESC LIMIT 1)")?
         .query_row([], |row| row.get(0))?;
     Ok(newest.map(|newest| to.map_or(newest, |to| newest.min(to))))
+}
+
+/// The times of the oldest stored request and of the newest one up to `to`; `None` when there
+/// are no requests.
+fn stored_span(conn: &Connection, to: Option<i64>) -> Result<Option<(i64, i64)>> {
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT min(ts) FROM (SELECT ts FROM requests ORDER BY id LIMIT 1)")?
+        .query_row([], |row| row.get(0))?;
+    Ok(oldest.zip(newest(conn, to)?))
 }

@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::tally::{self, Tally};
-use super::{schema, search};
+use super::{schema, search, signals};
 use crate::store::{
     prefix_end, AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary,
     StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
@@ -120,7 +120,7 @@ struct SessionRow {
 }
 
 const SESSION_COLUMNS: &str = "id, session_id, key_hash, session_key, session_start, first_ts, \
-                               last_ts, requests, attacks, user, role, nodes";
+                               last_ts, requests, attacks, user, role, nodes, risk, signals";
 
 fn session_row(conn: &Connection, condition: &str, key: Value) -> Result<Option<SessionRow>> {
     let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {condition}");
@@ -145,6 +145,10 @@ fn session_row(conn: &Connection, condition: &str, key: Value) -> Result<Option<
                         .collect(),
                     flows: Default::default(),
                     ips: Vec::new(),
+                    risk: row.get::<_, i64>(12)?.clamp(0, 100) as u8,
+                    signals: tally::split_list(row.get_ref(13)?.as_str()?)
+                        .map(str::to_owned)
+                        .collect(),
                 },
             })
         })
@@ -281,6 +285,7 @@ pub fn session(
     after: Option<Cursor>,
     limit: usize,
     floor: i64,
+    window_hours: u32,
 ) -> Result<Option<SessionDetail>> {
     let tx = conn.unchecked_transaction()?;
     let Some(mut row) = session_row(&tx, "session_id = ?", Value::Text(session_id.to_owned()))?
@@ -320,12 +325,14 @@ pub fn session(
             tx.prepare_cached(&sql)?.query_row(params_from_iter(params), |row| row.get(0))?;
         requests.offset = before as u64;
     }
+    let detection = signals::session(&tx, row.id, row.summary.risk, window_hours, floor)?;
     Ok(Some(SessionDetail {
         session: row.summary,
         stats: tally.stats,
         timeline,
         related,
         requests,
+        detection,
     }))
 }
 

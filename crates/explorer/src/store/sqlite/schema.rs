@@ -168,6 +168,39 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // 4: the endpoint of each request and the statistics of each endpoint and hour.
     Migration::Sql(super::endpoints::SCHEMA),
+    // 5: risk and signals, kept at ingest (see `signals`).
+    //
+    // `sessions` carries the risk and the names of the findings, so that the list filters and
+    // sorts on them like on its other columns; `session_detect` keeps what the detector needs
+    // to go on (its state, every signal) and the session's actor with its times, by which the
+    // short sessions of an actor are found; `detect_actors` keeps each actor's state per hour.
+    // An actor is the JSON text `["ip","user agent"]`.
+    Migration::Sql(
+        r#"
+    ALTER TABLE sessions ADD COLUMN risk INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN signals TEXT NOT NULL DEFAULT '';
+    CREATE INDEX sessions_risk ON sessions (risk);
+
+    CREATE TABLE session_detect (
+        session  INTEGER PRIMARY KEY,
+        state    TEXT    NOT NULL,
+        signals  TEXT    NOT NULL,
+        actor    TEXT    NOT NULL,
+        first_ts INTEGER NOT NULL,
+        last_ts  INTEGER NOT NULL,
+        requests INTEGER NOT NULL
+    );
+    CREATE INDEX session_detect_actor ON session_detect (actor, first_ts);
+
+    CREATE TABLE detect_actors (
+        actor TEXT    NOT NULL,
+        hour  INTEGER NOT NULL,
+        state TEXT    NOT NULL,
+        PRIMARY KEY (actor, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX detect_actors_hour ON detect_actors (hour);
+    "#,
+    ),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,

@@ -15,11 +15,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
 use super::search::{self, BatchFilters};
+use super::signals;
 use super::tally::{self, Tally};
 use super::{endpoints, schema};
 use crate::batch::{Batch, RecordRef};
 use crate::endpoints::Endpoints;
 use crate::store::endpoints::{Assignment, HourStats};
+use crate::store::signals::Detection;
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Rows deleted per purge transaction, so the writer lock is never held for long.
@@ -277,6 +279,7 @@ pub fn ingest(
     ids: &mut Ids,
     endpoints: &mut endpoints::Writer,
     jobs: &[IngestJob],
+    detection: &Detection,
 ) -> Result<Vec<IngestCounts>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut all_counts = Vec::with_capacity(jobs.len());
@@ -291,6 +294,7 @@ pub fn ingest(
         )?;
         let mut id_taken = tx.prepare_cached("SELECT 1 FROM requests WHERE id = ?")?;
         let mut search_index = search::Pending::default();
+        let mut detected = signals::Pending::default();
         let mut flows = String::new();
         let mut endpoint_hours = HourStats::default();
 
@@ -358,6 +362,9 @@ pub fn ingest(
                 search_index.add(&tx, hour, hit, record.search(), job.filters.covers(hour))?;
                 acc.add(&record);
                 endpoint_hours.add(&endpoint, &record);
+                if detection.config().is_some() {
+                    detected.observe(&acc.id, &record);
+                }
                 counts.accepted += 1;
             }
             if let Some(position) = &job.position {
@@ -383,6 +390,7 @@ pub fn ingest(
         }
         search_index.save(&tx)?;
         endpoints::save_hours(&tx, &endpoint_hours)?;
+        signals::apply(&tx, detected, detection)?;
     }
     tx.commit()?;
     Ok(all_counts)
@@ -447,6 +455,7 @@ pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
     conn.execute("DELETE FROM search_filters WHERE hour < ?", [schema::hour(cutoff)])?;
     conn.execute("DELETE FROM search_blocks WHERE hour < ?", [schema::hour(cutoff)])?;
     endpoints::purge(conn, cutoff)?;
+    signals::purge(conn, cutoff)?;
 
     // Sessions that straddle the cutoff keep their newer requests; their aggregates must stop
     // counting the deleted ones. After a recount `first_ts >= cutoff`, so each is done once.
@@ -469,6 +478,7 @@ pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
 
 fn delete_session(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.prepare_cached("DELETE FROM sessions WHERE id = ?")?.execute([id])?;
+    signals::forget(tx, id)?;
     delete_session_parts(tx, id)
 }
 

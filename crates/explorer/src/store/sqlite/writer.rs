@@ -20,6 +20,7 @@ use rusqlite::Connection;
 
 use super::endpoints;
 use super::write::{self, IngestJob};
+use crate::store::signals::Detection;
 use crate::store::{IngestCounts, PurgeCounts, Result, StoreError};
 
 /// Records written per transaction at most, however many batches wait.
@@ -52,11 +53,12 @@ impl Writer {
         checkpointer: Connection,
         wal: PathBuf,
         endpoints: endpoints::Writer,
+        detection: Detection,
     ) -> Writer {
         let (jobs, queue) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("api-sessions-writer".into())
-            .spawn(move || run(conn, checkpointer, wal, endpoints, &queue))
+            .spawn(move || run(conn, checkpointer, wal, endpoints, &queue, &detection))
             .expect("spawn the writer thread");
         Writer { jobs: Some(jobs), thread: Some(thread) }
     }
@@ -99,6 +101,7 @@ fn run(
     wal: PathBuf,
     mut endpoints: endpoints::Writer,
     queue: &mpsc::Receiver<Job>,
+    detection: &Detection,
 ) {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let checkpoints = thread::Builder::new()
@@ -135,7 +138,7 @@ fn run(
                 }
                 let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
                 let mut ingest = |conn: &mut Connection, jobs: &[IngestJob]| {
-                    let result = write::ingest(conn, &mut ids, &mut endpoints, jobs);
+                    let result = write::ingest(conn, &mut ids, &mut endpoints, jobs, detection);
                     if result.is_err() {
                         // The endpoints the transaction added were rolled back with it.
                         reload(&mut endpoints, conn);

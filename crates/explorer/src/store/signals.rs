@@ -1,0 +1,346 @@
+//! Risk and signals kept up to date at ingest, the part both stores share.
+//!
+//! Each store keeps, per session, the detector's [`SessionState`] and its latest scoring, and
+//! per actor (IP address and User-Agent) and hour an [`ActorState`]. A transaction of records
+//! is first observed into partial states ([`Observed`]), in memory; [`apply`] then merges them
+//! into the stored states through the store's [`Keep`], and rescores the sessions the
+//! transaction touched together with the short sessions of the actors it touched (their
+//! `identity_churn` and `auth_failures` read the actor). States merge exactly whatever the
+//! order records come in, so the scores do not depend on it; and nothing is ever re-read from
+//! the records.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Result, StoreError};
+use crate::batch::RecordRef;
+use crate::detect::{self, ActorKey, ActorState, Config, Flows, Request, SessionState, Signal};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A signal at this score or above is a finding: listed with the session, and what the
+/// `signal=` filter matches.
+pub const FINDING: f64 = 0.5;
+
+/// How many short sessions of one actor a transaction rescores at most: beyond a hundred, the
+/// actor's figures are saturated ("more than 100 sessions"), and the newest sessions are the
+/// ones looked at.
+pub const ACTOR_RESCORE_LIMIT: usize = 1000;
+
+/// Whether sessions are scored at ingest, and under which thresholds (`--detect`).
+#[derive(Clone, Debug)]
+pub enum Detection {
+    /// `--detect off`: nothing is scored; every session's risk stays 0.
+    Off,
+    On(Arc<Config>),
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection::On(Arc::new(Config::default()))
+    }
+}
+
+impl Detection {
+    /// The value of `--detect`: `off`, or a detection file (defaults without one).
+    pub fn from_option(value: Option<&std::path::Path>) -> std::result::Result<Self, String> {
+        match value {
+            None => Ok(Detection::default()),
+            Some(path) if path.as_os_str() == "off" => Ok(Detection::Off),
+            Some(path) => Config::load(path)
+                .map(|config| Detection::On(Arc::new(config)))
+                .map_err(|err| format!("invalid detection file: {err}")),
+        }
+    }
+
+    pub fn config(&self) -> Option<&Config> {
+        match self {
+            Detection::Off => None,
+            Detection::On(config) => Some(config),
+        }
+    }
+
+    /// Hours on each side of a session in which its actor's sessions count.
+    pub fn window_hours(&self) -> u32 {
+        self.config().map_or(Config::default().identity_churn.window_hours, |config| {
+            config.identity_churn.window_hours
+        })
+    }
+}
+
+/// What the detector reads of a stored record.
+pub fn request_of<'b>(record: &RecordRef<'b>) -> Request<'b> {
+    Request {
+        ts: record.ts(),
+        request_id: record.request_id(),
+        session_id: record.session_id(),
+        session_key: record.session_key(),
+        session_key_builtin: record.session_key_builtin(),
+        method: record.method(),
+        path: record.path(),
+        status: record.status(),
+        ip: record.ip(),
+        user_agent: record.user_agent(),
+        user: record.user(),
+        role: record.role(),
+        flows: Flows::from_names(record.flows()),
+        attack: record.attack(),
+    }
+}
+
+/// An actor as the stores key it: `["ip","user agent"]` (or `null` for none) as JSON, one
+/// text that tells a missing User-Agent from an empty one.
+pub fn actor_text(ip: &str, user_agent: Option<&str>) -> String {
+    serde_json::to_string(&(ip, user_agent)).expect("strings serialize")
+}
+
+/// The IP address and User-Agent of an actor text.
+pub fn actor_parts(text: &str) -> (String, Option<String>) {
+    serde_json::from_str(text).unwrap_or_else(|_| (text.to_owned(), None))
+}
+
+/// One actor in one hour, as stored.
+pub type ActorHour = (String, i64);
+
+fn actor_hour(key: &ActorKey) -> ActorHour {
+    (actor_text(&key.ip, key.user_agent.as_deref()), key.hour)
+}
+
+/// The partial states of the records of one transaction, by session key (the store's own)
+/// and by actor and hour.
+pub struct Observed<K> {
+    sessions: HashMap<K, SessionState>,
+    actors: HashMap<ActorHour, ActorState>,
+}
+
+impl<K: Clone + Eq + Hash> Default for Observed<K> {
+    fn default() -> Self {
+        Observed { sessions: HashMap::new(), actors: HashMap::new() }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Observed<K> {
+    /// Adds a record stored under session `key`.
+    pub fn observe(&mut self, key: &K, record: &RecordRef<'_>) {
+        let request = request_of(record);
+        match self.sessions.get_mut(key) {
+            Some(state) => state.observe(&request),
+            None => {
+                self.sessions.insert(key.clone(), SessionState::of(&request));
+            }
+        }
+        let actor = actor_hour(&ActorKey::of(&request));
+        self.actors.entry(actor).or_default().observe(&request);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+/// A session's latest scoring.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Scored {
+    pub risk: u8,
+    /// Every signal scoring above 0, highest first.
+    pub signals: Vec<Signal>,
+}
+
+impl Scored {
+    /// The names of the findings, highest score first.
+    pub fn findings(&self) -> Vec<String> {
+        findings(&self.signals)
+    }
+}
+
+/// The names of the signals scoring [`FINDING`] or more, highest score first.
+pub fn findings(signals: &[Signal]) -> Vec<String> {
+    signals
+        .iter()
+        .filter(|signal| signal.score >= FINDING)
+        .map(|signal| signal.name.as_str().to_owned())
+        .collect()
+}
+
+/// A session as kept for detection: its state and what the store indexes of it.
+pub struct Kept<'s> {
+    pub state: &'s SessionState,
+    /// Whether the state changed (else only the scoring is written).
+    pub changed: bool,
+    /// The actor of its first request ([`actor_text`]).
+    pub actor: String,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub requests: u64,
+    pub scored: Scored,
+}
+
+/// Where a store keeps detector states.
+pub trait Keep {
+    /// The store's key of a session.
+    type Key: Clone + Eq + Hash + Ord;
+
+    /// The stored states of these sessions (those that have one).
+    fn sessions(&mut self, keys: &[Self::Key]) -> Result<HashMap<Self::Key, SessionState>>;
+
+    /// The stored states of these actor-hours (those that have one).
+    fn actors(&mut self, keys: &[ActorHour]) -> Result<HashMap<ActorHour, ActorState>>;
+
+    /// The sessions of `actor` with at most `max_requests` requests that have a request in
+    /// `from..to`, newest first, at most `limit`, with their states.
+    fn short_sessions(
+        &mut self,
+        actor: &str,
+        from: i64,
+        to: i64,
+        max_requests: u64,
+        limit: usize,
+    ) -> Result<Vec<(Self::Key, SessionState)>>;
+
+    fn save_actors(&mut self, actors: &[(ActorHour, ActorState)]) -> Result<()>;
+
+    fn save_sessions(&mut self, sessions: &[(Self::Key, Kept<'_>)]) -> Result<()>;
+}
+
+/// Merges what a transaction observed into the stored states and rescores every session whose
+/// score it may have changed.
+pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config) -> Result<()> {
+    if observed.is_empty() {
+        return Ok(());
+    }
+    let window = config.identity_churn.window_hours;
+    let short = config.identity_churn.short_session;
+
+    let keys: Vec<S::Key> = observed.sessions.keys().cloned().collect();
+    let mut stored = keep.sessions(&keys)?;
+    let mut sessions: HashMap<S::Key, (SessionState, bool)> = HashMap::new();
+    for (key, partial) in observed.sessions {
+        let mut state = stored.remove(&key).unwrap_or_default();
+        state.merge(&partial);
+        sessions.insert(key, (state, true));
+    }
+
+    let actor_keys: Vec<ActorHour> = observed.actors.keys().cloned().collect();
+    let mut actors = keep.actors(&actor_keys)?;
+    let mut changed_actors = Vec::with_capacity(observed.actors.len());
+    for (key, partial) in observed.actors {
+        let state = actors.entry(key.clone()).or_default();
+        state.merge(&partial);
+        changed_actors.push((key, state.clone()));
+    }
+    keep.save_actors(&changed_actors)?;
+
+    // The short sessions of the touched actors around the touched hours read those actors.
+    let mut touched: HashMap<&str, (i64, i64)> = HashMap::new();
+    for ((actor, hour), _) in &changed_actors {
+        let span = touched.entry(actor.as_str()).or_insert((*hour, *hour));
+        span.0 = span.0.min(*hour);
+        span.1 = span.1.max(*hour);
+    }
+    let window_ms = i64::from(window) * HOUR_MS;
+    for (actor, (first, last)) in touched {
+        let from = first * HOUR_MS - window_ms;
+        let to = (last + 1) * HOUR_MS + window_ms;
+        for (key, state) in keep.short_sessions(actor, from, to, short, ACTOR_RESCORE_LIMIT)? {
+            sessions.entry(key).or_insert((state, false));
+        }
+    }
+
+    // Every actor-hour the rescored sessions read, loaded once.
+    let mut needed: BTreeSet<ActorHour> = BTreeSet::new();
+    for (state, _) in sessions.values() {
+        if state.requests() <= short {
+            needed.extend(state.actor_keys(window).iter().map(actor_hour));
+        }
+    }
+    let missing: Vec<ActorHour> =
+        needed.iter().filter(|key| !actors.contains_key(*key)).cloned().collect();
+    actors.extend(keep.actors(&missing)?);
+
+    let mut ordered: Vec<(&S::Key, &(SessionState, bool))> = sessions.iter().collect();
+    ordered.sort_by(|a, b| a.0.cmp(b.0));
+    let mut kept = Vec::with_capacity(ordered.len());
+    for (key, (state, changed)) in ordered {
+        let Some(origin) = state.origin() else { continue };
+        let mut actor = ActorState::default();
+        let mut seen = HashSet::new();
+        if state.requests() <= short {
+            for part in state.actor_keys(window) {
+                let part = actor_hour(&part);
+                if let Some(found) = actors.get(&part).filter(|_| seen.insert(part.clone())) {
+                    actor.merge(found);
+                }
+            }
+        }
+        let signals = detect::score(state, Some(&actor), config);
+        let scored = Scored { risk: detect::risk(&signals), signals };
+        let Some((first_ts, last_ts)) = state.time_range() else { continue };
+        kept.push((
+            key.clone(),
+            Kept {
+                state,
+                changed: *changed,
+                actor: actor_text(&origin.ip, origin.user_agent.as_deref()),
+                first_ts,
+                last_ts,
+                requests: state.requests(),
+                scored,
+            },
+        ));
+    }
+    keep.save_sessions(&kept)
+}
+
+/// The signals of a stored scoring, as the store keeps them (JSON).
+pub fn signals_json(signals: &[Signal]) -> Result<String> {
+    serde_json::to_string(signals).map_err(|err| StoreError::new(err.to_string()))
+}
+
+/// Reads the signals a store kept; a text that does not parse (written by another version)
+/// reads as none.
+pub fn parse_signals(text: &str) -> Vec<Signal> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// A state as the store keeps it.
+pub fn state_json(state: &SessionState) -> Result<String> {
+    serde_json::to_string(state).map_err(|err| StoreError::new(err.to_string()))
+}
+
+/// Reads a kept state; one that does not parse starts over.
+pub fn parse_state<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// The actor of a session as the session page shows it: the other sessions of the same IP
+/// address and User-Agent within the detection window around it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Actor {
+    pub ip: String,
+    pub user_agent: Option<String>,
+    /// How many other sessions it has in the window.
+    pub sessions: u64,
+    /// Up to [`ACTOR_SESSIONS_LISTED`] of them, most recent first.
+    pub session_ids: Vec<String>,
+}
+
+/// Sessions of an actor a session page lists.
+pub const ACTOR_SESSIONS_LISTED: usize = 50;
+
+/// A session's detection as the session page shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SessionSignals {
+    pub risk: u8,
+    pub signals: Vec<Signal>,
+    pub actor: Option<Actor>,
+}
+
+/// The window of the actor's sessions around a session: `window_hours` before its first
+/// request and after its last.
+pub fn actor_window(first_ts: i64, last_ts: i64, window_hours: u32) -> (i64, i64) {
+    let window = i64::from(window_hours) * HOUR_MS;
+    (first_ts - window, last_ts + window)
+}

@@ -1,0 +1,226 @@
+//! Risk and signals in SQLite: the detector's states kept in `session_detect` and
+//! `detect_actors`, the risk and findings in `sessions` (see `schema`, migration 3), and what
+//! the session page reads of them.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::tally;
+use crate::detect::{ActorState, SessionState};
+use crate::store::signals::{
+    self, actor_parts, actor_window, parse_signals, parse_state, state_json, Actor, ActorHour,
+    Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
+};
+use crate::store::Result;
+
+/// Sessions last a day at most (the module splits them daily or at its zone's `max`): an
+/// actor's sessions that reach into a window started at most this long before it.
+const LONGEST_SESSION_MS: i64 = 48 * 3_600_000;
+
+/// Actor states kept after the retention cutoff: as long as a session that straddles it may be
+/// rescored.
+const ACTOR_GRACE_HOURS: i64 = 48;
+
+/// What an ingest transaction observed, keyed by `sessions.id`.
+pub type Pending = Observed<i64>;
+
+/// Scores the sessions a transaction touched, in the transaction.
+pub fn apply(tx: &Transaction<'_>, observed: Pending, detection: &Detection) -> Result<()> {
+    let Some(config) = detection.config() else { return Ok(()) };
+    signals::apply(&mut Store { tx, previous: HashMap::new() }, observed, config)
+}
+
+struct Store<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    /// The risk and findings stored for the sessions read, so that `sessions` (and its risk
+    /// index) is only written when they change.
+    previous: HashMap<i64, (i64, String)>,
+}
+
+impl Keep for Store<'_, '_> {
+    type Key = i64;
+
+    fn sessions(&mut self, keys: &[i64]) -> Result<HashMap<i64, SessionState>> {
+        let mut select = self.tx.prepare_cached(
+            "SELECT d.state, s.risk, s.signals FROM session_detect d
+             JOIN sessions s ON s.id = d.session WHERE d.session = ?",
+        )?;
+        let mut found = HashMap::new();
+        for &key in keys {
+            let row = select
+                .query_row([key], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                })
+                .optional()?;
+            if let Some((state, risk, names)) = row {
+                found.insert(key, parse_state(&state));
+                self.previous.insert(key, (risk, names));
+            }
+        }
+        Ok(found)
+    }
+
+    fn actors(&mut self, keys: &[ActorHour]) -> Result<HashMap<ActorHour, ActorState>> {
+        let mut select = self
+            .tx
+            .prepare_cached("SELECT state FROM detect_actors WHERE actor = ? AND hour = ?")?;
+        let mut found = HashMap::new();
+        for (actor, hour) in keys {
+            let state: Option<String> =
+                select.query_row(params![actor, hour], |row| row.get(0)).optional()?;
+            if let Some(state) = state {
+                found.insert((actor.clone(), *hour), parse_state(&state));
+            }
+        }
+        Ok(found)
+    }
+
+    fn short_sessions(
+        &mut self,
+        actor: &str,
+        from: i64,
+        to: i64,
+        max_requests: u64,
+        limit: usize,
+    ) -> Result<Vec<(i64, SessionState)>> {
+        let mut select = self.tx.prepare_cached(
+            "SELECT d.session, d.state, s.risk, s.signals FROM session_detect d
+             JOIN sessions s ON s.id = d.session
+             WHERE d.actor = ? AND d.first_ts >= ? AND d.first_ts < ? AND d.last_ts >= ?
+                   AND d.requests <= ?
+             ORDER BY d.first_ts DESC LIMIT ?",
+        )?;
+        let mut rows = select.query(params![
+            actor,
+            from - LONGEST_SESSION_MS,
+            to,
+            from,
+            max_requests as i64,
+            limit as i64
+        ])?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            let key: i64 = row.get(0)?;
+            let state: SessionState = parse_state(&row.get::<_, String>(1)?);
+            self.previous.insert(key, (row.get(2)?, row.get(3)?));
+            found.push((key, state));
+        }
+        Ok(found)
+    }
+
+    fn save_actors(&mut self, actors: &[(ActorHour, ActorState)]) -> Result<()> {
+        let mut upsert = self.tx.prepare_cached(
+            "INSERT INTO detect_actors (actor, hour, state) VALUES (?, ?, ?)
+             ON CONFLICT (actor, hour) DO UPDATE SET state = excluded.state",
+        )?;
+        for ((actor, hour), state) in actors {
+            let state = serde_json::to_string(state)
+                .map_err(|err| crate::store::StoreError::new(err.to_string()))?;
+            upsert.execute(params![actor, hour, state])?;
+        }
+        Ok(())
+    }
+
+    fn save_sessions(&mut self, sessions: &[(i64, Kept<'_>)]) -> Result<()> {
+        let mut upsert = self.tx.prepare_cached(
+            "INSERT INTO session_detect (session, state, signals, actor, first_ts, last_ts,
+                                         requests)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (session) DO UPDATE SET state = excluded.state,
+                 signals = excluded.signals, actor = excluded.actor,
+                 first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+                 requests = excluded.requests",
+        )?;
+        let mut rescored =
+            self.tx.prepare_cached("UPDATE session_detect SET signals = ? WHERE session = ?")?;
+        let mut update_session =
+            self.tx.prepare_cached("UPDATE sessions SET risk = ?, signals = ? WHERE id = ?")?;
+        for (key, kept) in sessions {
+            let all = signals::signals_json(&kept.scored.signals)?;
+            if kept.changed {
+                upsert.execute(params![
+                    key,
+                    state_json(kept.state)?,
+                    all,
+                    kept.actor,
+                    kept.first_ts,
+                    kept.last_ts,
+                    kept.requests as i64
+                ])?;
+            } else {
+                rescored.execute(params![all, key])?;
+            }
+            let risk = i64::from(kept.scored.risk);
+            let names = tally::join_list(kept.scored.findings().iter().map(String::as_str));
+            if self.previous.get(key).is_none_or(|previous| *previous != (risk, names.clone())) {
+                update_session.execute(params![risk, names, key])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forgets a deleted session's detection.
+pub fn forget(tx: &Transaction<'_>, session: i64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM session_detect WHERE session = ?")?.execute([session])?;
+    Ok(())
+}
+
+/// Deletes actor states no session within the retention reads any more.
+pub fn purge(conn: &Connection, cutoff: i64) -> Result<()> {
+    let hour = super::schema::hour(cutoff) - ACTOR_GRACE_HOURS;
+    conn.execute("DELETE FROM detect_actors WHERE hour < ?", [hour])?;
+    Ok(())
+}
+
+/// The detection of session `id` for its page: every signal, and the actor's other sessions
+/// within `window_hours` around it.
+pub fn session(
+    conn: &Connection,
+    id: i64,
+    risk: u8,
+    window_hours: u32,
+    floor: i64,
+) -> Result<SessionSignals> {
+    let row = conn
+        .prepare_cached(
+            "SELECT signals, actor, first_ts, last_ts FROM session_detect WHERE session = ?",
+        )?
+        .query_row([id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((all, actor, first_ts, last_ts)) = row else {
+        return Ok(SessionSignals { risk, ..SessionSignals::default() });
+    };
+    let (from, to) = actor_window(first_ts, last_ts, window_hours);
+    let others = "FROM session_detect d JOIN sessions s ON s.id = d.session
+         WHERE d.actor = ?1 AND d.first_ts >= ?2 AND d.first_ts <= ?3 AND d.last_ts >= ?4
+               AND d.session != ?5 AND s.last_ts >= ?6";
+    let bounds = params![actor, from - LONGEST_SESSION_MS, to, from.max(floor), id, floor];
+    let sessions: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {others}"))?
+        .query_row(bounds, |row| row.get(0))?;
+    let session_ids = conn
+        .prepare_cached(&format!("SELECT s.session_id {others} ORDER BY s.last_ts DESC LIMIT ?7"))?
+        .query_map(
+            params![
+                actor,
+                from - LONGEST_SESSION_MS,
+                to,
+                from.max(floor),
+                id,
+                floor,
+                ACTOR_SESSIONS_LISTED as i64
+            ],
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let (ip, user_agent) = actor_parts(&actor);
+    Ok(SessionSignals {
+        risk,
+        signals: parse_signals(&all),
+        actor: Some(Actor { ip, user_agent, sessions: sessions as u64, session_ids }),
+    })
+}
