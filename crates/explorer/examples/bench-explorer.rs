@@ -3,18 +3,28 @@
 //! 1. Generates N realistic records (default 1,000,000) over the last six days: tens of
 //!    thousands of sessions of very different lengths (people and a few bots), users and
 //!    roles, business flows, parameters, about one request in 200 malicious with its full
-//!    content. The module's own writer (`Record::write_ndjson`) produces the NDJSON.
-//! 2. Ingest through both real paths, each into a fresh database: `api-sessions ingest FILE`,
-//!    and `POST /v1/records` to `api-sessions serve` in batches of 512 records (the module's
-//!    default batch) from 8 concurrent senders (nginx workers of a few nodes).
+//!    content. The bots are of six kinds, each doing the abuse one signal is for (a flood, a
+//!    credential stuffer, a content scanner, an id enumerator, an SMS pumper, a steady
+//!    scraper). Besides the shop, eight service hosts of 1,000 endpoints each, and the paths
+//!    the scanners guess, make some 10,000 endpoints. The module's own writer
+//!    (`Record::write_ndjson`) produces the NDJSON.
+//! 2. Ingest through both real paths, each into a fresh database: `api-sessions ingest FILE`
+//!    as it is, with `--detect off`, and with a `--baseline` binary if given (one built from a
+//!    revision without endpoint statistics, which cannot be switched off), with each run's
+//!    peak resident memory and the detector's stored state; and `POST /v1/records` to
+//!    `api-sessions serve` in batches of 512 records (the module's default batch) from 8
+//!    concurrent senders (nginx workers of a few nodes).
 //! 3. Latency of `GET /api/sessions` (first page, next and previous pages, each with its exact
-//!    total) per filter and per sort, and of a session page, p50 and p95 over varied values,
-//!    against the served database.
+//!    total) per filter, per sort, by risk and by signal, of a session page, and of
+//!    `GET /api/endpoints` per sort and filter, p50 and p95 over varied values, against the
+//!    served database.
 //!
 //! Usage: bench-explorer [--records N] [--queries N] [--senders N] [--binary PATH] [--dir DIR]
-//!                       [--skip-cli]
+//!                       [--skip-cli] [--baseline PATH] [--rounds N]
 //!
-//! `--skip-cli` leaves out step 1 and `--queries 0` step 3, to measure or profile one path alone.
+//! `--skip-cli` leaves out the `ingest` runs of step 2 and `--queries 0` step 3, to measure or
+//! profile one path alone. `--rounds N` repeats the `ingest` runs N times, in turn, and
+//! reports the best of each.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -71,8 +81,34 @@ struct Plan {
     ip: String,
     node: usize,
     pid: u32,
-    bot: bool,
+    bot: Option<Bot>,
 }
+
+/// What a bot session does, each the kind of abuse one signal is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bot {
+    /// Fast random requests across the API (`rate`).
+    Flood,
+    /// Logins with stolen credentials, nearly all refused (`auth_failures`).
+    CredentialStuffer,
+    /// Guessed paths, nearly all not found (`path_scan`).
+    ContentScanner,
+    /// Walks order ids one after another (`enumeration`).
+    Enumerator,
+    /// One-time passwords sent again and again (`flow_abuse` on `sms_gateway`).
+    SmsPumper,
+    /// Product pages at a steady pace with a browser's User-Agent (`regular_timing`).
+    Scraper,
+}
+
+const BOTS: [Bot; 6] = [
+    Bot::Flood,
+    Bot::CredentialStuffer,
+    Bot::ContentScanner,
+    Bot::Enumerator,
+    Bot::SmsPumper,
+    Bot::Scraper,
+];
 
 const ROLES: [&str; 4] = ["customer", "customer", "support", "admin"];
 const NODES: [&str; 4] = ["web-1", "web-2", "web-3", "web-4"];
@@ -106,6 +142,127 @@ const ENDPOINTS: [Endpoint; 14] = [
     Endpoint { method: "DELETE", path: "/api/v1/cart/items/{}", flows: &[] },
 ];
 
+/// Hosts of many small services besides the shop, each with AREAS × RESOURCES endpoints: with
+/// the shop's own and the paths the scanners guess, some 10,000 endpoints in all.
+const CATALOG_HOSTS: u64 = 8;
+const AREAS: [&str; 20] = [
+    "catalog",
+    "inventory",
+    "shipping",
+    "billing",
+    "accounts",
+    "reports",
+    "search",
+    "reviews",
+    "loyalty",
+    "promotions",
+    "returns",
+    "warehouse",
+    "suppliers",
+    "pricing",
+    "analytics",
+    "support",
+    "marketing",
+    "partners",
+    "media",
+    "settings",
+];
+const RESOURCES: [&str; 50] = [
+    "items",
+    "lists",
+    "tags",
+    "notes",
+    "labels",
+    "groups",
+    "members",
+    "invites",
+    "exports",
+    "imports",
+    "jobs",
+    "tasks",
+    "events",
+    "alerts",
+    "rules",
+    "policies",
+    "quotas",
+    "limits",
+    "regions",
+    "zones",
+    "stores",
+    "carts",
+    "wishlists",
+    "coupons",
+    "vouchers",
+    "bundles",
+    "variants",
+    "images",
+    "videos",
+    "documents",
+    "templates",
+    "webhooks",
+    "channels",
+    "messages",
+    "threads",
+    "tickets",
+    "comments",
+    "ratings",
+    "badges",
+    "levels",
+    "rewards",
+    "stats",
+    "metrics",
+    "summaries",
+    "snapshots",
+    "schedules",
+    "calendars",
+    "locations",
+    "addresses",
+    "contacts",
+];
+/// What content scanners guess, followed by a word of RESOURCES.
+const SCANNED: [&str; 40] = [
+    "admin",
+    "backup",
+    "old",
+    "test",
+    "dev",
+    "staging",
+    "wp-admin",
+    "phpmyadmin",
+    "config",
+    "private",
+    "secret",
+    "tmp",
+    "logs",
+    "debug",
+    "console",
+    "server-status",
+    "cgi-bin",
+    "uploads",
+    "files",
+    "db",
+    "sql",
+    "dump",
+    "archive",
+    "install",
+    "setup",
+    "api-docs",
+    "swagger",
+    "actuator",
+    "git",
+    "env",
+    "cache",
+    "internal",
+    "legacy",
+    "beta",
+    "portal",
+    "manage",
+    "system",
+    "vendor",
+    "assets",
+    "include",
+];
+
 const ATTACKS: [(&str, &str); 4] = [
     ("sqli", "/api/v1/products?id=1%27%20OR%201%3D1--"),
     ("xss", "/api/v1/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
@@ -121,8 +278,8 @@ fn plan_sessions(records: usize, now: i64) -> Vec<Plan> {
     let mut plans = Vec::new();
     let mut planned = 0usize;
     while planned < records {
-        let bot = rng.chance(4);
-        let requests = if bot {
+        let bot = rng.chance(4).then(|| *rng.pick(&BOTS));
+        let requests = if bot.is_some() {
             500 + rng.below(8000) as u32
         } else {
             // Mostly short visits, some long ones: 1..~120 with a long tail.
@@ -134,9 +291,10 @@ fn plan_sessions(records: usize, now: i64) -> Vec<Plan> {
             }
         };
         let requests = requests.min((records - planned) as u32).max(1);
-        let mean_gap_ms = if bot { 200 + rng.below(800) } else { 2000 + rng.below(40_000) };
+        let mean_gap_ms =
+            if bot.is_some() { 50 + rng.below(400) } else { 2000 + rng.below(40_000) };
         let actor = rng.below(actors);
-        let logged_in = !bot && rng.chance(700);
+        let logged_in = bot.is_none() && rng.chance(700);
         plans.push(Plan {
             start: now - span + rng.below((span - DAY_MS / 6) as u64) as i64,
             requests,
@@ -169,7 +327,11 @@ fn generate(path: &Path, records: usize, now: i64) -> (Vec<String>, usize) {
         let mut ts = plan.start;
         for k in 0..plan.requests {
             events.push((ts, s as u32, k));
-            ts += 1 + rng.below(plan.mean_gap_ms * 2) as i64;
+            ts += if plan.bot == Some(Bot::Scraper) {
+                (plan.mean_gap_ms + rng.below(plan.mean_gap_ms / 20 + 1)) as i64
+            } else {
+                1 + rng.below(plan.mean_gap_ms * 2) as i64
+            };
         }
     }
     events.sort_unstable();
@@ -194,30 +356,76 @@ fn generate(path: &Path, records: usize, now: i64) -> (Vec<String>, usize) {
 
 fn record(plan: &Plan, s: u32, k: u32, ts: i64, seq: u64) -> Record {
     let mut rng = Rng::new(((s as u64) << 32) | k as u64);
-    let endpoint = if k == 0 && plan.user.is_some() {
-        &Endpoint { method: "POST", path: "/api/v1/login", flows: &["auth"] }
-    } else {
-        rng.pick(&ENDPOINTS)
+    let mut server = "shop.example.com".to_owned();
+    let mut user_agent = AGENTS[(plan.actor % 4) as usize];
+    let mut user = plan.user.filter(|_| k > 0).map(|u| format!("user{u:05}"));
+    let mut status = None;
+    let (method, path, flows): (&str, String, &[&str]) = match plan.bot {
+        None if k == 0 && plan.user.is_some() => ("POST", "/api/v1/login".into(), &["auth"]),
+        None if rng.chance(300) => {
+            server = format!("api{}.example.com", rng.below(CATALOG_HOSTS));
+            let (area, resource) =
+                (rng.below(AREAS.len() as u64), rng.below(RESOURCES.len() as u64));
+            // Each word pair has one method and one shape, so a host has AREAS × RESOURCES
+            // endpoints.
+            let shape = (area * RESOURCES.len() as u64 + resource) as usize;
+            let (area, resource) = (AREAS[area as usize], RESOURCES[resource as usize]);
+            let path = if shape % 3 == 0 {
+                format!("/{area}/{resource}")
+            } else {
+                format!("/{area}/{resource}/{}", 1 + rng.below(10_000))
+            };
+            (["GET", "GET", "POST", "PUT", "DELETE"][shape % 5], path, &[])
+        }
+        None | Some(Bot::Flood) => {
+            let endpoint = rng.pick(&ENDPOINTS);
+            let path = endpoint.path.replace("{}", &(1 + rng.below(50_000)).to_string());
+            (endpoint.method, path, endpoint.flows)
+        }
+        Some(Bot::CredentialStuffer) => {
+            user_agent = AGENTS[3];
+            if rng.chance(40) {
+                user = Some(format!("user{:05}", rng.below(100_000)));
+            } else {
+                status = Some(401);
+            }
+            ("POST", "/api/v1/login".into(), &["auth"])
+        }
+        Some(Bot::ContentScanner) => {
+            user_agent = "gobuster/3.6";
+            status = Some(if rng.chance(950) { 404 } else { 403 });
+            ("GET", format!("/{}/{}", rng.pick(&SCANNED), rng.pick(&RESOURCES)), &[])
+        }
+        Some(Bot::Enumerator) => {
+            status =
+                Some([200, 200, 200, 200, 200, 200, 200, 403, 404, 404][rng.below(10) as usize]);
+            ("GET", format!("/api/v1/orders/{}", 100_000 + k), &[])
+        }
+        Some(Bot::SmsPumper) => {
+            user_agent = AGENTS[1];
+            ("POST", "/api/v1/otp/send".into(), &["sms_gateway"])
+        }
+        Some(Bot::Scraper) => {
+            user_agent = AGENTS[0];
+            ("GET", format!("/api/v1/products/{}", 1 + rng.below(50_000)), &[])
+        }
     };
-    let path = endpoint.path.replace("{}", &(1 + rng.below(50_000)).to_string());
-    let malicious = rng.chance(if plan.bot { 20 } else { 3 });
+    let malicious = rng.chance(if plan.bot.is_some() { 20 } else { 3 });
     let (status, attack) = if malicious {
         let (kind, target) = *rng.pick(&ATTACKS);
         let request = AttackRequest {
-            line: format!("{} {target} HTTP/1.1", endpoint.method),
+            line: format!("{method} {target} HTTP/1.1"),
             headers: vec![
                 ("Host".into(), "shop.example.com".into()),
                 ("User-Agent".into(), AGENTS[3].into()),
                 ("Cookie".into(), format!("sid={}", hex(plan.actor, 7))),
             ],
-            body: if endpoint.method == "GET" {
-                String::new()
-            } else {
-                "{\"q\":\"' OR 1=1--\"}".into()
-            },
+            body: if method == "GET" { String::new() } else { "{\"q\":\"' OR 1=1--\"}".into() },
             body_truncated: false,
         };
         (403, Some(Attack { kind: kind.into(), request }))
+    } else if let Some(status) = status {
+        (status, None)
     } else {
         let status = match rng.below(100) {
             0..=84 => 200,
@@ -229,7 +437,6 @@ fn record(plan: &Plan, s: u32, k: u32, ts: i64, seq: u64) -> Record {
         };
         (status, None)
     };
-    let user = plan.user.filter(|_| k > 0).map(|u| format!("user{u:05}"));
     let mut params = vec![Param {
         name: "token".into(),
         source: "response_body:/token".into(),
@@ -237,7 +444,7 @@ fn record(plan: &Plan, s: u32, k: u32, ts: i64, seq: u64) -> Record {
         value: format!("hmac-sha256:{}", hex(plan.actor, 3)),
         hashed: true,
     }];
-    if endpoint.path.contains("orders") || endpoint.path.contains("payments") {
+    if path.contains("orders") || path.contains("payments") {
         params.push(Param {
             name: "order_id".into(),
             source: "request_body:/order/id".into(),
@@ -263,22 +470,22 @@ fn record(plan: &Plan, s: u32, k: u32, ts: i64, seq: u64) -> Record {
         pid: plan.pid,
         seq,
         session_id: hex(s as u64, 2),
-        session_key: if plan.bot { "ip+ua".into() } else { "cookie:sid".into() },
+        session_key: if plan.bot.is_some() { "ip+ua".into() } else { "cookie:sid".into() },
         session_key_builtin: true,
         key_hash: hex(plan.actor, 4),
         session_start: Millis(plan.start),
-        server: "shop.example.com".into(),
-        method: endpoint.method.into(),
+        server,
+        method: method.into(),
         path,
         status,
         duration_ms: (1 + rng.below(300_000)) as f64 / 1000.0,
         request_bytes: 200 + rng.below(2000),
         response_bytes: 300 + rng.below(20_000),
         ip: plan.ip.clone(),
-        user_agent: Some(AGENTS[(plan.actor % 4) as usize].into()),
-        role: user.as_ref().map(|_| plan.role.to_owned()),
+        user_agent: Some(user_agent.into()),
+        role: user.as_ref().filter(|_| !plan.role.is_empty()).map(|_| plan.role.to_owned()),
         user,
-        flows: endpoint.flows.iter().map(|f| f.to_string()).collect(),
+        flows: flows.iter().map(|f| f.to_string()).collect(),
         params,
         attack,
         truncated: vec![],
@@ -380,6 +587,255 @@ fn get(agent: &ureq::Agent, url: &str) -> (Duration, serde_json::Value) {
     (elapsed, serde_json::from_slice(&body).expect("JSON"))
 }
 
+/// The signals the generated bots raise, one kind of bot each (see [`Bot`]).
+const SIGNALS: [&str; 7] = [
+    "rate",
+    "auth_failures",
+    "path_scan",
+    "enumeration",
+    "flow_abuse",
+    "regular_timing",
+    "automation_client",
+];
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Runs a command to its end: its wall time in seconds and its peak resident memory in KiB,
+/// sampled from /proc while it runs.
+fn run_measured(command: &mut Command) -> (f64, Option<u64>) {
+    let started = Instant::now();
+    let mut child = command.spawn().expect("start api-sessions");
+    let mut peak = None;
+    loop {
+        peak = peak_rss_kib(child.id()).or(peak);
+        if let Some(status) = child.try_wait().expect("wait for api-sessions") {
+            assert!(status.success(), "api-sessions failed: {status}");
+            return (started.elapsed().as_secs_f64(), peak);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `api-sessions ingest FILE` as it is (detection and endpoint statistics on), with
+/// `--detect off`, and with a baseline binary if given (built from a revision without
+/// endpoint statistics); each into a fresh database, `rounds` times in turn, the best round of
+/// each reported. Then the detector's stored state, read from the default run's database.
+fn ingest_variants(
+    binary: &Path,
+    baseline: Option<&Path>,
+    dir: &Path,
+    data: &Path,
+    records: usize,
+    rounds: usize,
+) {
+    let mut variants: Vec<(&str, &Path, &[&str])> = vec![
+        ("detection on (default)", binary, &[]),
+        ("--detect off", binary, &["--detect", "off"]),
+    ];
+    if let Some(baseline) = baseline {
+        variants.push(("baseline binary", baseline, &[]));
+    }
+    let mut best = vec![(0.0f64, 0u64); variants.len()];
+    let mut all = vec![Vec::new(); variants.len()];
+    let mut state = None;
+    for round in 0..rounds {
+        // Alternate the order so that neither variant always runs on a warmer machine.
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (_, program, args) = variants[index];
+            let db = dir.join(format!("ingest-{index}.db"));
+            let (elapsed, peak) = run_measured(
+                Command::new(program).arg("ingest").args(args).arg("--db").arg(&db).arg(data),
+            );
+            let rate = records as f64 / elapsed;
+            all[index].push(rate);
+            if rate > best[index].0 {
+                best[index] = (rate, peak.unwrap_or(0));
+            }
+            if index == 0 && state.is_none() {
+                state = Some(detector_state(&db));
+            }
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+        }
+    }
+    println!("ingest (api-sessions ingest FILE): {:.0} records/s", best[0].0);
+    println!(
+        "\n{:<26} {:>10} {:>8} {:>14}  every round (records/s)",
+        "api-sessions ingest", "records/s", "vs off", "peak RSS MiB"
+    );
+    for (index, (name, _, _)) in variants.iter().enumerate() {
+        let rounds: Vec<String> = all[index].iter().map(|rate| format!("{rate:.0}")).collect();
+        println!(
+            "{name:<26} {:>10.0} {:>7.0}% {:>14.0}  {}",
+            best[index].0,
+            100.0 * best[index].0 / best[1].0,
+            best[index].1 as f64 / 1024.0,
+            rounds.join(" ")
+        );
+    }
+    if let Some(state) = state {
+        println!("{state}");
+    }
+    println!();
+}
+
+/// What the detector keeps in a SQLite database: one state per session and one per actor and
+/// hour, stored as JSON.
+fn detector_state(db: &Path) -> String {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open database");
+    let figures = |table: &str| -> (i64, i64, i64) {
+        conn.query_row(
+            &format!(
+                "SELECT count(*), coalesce(sum(length(state)), 0), coalesce(max(length(state)), 0)
+                 FROM {table}"
+            ),
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .expect("read detector state")
+    };
+    let (sessions, session_bytes, session_max) = figures("session_detect");
+    let (actors, actor_bytes, actor_max) = figures("detect_actors");
+    let mib = |bytes: i64| bytes as f64 / (1 << 20) as f64;
+    format!(
+        "detector state (stored): {sessions} session states, {:.1} MiB (mean {} B, largest {} B); \
+         {actors} actor-hour states, {:.1} MiB (largest {} B)",
+        mib(session_bytes),
+        session_bytes / sessions.max(1),
+        session_max,
+        mib(actor_bytes),
+        actor_max
+    )
+}
+
+/// How many sessions the detector flagged, so that the risk and signal lines measure lists
+/// that hold something.
+fn risk_census(agent: &ureq::Agent, base: &str) {
+    let total = |query: &str| get(agent, &format!("{base}?{query}&limit=1")).1["total"].as_u64();
+    let all = total("sort=last").unwrap_or(0);
+    let risky = total("risk_min=50").unwrap_or(0);
+    let signals: Vec<String> = SIGNALS
+        .iter()
+        .map(|signal| format!("{signal} {}", total(&format!("signal={signal}")).unwrap_or(0)))
+        .collect();
+    println!(
+        "\nsessions: {all}, with risk >= 50: {risky}; with each signal: {}",
+        signals.join(", ")
+    );
+    if risky == 0 {
+        println!("warning: no session has risk >= 50, so the risk lines measure empty lists");
+    }
+}
+
+/// Latency of `GET /api/endpoints` with the sorts and filters of the endpoints page.
+fn endpoint_latency(
+    agent: &ureq::Agent,
+    base: &str,
+    records: usize,
+    queries: usize,
+    now: i64,
+    rng: &mut Rng,
+) {
+    let url = format!("{base}/api/endpoints");
+    let (_, all) = get(agent, &format!("{url}?limit=1"));
+    let endpoints = all["total"].as_u64().expect("total");
+    let window = |rng: &mut Rng, hours: i64| {
+        let from = now - 6 * DAY_MS + rng.below((6 * DAY_MS - hours * 3_600_000) as u64) as i64;
+        format!("from={}&to={}", Millis(from), Millis(from + hours * 3_600_000))
+    };
+    let servers: Vec<String> = std::iter::once("shop.example.com".to_owned())
+        .chain((0..CATALOG_HOSTS).map(|host| format!("api{host}.example.com")))
+        .collect();
+    let words = ["orders", "items", "admin", "reports", "login", "no-such-word"];
+    type Make<'a> = Box<dyn Fn(&mut Rng) -> String + 'a>;
+    let mut cases: Vec<(&str, Make)> = vec![
+        ("no filter (sort=requests)", Box::new(|_| String::new())),
+        ("sort=requests&order=asc", Box::new(|_| "sort=requests&order=asc".to_owned())),
+    ];
+    for sort in ["sessions", "attacks", "errors", "duration", "size", "last", "endpoint"] {
+        let name: &'static str = Box::leak(format!("sort={sort}").into_boxed_str());
+        cases.push((name, Box::new(move |_| format!("sort={sort}"))));
+    }
+    let filters: Vec<(&str, Make)> = vec![
+        ("server", Box::new(|rng| format!("server={}", rng.pick(&servers)))),
+        ("method=POST", Box::new(|_| "method=POST".to_owned())),
+        ("q (template text)", Box::new(|rng| format!("q={}", rng.pick(&words)))),
+        ("flow=auth", Box::new(|_| "flow=auth".to_owned())),
+        ("flow=billing", Box::new(|_| "flow=billing".to_owned())),
+        ("time range (1 h)", Box::new(|rng| window(rng, 1))),
+        ("time range (24 h)", Box::new(|rng| window(rng, 24))),
+        (
+            "server + sort=duration",
+            Box::new(|rng| format!("server={}&sort=duration", rng.pick(&servers))),
+        ),
+        ("limit=1000", Box::new(|_| "limit=1000".to_owned())),
+    ];
+    cases.extend(filters);
+    println!(
+        "\nGET /api/endpoints at {records} records and {endpoints} endpoints, {queries} queries \
+         each (first page, 100 endpoints):"
+    );
+    println!(
+        "{:<28} {:>9} {:>9} {:>10} {:>9}",
+        "case", "p50 ms", "p95 ms", "page 2 p95", "total p50"
+    );
+    for (name, make) in &cases {
+        let mut first_pages = Vec::new();
+        let mut next_pages = Vec::new();
+        let mut totals = Vec::new();
+        for _ in 0..queries {
+            let query = make(rng);
+            let (elapsed, body) = get(agent, &format!("{url}?{query}"));
+            first_pages.push(elapsed);
+            totals.push(body["total"].as_u64().expect("total"));
+            if let Some(cursor) = body["next_cursor"].as_str() {
+                next_pages.push(get(agent, &format!("{url}?{query}&cursor={cursor}")).0);
+            }
+        }
+        first_pages.sort();
+        next_pages.sort();
+        totals.sort();
+        let next = if next_pages.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", percentile(&next_pages, 0.95))
+        };
+        println!(
+            "{name:<28} {:>9.1} {:>9.1} {:>10} {:>9}",
+            percentile(&first_pages, 0.5),
+            percentile(&first_pages, 0.95),
+            next,
+            totals[totals.len() / 2]
+        );
+    }
+    let mut pages = Vec::new();
+    for _ in 0..queries {
+        let started = Instant::now();
+        let mut response = agent.get(&format!("{base}/endpoints")).call().expect("GET page");
+        let _ = response.body_mut().with_config().limit(256 << 20).read_to_vec().expect("page");
+        pages.push(started.elapsed());
+    }
+    pages.sort();
+    println!(
+        "{:<28} {:>9.1} {:>9.1}",
+        "UI /endpoints",
+        percentile(&pages, 0.5),
+        percentile(&pages, 0.95)
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
@@ -395,6 +851,8 @@ fn main() {
         .expect("binary path");
     let mut dir: Option<PathBuf> = None;
     let mut skip_cli = false;
+    let mut baseline: Option<PathBuf> = None;
+    let mut rounds = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -405,6 +863,8 @@ fn main() {
             "--binary" => binary = PathBuf::from(value()),
             "--dir" => dir = Some(PathBuf::from(value())),
             "--skip-cli" => skip_cli = true,
+            "--baseline" => baseline = Some(PathBuf::from(value())),
+            "--rounds" => rounds = value().parse::<usize>().expect("--rounds N").max(1),
             other => panic!("unknown argument {other}; see the comment at the top of this file"),
         }
     }
@@ -428,19 +888,9 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    // 1. `api-sessions ingest FILE`.
+    // 1. `api-sessions ingest FILE`, with and without detection (and with a baseline binary).
     if !skip_cli {
-        let cli_db = dir.join("cli.db");
-        let started = Instant::now();
-        let status =
-            Command::new(&binary).arg("ingest").arg("--db").arg(&cli_db).arg(&data).status();
-        let elapsed = started.elapsed().as_secs_f64();
-        assert!(status.expect("run api-sessions ingest").success(), "api-sessions ingest failed");
-        println!(
-            "ingest (api-sessions ingest FILE): {:.0} records/s ({elapsed:.1}s)",
-            records as f64 / elapsed
-        );
-        let _ = std::fs::remove_file(&cli_db);
+        ingest_variants(&binary, baseline.as_deref(), &dir, &data, records, rounds);
     }
 
     // 2. `POST /v1/records`.
@@ -460,6 +910,9 @@ fn main() {
         .map(|meta| meta.len())
         .sum();
     println!("database: {:.0} MiB", db_size as f64 / (1 << 20) as f64);
+    if let Some(kib) = peak_rss_kib(server.child.id()) {
+        println!("serve: peak resident memory {:.0} MiB", kib as f64 / 1024.0);
+    }
 
     // 3. Query latency.
     if queries == 0 {
@@ -524,7 +977,24 @@ fn main() {
         ),
         ("sort=duration + time (1 h)", Box::new(|rng| format!("sort=duration&{}", window(rng, 1)))),
         ("sort=attacks + attack=any", Box::new(|_| "sort=attacks&attack=any".to_owned())),
+        ("sort=risk", Box::new(|_| "sort=risk".to_owned())),
+        ("sort=risk&order=asc", Box::new(|_| "sort=risk&order=asc".to_owned())),
+        ("risk_min=50", Box::new(|_| "risk_min=50".to_owned())),
+        ("sort=risk + risk_min=50", Box::new(|_| "sort=risk&risk_min=50".to_owned())),
+        ("risk_min=50 + time (24 h)", Box::new(|rng| format!("risk_min=50&{}", window(rng, 24)))),
+        ("sort=risk + time (24 h)", Box::new(|rng| format!("sort=risk&{}", window(rng, 24)))),
+        ("sort=risk + flow", Box::new(|rng| format!("sort=risk&flow={}", rng.pick(&flows)))),
     ];
+    let mut cases = cases;
+    for signal in SIGNALS {
+        let name: &'static str = Box::leak(format!("signal={signal}").into_boxed_str());
+        cases.push((name, Box::new(move |_| format!("signal={signal}"))));
+    }
+    cases.push((
+        "sort=risk + signal",
+        Box::new(|rng| format!("sort=risk&signal={}", rng.pick(&SIGNALS))),
+    ));
+    risk_census(&agent, &base);
     println!("\nGET /api/sessions at {records} records, {queries} queries each (first page, 50 sessions):");
     // Every answer carries the exact total, so each line measures it too; "prev p95" goes
     // back from page 2 with its prev_cursor.
@@ -597,4 +1067,6 @@ fn main() {
         percentile(&pages, 0.5),
         percentile(&pages, 0.95)
     );
+
+    endpoint_latency(&agent, &server.base, records, queries, now, &mut rng);
 }
