@@ -152,8 +152,9 @@ impl Worker {
         let denylist = match &amcf.denylist {
             Some(zone) => {
                 let list = zone.list.clone().ok_or("denylist zone is not available")?;
-                let fetcher = Fetcher::start(list, zone.source.clone(), zone.interval)
-                    .map_err(|e| format!("cannot start denylist thread ({})", os_error(&e)))?;
+                let fetcher =
+                    Fetcher::start(list, zone.generation, zone.source.clone(), zone.interval)
+                        .map_err(|e| format!("cannot start denylist thread ({})", os_error(&e)))?;
                 Some(fetcher)
             }
             None => None,

@@ -34,6 +34,8 @@ pub struct DenylistZone {
     pub interval: Duration,
     /// Attached when nginx initialises the zone.
     pub list: Option<Denylist>,
+    /// This configuration's turn to fetch, taken when the zone is initialised.
+    pub generation: u64,
 }
 
 extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_void) -> ngx_int_t {
@@ -54,6 +56,7 @@ extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_void) -> ng
             log!(Log::cycle(), Alert, "cannot initialise zone \"{}\"", shm_zone.shm.name);
             return NGX_ERROR as ngx_int_t;
         };
+        zone.generation = list.new_generation();
         zone.list = Some(list);
         NGX_OK as ngx_int_t
     })
@@ -158,7 +161,8 @@ pub extern "C" fn cmd_denylist(
         if !unsafe { (*shm.as_ptr()).data }.is_null() {
             return conf_error(cf, format_args!("duplicate zone \"{name}\""));
         }
-        let zone = amcf.denylist.insert(DenylistZone { shm, source, interval, list: None });
+        let zone =
+            amcf.denylist.insert(DenylistZone { shm, source, interval, list: None, generation: 0 });
         // SAFETY: the DenylistZone lives in the main conf for the life of the cycle.
         unsafe {
             (*shm.as_ptr()).init = Some(init_zone);

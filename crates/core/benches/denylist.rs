@@ -18,7 +18,7 @@ fn lookup(c: &mut Criterion) {
     // SAFETY: the Vec outlives the list and is 8-aligned.
     let list = unsafe { Denylist::init(region.as_mut_ptr().cast(), len) }.expect("zone");
     let entries = (0..ENTRIES).map(|n| (hash(n), None)).collect();
-    let guard = list.try_fetch(Millis(0)).expect("fetch lock");
+    let guard = list.try_fetch(Millis(0), 0).expect("fetch lock");
     guard.replace(&List { version: 1, entries }).expect("fits");
     drop(guard);
     println!(

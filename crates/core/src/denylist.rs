@@ -71,6 +71,9 @@ struct Header {
     /// The half readers use.
     active: AtomicU32,
     next_fetch: AtomicI64,
+    /// The configuration whose workers fetch: on reload the old workers, which may run for
+    /// a while yet, stop fetching (their source may no longer be the configured one).
+    generation: AtomicU64,
     /// Identifies the source the validator belongs to (the configuration may change on
     /// reload while the zone stays).
     source: AtomicU64,
@@ -156,6 +159,7 @@ impl Denylist {
                 fetch_lock: AtomicU32::new(0),
                 active: AtomicU32::new(0),
                 next_fetch: AtomicI64::new(0),
+                generation: AtomicU64::new(0),
                 source: AtomicU64::new(0),
                 validator_len: AtomicU64::new(0),
                 validator: core::array::from_fn(|_| AtomicU64::new(0)),
@@ -287,11 +291,19 @@ impl Denylist {
         self.header().errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes the fetch lock if nobody holds it (or its holder died), and if a fetch is due
-    /// at `now`. Never waits.
-    pub fn try_fetch(&self, now: Millis) -> Option<FetchGuard<'_>> {
+    /// Makes the configuration being loaded the one whose workers fetch, and returns its
+    /// generation for [`Self::try_fetch`].
+    pub fn new_generation(&self) -> u64 {
+        self.header().generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Takes the fetch lock if nobody holds it (or its holder died), if a fetch is due at
+    /// `now`, and if `generation` is the current configuration's. Never waits.
+    pub fn try_fetch(&self, now: Millis, generation: u64) -> Option<FetchGuard<'_>> {
         let header = self.header();
-        if header.next_fetch.load(Ordering::Relaxed) > now.0 {
+        if header.next_fetch.load(Ordering::Relaxed) > now.0
+            || header.generation.load(Ordering::Relaxed) != generation
+        {
             return None;
         }
         let me = std::process::id();

@@ -204,7 +204,13 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn start(list: Denylist, source: Source, interval: Duration) -> std::io::Result<Fetcher> {
+    /// Starts the thread of a worker of configuration `generation`.
+    pub fn start(
+        list: Denylist,
+        generation: u64,
+        source: Source,
+        interval: Duration,
+    ) -> std::io::Result<Fetcher> {
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let (log_tx, log_rx) = bounded(64);
         // A fetch must be over before the next is due.
@@ -212,7 +218,7 @@ impl Fetcher {
             Fetch::new(source, interval.clamp(Duration::from_secs(1), Duration::from_secs(30)));
         let thread = std::thread::Builder::new()
             .name("api_sessions denylist".into())
-            .spawn(move || run(list, fetch, interval, stop_rx, log_tx))?;
+            .spawn(move || run(list, generation, fetch, interval, stop_rx, log_tx))?;
         Ok(Fetcher { stop: Some(stop_tx), log: log_rx, thread: Some(thread) })
     }
 
@@ -232,12 +238,19 @@ impl Fetcher {
     }
 }
 
-fn run(list: Denylist, fetch: Fetch, interval: Duration, stop: Receiver<()>, log: Sender<LogLine>) {
+fn run(
+    list: Denylist,
+    generation: u64,
+    fetch: Fetch,
+    interval: Duration,
+    stop: Receiver<()>,
+    log: Sender<LogLine>,
+) {
     let say = |level, message| {
         let _ = log.try_send(LogLine { level, message });
     };
     loop {
-        if let Some(guard) = list.try_fetch(Millis::now()) {
+        if let Some(guard) = list.try_fetch(Millis::now(), generation) {
             let outcome = fetch.run(&guard, list.capacity());
             let next = Millis::now().0.saturating_add(interval.as_millis() as i64);
             guard.schedule(Millis(next));
@@ -259,5 +272,123 @@ fn run(list: Denylist, fetch: Fetch, interval: Duration, stop: Receiver<()>, log
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "00112233445566778899aabbccddeeff";
+
+    fn region() -> (Vec<u64>, Denylist) {
+        let mut region = vec![0u64; 2048];
+        // SAFETY: the Vec is returned with the list and outlives it in each test.
+        let list = unsafe { Denylist::init(region.as_mut_ptr().cast(), 2048 * 8) }.unwrap();
+        (region, list)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system and sockets")]
+    fn a_file_is_read_again_only_when_it_changes() {
+        let (_region, list) = region();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("denylist.json");
+        let doc = format!(r#"{{"version":7,"entries":[{{"key_hash":"{HASH}","expires":null}}]}}"#);
+        std::fs::write(&path, &doc).unwrap();
+        let fetch = Fetch::new(Source::File(path.clone()), Duration::from_secs(1));
+        let guard = list.try_fetch(Millis(0), 0).unwrap();
+        let capacity = list.capacity();
+        assert_eq!(fetch.run(&guard, capacity), Ok(Outcome::Replaced { version: 7, entries: 1 }));
+        assert_eq!(fetch.run(&guard, capacity), Ok(Outcome::Unchanged));
+        let key = super::super::parse_key_hash(HASH).unwrap();
+        assert!(list.contains(&key, Millis::now()));
+
+        // A bad document: refused, the list in use stays.
+        std::fs::write(&path, r#"{"version":8,"entries":[{"key_hash":"nope","expires":null}]}"#)
+            .unwrap();
+        let err = fetch.run(&guard, capacity).unwrap_err();
+        assert!(err.ends_with("refused, invalid key_hash \"nope\" in entry 0"), "{err}");
+        assert_eq!(list.stats().version, 7);
+        // Too large for the zone: refused whole.
+        let many: Vec<String> = (0..=capacity)
+            .map(|n| format!(r#"{{"key_hash":"{:032x}","expires":null}}"#, n + 1))
+            .collect();
+        std::fs::write(&path, format!(r#"{{"version":9,"entries":[{}]}}"#, many.join(",")))
+            .unwrap();
+        let err = fetch.run(&guard, capacity).unwrap_err();
+        assert!(err.contains(&format!("refused, {} entries do not fit", capacity + 1)), "{err}");
+        assert!(list.contains(&key, Millis::now()));
+
+        std::fs::remove_file(&path).unwrap();
+        let err = fetch.run(&guard, capacity).unwrap_err();
+        assert!(err.starts_with("open() \"") && err.ends_with("(2: No such file or directory)"));
+        assert_eq!(list.stats().version, 7);
+    }
+
+    /// Answers each connection with the next canned response, and keeps the requests.
+    fn serve(answers: Vec<String>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/denylist?token=secret", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                requests.push(String::from_utf8_lossy(&request).to_lowercase());
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+            requests
+        });
+        (url, server)
+    }
+
+    fn answer(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system and sockets")]
+    fn a_url_is_asked_for_changes_with_its_etag() {
+        let (_region, list) = region();
+        let doc = format!(r#"{{"version":3,"entries":[{{"key_hash":"{HASH}","expires":null}}]}}"#);
+        let (url, server) = serve(vec![
+            answer("200 OK", "ETag: \"v3\"\r\n", &doc),
+            answer("304 Not Modified", "", ""),
+            answer("503 Service Unavailable", "", "down"),
+            answer("200 OK", "", "{\"version\":4,"),
+        ]);
+        let source =
+            Source::Url { url, headers: vec![("Authorization".into(), "Bearer t".into())] };
+        let fetch = Fetch::new(source, Duration::from_secs(5));
+        let guard = list.try_fetch(Millis(0), 0).unwrap();
+        let capacity = list.capacity();
+        assert_eq!(fetch.run(&guard, capacity), Ok(Outcome::Replaced { version: 3, entries: 1 }));
+        assert_eq!(fetch.run(&guard, capacity), Ok(Outcome::Unchanged));
+        let err = fetch.run(&guard, capacity).unwrap_err();
+        assert!(
+            err.starts_with("GET \"http://127.0.0.1:")
+                && err.ends_with("/v1/denylist\" answered 503"),
+            "{err}"
+        );
+        let err = fetch.run(&guard, capacity).unwrap_err();
+        assert!(err.contains("refused, invalid document: EOF while parsing"), "{err}");
+        assert_eq!(list.stats().version, 3);
+        let requests = server.join().unwrap();
+        assert!(requests[0].contains("authorization: bearer t\r\n"));
+        assert!(!requests[0].contains("if-none-match"));
+        assert!(requests[1].contains("if-none-match: \"v3\"\r\n"));
     }
 }

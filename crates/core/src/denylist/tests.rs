@@ -32,7 +32,7 @@ fn finds_what_is_listed_until_it_expires() {
     let mut region = Region::new(16 * 1024);
     let d = region.list();
     assert!(!d.contains(&key(1), NOW));
-    let guard = d.try_fetch(NOW).unwrap();
+    let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(3, [(1, None), (2, Some(NOW.0 + 1000))])).unwrap();
     drop(guard);
     assert!(d.contains(&key(1), NOW));
@@ -49,7 +49,7 @@ fn finds_what_is_listed_until_it_expires() {
 fn a_new_list_replaces_the_old_one_whole() {
     let mut region = Region::new(16 * 1024);
     let d = region.list();
-    let guard = d.try_fetch(NOW).unwrap();
+    let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(1, [(1, None), (2, None)])).unwrap();
     guard.replace(&list_of(2, [(2, None), (3, None)])).unwrap();
     assert!(!d.contains(&key(1), NOW), "unblocked");
@@ -68,7 +68,7 @@ fn a_list_too_large_is_refused_and_the_old_one_stays() {
     let capacity = d.capacity();
     assert_eq!(capacity, Denylist::capacity_for(4096));
     assert!(capacity >= 6);
-    let guard = d.try_fetch(NOW).unwrap();
+    let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(1, (0..capacity as u64).map(|n| (n, None)))).unwrap();
     for n in 0..capacity as u64 {
         assert!(d.contains(&key(n), NOW));
@@ -84,12 +84,24 @@ fn a_list_too_large_is_refused_and_the_old_one_stays() {
 fn one_fetcher_at_a_time_and_only_when_due() {
     let mut region = Region::new(16 * 1024);
     let d = region.list();
-    let guard = d.try_fetch(NOW).unwrap();
-    assert!(d.try_fetch(NOW).is_none(), "locked");
+    let guard = d.try_fetch(NOW, 0).unwrap();
+    assert!(d.try_fetch(NOW, 0).is_none(), "locked");
     guard.schedule(Millis(NOW.0 + 5000));
     drop(guard);
-    assert!(d.try_fetch(Millis(NOW.0 + 4999)).is_none(), "not due");
-    assert!(d.try_fetch(Millis(NOW.0 + 5000)).is_some());
+    assert!(d.try_fetch(Millis(NOW.0 + 4999), 0).is_none(), "not due");
+    assert!(d.try_fetch(Millis(NOW.0 + 5000), 0).is_some());
+}
+
+#[test]
+fn only_the_current_configuration_fetches() {
+    let mut region = Region::new(16 * 1024);
+    let d = region.list();
+    let old = d.new_generation();
+    assert!(d.try_fetch(NOW, old).is_some());
+    let new = d.new_generation();
+    assert_ne!(old, new);
+    assert!(d.try_fetch(NOW, old).is_none(), "a reloaded configuration's workers");
+    assert!(d.try_fetch(NOW, new).is_some());
 }
 
 #[test]
@@ -98,14 +110,14 @@ fn the_lock_of_a_dead_fetcher_is_taken_over() {
     let d = region.list();
     // A pid that cannot exist on Linux (above PID_MAX_LIMIT).
     d.header().fetch_lock.store(4_194_305, Ordering::Relaxed);
-    assert!(d.try_fetch(NOW).is_some());
+    assert!(d.try_fetch(NOW, 0).is_some());
 }
 
 #[test]
 fn a_writer_that_died_mid_rewrite_leaves_readers_on_the_good_half() {
     let mut region = Region::new(16 * 1024);
     let d = region.list();
-    let guard = d.try_fetch(NOW).unwrap();
+    let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(1, [(1, None)])).unwrap();
     // The inactive half left odd, as by a writer killed half-way.
     let inactive = 1 - d.header().active.load(Ordering::Relaxed) as usize;
@@ -121,7 +133,7 @@ fn a_writer_that_died_mid_rewrite_leaves_readers_on_the_good_half() {
 fn validators_belong_to_their_source() {
     let mut region = Region::new(16 * 1024);
     let d = region.list();
-    let guard = d.try_fetch(NOW).unwrap();
+    let guard = d.try_fetch(NOW, 0).unwrap();
     assert_eq!(guard.validator(7), None);
     guard.set_validator(7, Some(b"\"v1-abcdefgh\""));
     assert_eq!(guard.validator(7).as_deref(), Some(&b"\"v1-abcdefgh\""[..]));
@@ -136,7 +148,7 @@ fn validators_belong_to_their_source() {
 fn attach_sees_the_same_list_and_rejects_garbage() {
     let mut region = Region::new(16 * 1024);
     let d = region.list();
-    d.try_fetch(NOW).unwrap().replace(&list_of(4, [(9, None)])).unwrap();
+    d.try_fetch(NOW, 0).unwrap().replace(&list_of(4, [(9, None)])).unwrap();
     d.count_blocked();
     // SAFETY: the region was formatted above.
     let again = unsafe { Denylist::attach(region.0.as_mut_ptr().cast()) }.unwrap();
@@ -159,7 +171,7 @@ fn readers_never_see_a_half_written_list() {
     std::thread::scope(|s| {
         let writer = s.spawn(|| {
             for v in 1..=rounds {
-                let guard = d.try_fetch(NOW).unwrap();
+                let guard = d.try_fetch(NOW, 0).unwrap();
                 guard.replace(&list_of(v, (0..50).map(|i| (v * 100 + i, None)))).unwrap();
             }
         });
@@ -263,7 +275,7 @@ proptest! {
     ) {
         let mut region = Region::new(16 * 1024);
         let d = region.list();
-        let guard = d.try_fetch(NOW).unwrap();
+        let guard = d.try_fetch(NOW, 0).unwrap();
         let mut last = Vec::new();
         for (v, entries) in lists.iter().enumerate() {
             let mut doc = String::from("{\"version\":");
@@ -318,7 +330,7 @@ fn shared_between_processes() {
     // SAFETY: the child only uses the list and exits without unwinding.
     match unsafe { libc::fork() } {
         0 => {
-            let guard = d.try_fetch(NOW).unwrap();
+            let guard = d.try_fetch(NOW, 0).unwrap();
             guard.replace(&list_of(5, (0..1000).map(|n| (n, None)))).unwrap();
             // SAFETY: leave the child without running the test harness's atexit.
             unsafe { libc::_exit(0) };
