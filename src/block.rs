@@ -20,9 +20,11 @@ use ngx::core::Status;
 
 use crate::conf::{LocConf, MainConf, BLOCK_DRY_RUN, BLOCK_OFF};
 use crate::request::Request;
+use crate::worker::Worker;
 
-/// Decides on a main request whose body, if a key needs it, has been read. Returns what the
-/// access handler returns.
+/// Decides on a main request whose body, if a key needs it, has been read (once per run of
+/// the access phase: after an internal redirect the new location decides again). Returns
+/// what the access handler returns.
 pub fn decide(
     req: &mut Request<'_>,
     lcf: &LocConf,
@@ -36,19 +38,17 @@ pub fn decide(
     let Some(list) = amcf.denylist.as_ref().and_then(|d| d.list.as_ref()) else {
         return declined;
     };
-    match req.ctx() {
-        Some(ctx) if ctx.block_decided => return declined,
-        Some(ctx) => ctx.block_decided = true,
-        None => return declined,
-    }
-    let Some(hash) = request_key_hash(req, lcf, profile, amcf.secret()) else {
+    let Some(worker) = amcf.worker.as_ref() else {
+        return declined;
+    };
+    let Some(hash) = request_key_hash(req, lcf, profile, amcf.secret(), worker) else {
         return declined;
     };
     if !list.contains(&hash, req.start()) {
         return declined;
     }
     let dry_run = lcf.block == BLOCK_DRY_RUN;
-    if let Some(ctx) = req.existing_ctx() {
+    if let Some(ctx) = req.ctx() {
         ctx.blocked = Some(if dry_run { Blocked::DryRun } else { Blocked::Blocked });
     }
     if dry_run {
@@ -68,6 +68,7 @@ fn request_key_hash(
     lcf: &LocConf,
     profile: &Profile,
     secret: &Secret,
+    worker: &Worker,
 ) -> Option<KeyHash> {
     // Variable keys up to the first with a value: later ones cannot win.
     let mut values: Vec<Option<&[u8]>> = vec![None; profile.keys.len()];
@@ -93,7 +94,7 @@ fn request_key_hash(
     };
     let body = |slot: usize| bodies.get(slot).and_then(|v| v.as_deref());
     if let Some(key) = choose_key(profile, |i| values[i], body, None) {
-        return Some(secret.key_hash(key.space.as_bytes(), key.value));
+        return Some(worker.key_hashes().key_hash(secret, key.space.as_bytes(), key.value));
     }
     if !profile.builtin_keys {
         return None;
@@ -103,5 +104,6 @@ fn request_key_hash(
         scanner.header(name, value);
     }
     let builtin = scanner.finish(req.ip(), req.user_agent())?;
-    Some(secret.key_hash(builtin.entry.label().as_bytes(), &builtin.value))
+    let space = builtin.entry.label().as_bytes();
+    Some(worker.key_hashes().key_hash(secret, space, &builtin.value))
 }

@@ -406,8 +406,6 @@ pub struct RequestCtx {
     pub session: Option<crate::variables::SessionVars>,
     /// The log phase has started: the response body is complete.
     pub log_phase: bool,
-    /// The denylist was consulted for this request.
-    pub block_decided: bool,
     /// What `api_sessions_block` did with the request.
     pub blocked: Option<api_sessions_core::record::Blocked>,
 }

@@ -15,6 +15,7 @@ use api_sessions_core::assemble::{Assembler, SessionSplit};
 use api_sessions_core::capture::Capture;
 use api_sessions_core::counters::WorkerCounters;
 use api_sessions_core::denylist::fetch::Fetcher;
+use api_sessions_core::denylist::KeyHashCache;
 use api_sessions_core::export::{os_error, Destination, Exporter, Level};
 use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_open_file_t, time_t};
 
@@ -83,6 +84,8 @@ pub struct Worker {
     rng: RefCell<fastrand::Rng>,
     /// The denylist's fetch thread, with `api_sessions_denylist`.
     denylist: Option<Fetcher>,
+    /// Key hashes of the access phase's lookups.
+    key_hashes: RefCell<KeyHashCache>,
 }
 
 fn dup_file(fd: i32) -> std::io::Result<File> {
@@ -173,6 +176,7 @@ impl Worker {
             // Seeded from the OS, so no two workers or restarts share a sequence.
             rng: RefCell::new(fastrand::Rng::with_seed(os_seed())),
             denylist,
+            key_hashes: RefCell::default(),
         };
         worker.timer.arm();
         Ok(worker)
@@ -260,6 +264,10 @@ impl Worker {
     /// A buffer for a body of up to `capacity` bytes, recycled when possible.
     pub fn body_buffer(&self, capacity: usize) -> Vec<u8> {
         self.exporter.body_buffer(capacity)
+    }
+
+    pub fn key_hashes(&self) -> std::cell::RefMut<'_, KeyHashCache> {
+        self.key_hashes.borrow_mut()
     }
 
     pub fn rng(&self) -> std::cell::RefMut<'_, fastrand::Rng> {

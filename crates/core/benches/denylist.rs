@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use api_sessions_core::denylist::{Denylist, List};
+use api_sessions_core::denylist::{Denylist, KeyHashCache, List};
 use api_sessions_core::hash::{KeyHash, Secret};
 use api_sessions_core::time::Millis;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -46,6 +46,16 @@ fn lookup(c: &mut Criterion) {
     });
     group.bench_function("key_hash", |b| {
         b.iter(|| black_box(secret.key_hash(b"custom", black_box(b"eyJhbGciOiJIUzI1NiJ9.e30.sig"))))
+    });
+    let mut cache = KeyHashCache::default();
+    group.bench_function("key_hash_cached", |b| {
+        b.iter(|| {
+            black_box(cache.key_hash(
+                &secret,
+                b"custom",
+                black_box(b"eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+            ))
+        })
     });
     group.finish();
 }

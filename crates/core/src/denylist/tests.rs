@@ -348,3 +348,20 @@ fn shared_between_processes() {
     // SAFETY: unmapping what we mapped; d is not used afterwards.
     unsafe { libc::munmap(ptr, len) };
 }
+
+#[test]
+fn the_cache_gives_the_records_key_hash() {
+    let secret = Secret::from_file_contents(b"0123456789abcdef0123456789abcdef").unwrap();
+    let mut cache = KeyHashCache::default();
+    for round in 0..3 {
+        for n in 0..3000u32 {
+            let value = format!("token-{n}");
+            let space: &[u8] = if n % 2 == 0 { b"custom" } else { b"header:Authorization" };
+            assert_eq!(
+                cache.key_hash(&secret, space, value.as_bytes()),
+                secret.key_hash(space, value.as_bytes()),
+                "round {round}, key {n}"
+            );
+        }
+    }
+}
