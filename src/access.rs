@@ -1,4 +1,5 @@
-//! Access phase: read the request body when a `request_body:` source or an attack needs it.
+//! Access phase: read the request body when a `request_body:` source or an attack needs it,
+//! then let `api_sessions_block` decide ([`crate::block`]).
 //!
 //! The body is read the way `ngx_http_mirror_module` does: ask nginx to read it, suspend the
 //! phases, and resume them from the body handler. Reading it here, before the content
@@ -60,27 +61,32 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(Status::NGX_DECLINED.into(), || {
         // SAFETY: nginx passes a valid request, used only through this view.
         let mut req = unsafe { Request::from_raw(r) };
-        let needs_body = req
-            .loc_conf()
-            .and_then(|lcf| lcf.profile.as_ref())
-            .is_some_and(|profile| profile.needs_request_body());
-        if !req.is_main() || !needs_body || !req.has_body() || req.body_started() {
+        let (Some(lcf), Some(amcf)) = (req.loc_conf(), req.main_conf()) else {
+            return Status::NGX_DECLINED.into();
+        };
+        let Some(profile) = lcf.profile.as_ref() else {
+            return Status::NGX_DECLINED.into();
+        };
+        if !req.is_main() {
             return Status::NGX_DECLINED.into();
         }
-
-        log!(req.log(), Debug, "reading request body");
-        let rc = req.read_body(Some(body_read));
-        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-            return rc;
+        if profile.needs_request_body() && req.has_body() && !req.body_started() {
+            log!(req.log(), Debug, "reading request body");
+            let rc = req.read_body(Some(body_read));
+            if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                return rc;
+            }
+            // Balances the reference the body reading took; the phases continue in
+            // body_read, which comes back here.
+            req.finalize(Status::NGX_DONE.into());
+            return Status::NGX_DONE.into();
         }
-        // Balances the reference the body reading took; the phases continue in body_read.
-        req.finalize(Status::NGX_DONE.into());
-        Status::NGX_DONE.into()
+        crate::block::decide(&mut req, lcf, profile, amcf)
     })
 }
 
-/// The body is in: run the phases again, this time past the access handler (it declines
-/// because `request_body` is now set).
+/// The body is in: run the phases again, from the access handler, which now finds
+/// `request_body` set and goes on to the block decision.
 extern "C" fn body_read(r: *mut ngx_http_request_t) {
     guard((), || {
         // SAFETY: nginx passes the request whose body was read, used only through this view.

@@ -73,6 +73,7 @@ fn capture(mut req: Request<'_>) {
     c.ip = c.push(req.ip());
     c.user_agent = req.user_agent().map(|ua| c.push(ua));
     c.args = c.push(req.args());
+    c.blocked = req.existing_ctx().and_then(|ctx| ctx.blocked);
 
     // Variable keys up to the first with a value: later keys cannot win.
     let mut hit = None;

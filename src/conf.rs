@@ -5,6 +5,7 @@
 //! `api_sessions_flow`, `api_sessions_mask`) are inherited whole, and a level that sets any
 //! entry replaces them.
 
+pub mod denylist;
 pub mod export;
 mod sources;
 pub mod zone;
@@ -43,6 +44,8 @@ pub struct MainConf {
     pub zone: Option<SessionZone>,
     /// `api_sessions_export`.
     pub export: Option<ExportConf>,
+    /// `api_sessions_denylist`.
+    pub denylist: Option<denylist::DenylistZone>,
     /// `api_sessions_node`, defaulting to the host name.
     pub node: Option<String>,
     /// Where the first `api_sessions_param ... hash` is (file, line): the secret is
@@ -71,6 +74,7 @@ impl Default for MainConf {
             secret: None,
             zone: None,
             export: None,
+            denylist: None,
             node: None,
             hash_used: None,
             active: false,
@@ -92,9 +96,18 @@ pub struct LocConf {
     pub flows: Option<Vec<String>>,
     /// `api_sessions_mask`.
     pub mask: Option<Vec<Target>>,
+    /// `api_sessions_block`: one of the `BLOCK_*` values.
+    pub block: ngx_uint_t,
+    /// `api_sessions_block_status`.
+    pub block_status: ngx_int_t,
     /// Built by merge when the location captures.
     pub profile: Option<Arc<Profile>>,
 }
+
+pub const BLOCK_OFF: ngx_uint_t = 0;
+pub const BLOCK_ON: ngx_uint_t = 1;
+pub const BLOCK_DRY_RUN: ngx_uint_t = 2;
+const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
 
 impl Default for LocConf {
     fn default() -> Self {
@@ -107,6 +120,8 @@ impl Default for LocConf {
             params: None,
             flows: None,
             mask: None,
+            block: NGX_CONF_UNSET_UINT,
+            block_status: NGX_CONF_UNSET as ngx_int_t,
             profile: None,
         }
     }
@@ -152,6 +167,16 @@ impl LocConf {
         if self.mask.is_none() {
             self.mask = prev.mask.clone();
         }
+        if self.block == NGX_CONF_UNSET_UINT {
+            self.block = if prev.block == NGX_CONF_UNSET_UINT { BLOCK_OFF } else { prev.block };
+        }
+        if self.block_status == NGX_CONF_UNSET as ngx_int_t {
+            self.block_status = if prev.block_status == NGX_CONF_UNSET as ngx_int_t {
+                nginx_sys::NGX_HTTP_FORBIDDEN as ngx_int_t
+            } else {
+                prev.block_status
+            };
+        }
 
         self.profile = (self.enable == 1).then(|| {
             Arc::new(Profile::new(Settings {
@@ -196,7 +221,23 @@ macro_rules! command {
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut COMMANDS: [ngx_command_t; 14] = [
+/// The values of `api_sessions_block`, for nginx's enum setter.
+static mut BLOCK_VALUES: [nginx_sys::ngx_conf_enum_t; 4] = [
+    nginx_sys::ngx_conf_enum_t { name: ngx_string!("off"), value: BLOCK_OFF },
+    nginx_sys::ngx_conf_enum_t { name: ngx_string!("on"), value: BLOCK_ON },
+    nginx_sys::ngx_conf_enum_t { name: ngx_string!("dry_run"), value: BLOCK_DRY_RUN },
+    nginx_sys::ngx_conf_enum_t { name: ngx_str_t { len: 0, data: ptr::null_mut() }, value: 0 },
+];
+
+/// The bounds of `api_sessions_block_status`, those of `limit_req_status`.
+static mut BLOCK_STATUS_BOUNDS: nginx_sys::ngx_conf_num_bounds_t =
+    nginx_sys::ngx_conf_num_bounds_t {
+        post_handler: Some(nginx_sys::ngx_conf_check_num_bounds),
+        low: 400,
+        high: 599,
+    };
+
+pub static mut COMMANDS: [ngx_command_t; 17] = [
     command!(
         "api_sessions",
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -282,6 +323,33 @@ pub static mut COMMANDS: [ngx_command_t; 14] = [
         NGX_HTTP_LOC_CONF_OFFSET,
         0
     ),
+    command!(
+        "api_sessions_denylist",
+        NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+        denylist::cmd_denylist,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0
+    ),
+    ngx_command_t {
+        post: ptr::addr_of_mut!(BLOCK_VALUES).cast(),
+        ..command!(
+            "api_sessions_block",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            nginx_sys::ngx_conf_set_enum_slot,
+            NGX_HTTP_LOC_CONF_OFFSET,
+            core::mem::offset_of!(LocConf, block)
+        )
+    },
+    ngx_command_t {
+        post: ptr::addr_of_mut!(BLOCK_STATUS_BOUNDS).cast(),
+        ..command!(
+            "api_sessions_block_status",
+            ANY_LEVEL | NGX_CONF_TAKE1,
+            nginx_sys::ngx_conf_set_num_slot,
+            NGX_HTTP_LOC_CONF_OFFSET,
+            core::mem::offset_of!(LocConf, block_status)
+        )
+    },
     ngx_command_t::empty(),
 ];
 

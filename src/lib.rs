@@ -10,6 +10,7 @@
 mod log;
 
 mod access;
+mod block;
 mod capture;
 mod conf;
 mod filter;
@@ -119,6 +120,15 @@ impl HttpModule for Module {
             let (cf, prev, conf) =
                 unsafe { (&*cf, &*prev.cast::<LocConf>(), &mut *conf.cast::<LocConf>()) };
             conf.merge(prev);
+            let amcf = Module::main_conf_mut(cf).expect("main conf");
+            if conf.block != conf::BLOCK_OFF && amcf.denylist.is_none() {
+                log!(
+                    Log::configuration(cf),
+                    Emerg,
+                    "\"api_sessions_block\" requires \"api_sessions_denylist\""
+                );
+                return NGX_CONF_ERROR;
+            }
             if conf.enable == 1 {
                 Module::main_conf_mut(cf).expect("main conf").active = true;
             }

@@ -406,6 +406,8 @@ pub struct RequestCtx {
     pub session: Option<crate::variables::SessionVars>,
     /// The log phase has started: the response body is complete.
     pub log_phase: bool,
+    /// What `api_sessions_block` did with the request.
+    pub blocked: Option<api_sessions_core::record::Blocked>,
 }
 
 pub struct ResponseCapture {

@@ -61,10 +61,11 @@ extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let snapshot = board.snapshot();
         let zone = amcf.zone.as_ref().and_then(|z| z.table.as_ref()).map(|t| t.stats());
+        let denylist = amcf.denylist.as_ref().and_then(|d| d.list.as_ref()).map(|l| l.stats());
         let (body, content_type) = if prometheus_requested(r) {
-            (status::prometheus(&snapshot, zone), "text/plain; version=0.0.4")
+            (status::prometheus(&snapshot, zone, denylist), "text/plain; version=0.0.4")
         } else {
-            (status::json(&snapshot, zone), "application/json")
+            (status::json(&snapshot, zone, denylist), "application/json")
         };
         send(r, content_type, body.as_bytes())
     })

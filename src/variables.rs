@@ -1,4 +1,4 @@
-//! `$api_session_id` and `$api_session_key`.
+//! `$api_session_id`, `$api_session_key` and `$api_session_blocked`.
 //!
 //! They resolve the key from what is known when they are evaluated: request-side keys at the
 //! access phase (and the request body once it has been read), the response body as well at
@@ -37,9 +37,14 @@ pub struct SessionVars {
 
 const ID: usize = 0;
 const KEY: usize = 1;
+const BLOCKED: usize = 2;
 
 pub fn register(cf: &mut ngx_conf_t) -> Status {
-    let mut vars = [(ngx_string!("api_session_id"), ID), (ngx_string!("api_session_key"), KEY)];
+    let mut vars = [
+        (ngx_string!("api_session_id"), ID),
+        (ngx_string!("api_session_key"), KEY),
+        (ngx_string!("api_session_blocked"), BLOCKED),
+    ];
     for (name, data) in &mut vars {
         // SAFETY: cf is valid in preconfiguration; nginx copies the name.
         let var: *mut ngx_http_variable_t = unsafe {
@@ -88,6 +93,18 @@ extern "C" fn get_variable(
         // SAFETY: nginx passes a valid request, used only through this view, and the value
         // to fill in.
         let (mut req, v) = unsafe { (Request::from_raw(r), &mut *v) };
+        if data == BLOCKED {
+            // What the access phase decided; "" when it did not find the key (or did not look).
+            let blocked = req.existing_ctx().and_then(|ctx| ctx.blocked);
+            let text = blocked.map_or("", |b| b.as_str());
+            v.set_valid(1);
+            v.set_no_cacheable(1);
+            v.set_not_found(0);
+            v.set_len(text.len() as u32);
+            // A static string.
+            v.data = text.as_ptr().cast_mut();
+            return Status::NGX_OK.into();
+        }
         let Some(vars) = session(&mut req) else {
             v.set_not_found(1);
             return Status::NGX_OK.into();

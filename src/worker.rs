@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use api_sessions_core::assemble::{Assembler, SessionSplit};
 use api_sessions_core::capture::Capture;
 use api_sessions_core::counters::WorkerCounters;
+use api_sessions_core::denylist::fetch::Fetcher;
+use api_sessions_core::denylist::KeyHashCache;
 use api_sessions_core::export::{os_error, Destination, Exporter, Level};
 use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_open_file_t, time_t};
 
@@ -80,6 +82,10 @@ pub struct Worker {
     shutdown_deadline: std::time::Duration,
     /// Request ids for requests nothing else asked one for.
     rng: RefCell<fastrand::Rng>,
+    /// The denylist's fetch thread, with `api_sessions_denylist`.
+    denylist: Option<Fetcher>,
+    /// Key hashes of the access phase's lookups.
+    key_hashes: RefCell<KeyHashCache>,
 }
 
 fn dup_file(fd: i32) -> std::io::Result<File> {
@@ -146,6 +152,17 @@ impl Worker {
         let exporter = Exporter::start(settings, destination, assembler, counters)
             .map_err(|e| format!("cannot start exporter thread ({})", os_error(&e)))?;
 
+        let denylist = match &amcf.denylist {
+            Some(zone) => {
+                let list = zone.list.clone().ok_or("denylist zone is not available")?;
+                let fetcher =
+                    Fetcher::start(list, zone.generation, zone.source.clone(), zone.interval)
+                        .map_err(|e| format!("cannot start denylist thread ({})", os_error(&e)))?;
+                Some(fetcher)
+            }
+            None => None,
+        };
+
         let timer = Timer::new(cycle.log);
         let worker = Worker {
             exporter,
@@ -158,6 +175,8 @@ impl Worker {
             shutdown_deadline,
             // Seeded from the OS, so no two workers or restarts share a sequence.
             rng: RefCell::new(fastrand::Rng::with_seed(os_seed())),
+            denylist,
+            key_hashes: RefCell::default(),
         };
         worker.timer.arm();
         Ok(worker)
@@ -217,9 +236,9 @@ impl Worker {
         }
     }
 
-    /// Copies the exporter thread's messages into the error log.
+    /// Copies the exporter's and the denylist thread's messages into the error log.
     fn relay_log(&self, log: Log) {
-        self.exporter.drain_log(|line| {
+        let write = |line: api_sessions_core::export::LogLine| {
             let level = match line.level {
                 Level::Error => NgxLevel::Error,
                 Level::Warn => NgxLevel::Warn,
@@ -227,7 +246,11 @@ impl Worker {
                 Level::Info => NgxLevel::Info,
             };
             log.write(level, format_args!("{}", line.message));
-        });
+        };
+        self.exporter.drain_log(write);
+        if let Some(denylist) = &self.denylist {
+            denylist.drain_log(write);
+        }
     }
 
     /// An empty capture for a request of a location with `profile`.
@@ -243,6 +266,10 @@ impl Worker {
         self.exporter.body_buffer(capacity)
     }
 
+    pub fn key_hashes(&self) -> std::cell::RefMut<'_, KeyHashCache> {
+        self.key_hashes.borrow_mut()
+    }
+
     pub fn rng(&self) -> std::cell::RefMut<'_, fastrand::Rng> {
         self.rng.borrow_mut()
     }
@@ -251,6 +278,9 @@ impl Worker {
     pub fn stop(mut self) {
         let log = Log::cycle();
         self.timer.disarm();
+        if let Some(denylist) = self.denylist.take() {
+            denylist.stop();
+        }
         self.pick_up_reopen();
         self.exporter.shutdown(self.shutdown_deadline);
         self.relay_log(log);

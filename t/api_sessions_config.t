@@ -369,6 +369,62 @@ my @cases = (
 		http => 'api_sessions_node ""; #!',
 		'invalid value ""' ],
 
+	# api_sessions_denylist, api_sessions_block, api_sessions_block_status
+
+	[ 'denylist in server',
+		server => 'api_sessions_denylist zone=d:1m file=deny.json; #!',
+		'"api_sessions_denylist" directive is not allowed here' ],
+	[ 'denylist duplicate',
+		http => "api_sessions_denylist zone=d:1m file=deny.json;\n"
+			. 'api_sessions_denylist zone=e:1m file=deny.json; #!',
+		'"api_sessions_denylist" directive is duplicate' ],
+	[ 'denylist without zone',
+		http => 'api_sessions_denylist file=deny.json; #!',
+		'"api_sessions_denylist" must have "zone" parameter' ],
+	[ 'denylist without source',
+		http => 'api_sessions_denylist zone=d:1m interval=1s; #!',
+		'"api_sessions_denylist" must have "url" or "file" parameter' ],
+	[ 'denylist bad zone size',
+		http => 'api_sessions_denylist zone=d:big file=deny.json; #!',
+		'invalid zone size "zone=d:big"' ],
+	[ 'denylist zone too small',
+		http => 'api_sessions_denylist zone=d:1k file=deny.json; #!',
+		'zone "d" is too small' ],
+	[ 'denylist url and file',
+		http => 'api_sessions_denylist zone=d:1m file=deny.json '
+			. 'url=http://127.0.0.1/v1/denylist; #!',
+		'invalid parameter "url=http://127.0.0.1/v1/denylist"' ],
+	[ 'denylist bad url',
+		http => 'api_sessions_denylist zone=d:1m url=ftp://h/d; #!',
+		'invalid URL prefix in "ftp://h/d"' ],
+	[ 'denylist bad interval',
+		http => 'api_sessions_denylist zone=d:1m file=deny.json '
+			. 'interval=often; #!',
+		'invalid parameter "interval=often"' ],
+	[ 'denylist header with file',
+		http => 'api_sessions_denylist zone=d:1m file=deny.json '
+			. 'header=X-A:1; #!',
+		'"header" requires "url"' ],
+	[ 'denylist zone shared with sessions',
+		http => "api_sessions_zone zone=a:1m;\n"
+			. 'api_sessions_denylist zone=a:1m file=deny.json; #!',
+		'duplicate zone "a"' ],
+	[ 'block bad value',
+		location => 'api_sessions_block yes; #!',
+		'invalid value "yes"' ],
+	[ 'block without denylist',
+		location => "api_sessions on;\n api_sessions_block on;", undef,
+		'"api_sessions_block" requires "api_sessions_denylist"' ],
+	[ 'block status too low',
+		location => 'api_sessions_block_status 200; #!',
+		'value must be between 400 and 599' ],
+	[ 'block status too high',
+		location => 'api_sessions_block_status 600; #!',
+		'value must be between 400 and 599' ],
+	[ 'block status not a number',
+		location => 'api_sessions_block_status forbidden; #!',
+		'"api_sessions_block_status" directive invalid number' ],
+
 	# api_sessions_status
 
 	[ 'status in server',
@@ -425,6 +481,16 @@ EOF
 			. "timeout=3s;\n"
 			. "api_sessions_zone zone=s:32k;\n",
 		location => "api_sessions on;\n api_sessions_status;\n" ],
+	[ 'denylist and blocking',
+		http => 'api_sessions_denylist zone=deny:1m interval=500ms '
+			. 'url=https://explorer.example/v1/denylist '
+			. '"header=Authorization:Bearer t";',
+		server => "api_sessions on;\n api_sessions_block dry_run;\n"
+			. 'api_sessions_block_status 429;',
+		location => "api_sessions_block on;\n api_sessions_block_status 451;" ],
+	[ 'denylist from a file, blocking off',
+		http => 'api_sessions_denylist zone=deny:64k file=deny.json;',
+		location => "api_sessions on;\n api_sessions_block off;" ],
 	[ 'module loaded, nothing enabled', location => 'return 204;' ],
 	[ 'off in a location',
 		http => 'api_sessions on;',

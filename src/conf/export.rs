@@ -54,7 +54,7 @@ impl ExportConf {
     }
 }
 
-fn parse_time(value: &[u8]) -> Option<Duration> {
+pub(super) fn parse_time(value: &[u8]) -> Option<Duration> {
     let mut s = ngx_str_t { len: value.len(), data: value.as_ptr().cast_mut() };
     // SAFETY: s points at value for the call; 0 asks for milliseconds.
     let ms = unsafe { nginx_sys::ngx_parse_time(&mut s, 0) };
@@ -81,7 +81,7 @@ fn parse_count(value: &[u8]) -> Option<usize> {
 }
 
 /// `NAME:VALUE` with a token name and a value without control characters.
-fn parse_header(value: &[u8]) -> Option<(String, String)> {
+pub(super) fn parse_header(value: &[u8]) -> Option<(String, String)> {
     let colon = value.iter().position(|&b| b == b':')?;
     let (name, value) = (&value[..colon], &value[colon + 1..]);
     let token = |c: &u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c);

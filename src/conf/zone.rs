@@ -37,11 +37,11 @@ pub struct CountersZone {
 /// Name of the counters zone; an unlikely name for a user zone.
 const COUNTERS_ZONE: &str = "ngx_http_api_sessions_counters";
 
-fn tag() -> *mut c_void {
+pub(super) fn tag() -> *mut c_void {
     core::ptr::addr_of!(crate::ngx_http_api_sessions_module).cast_mut().cast()
 }
 
-fn pagesize() -> usize {
+pub(super) fn pagesize() -> usize {
     // SAFETY: set by nginx at startup, read-only afterwards.
     unsafe { nginx_sys::ngx_pagesize }
 }
@@ -52,7 +52,10 @@ fn pagesize() -> usize {
 /// # Safety
 ///
 /// `shm_zone` is the zone passed to an init callback.
-unsafe fn zone_root(shm_zone: &ngx_shm_zone_t, want: usize) -> Option<(*mut u8, usize, bool)> {
+pub(super) unsafe fn zone_root(
+    shm_zone: &ngx_shm_zone_t,
+    want: usize,
+) -> Option<(*mut u8, usize, bool)> {
     // The pool header is shared memory: on reload the previous cycle's workers still run, so
     // it is read and written through the pointer, never borrowed whole.
     let shpool = shm_zone.shm.addr.cast::<ngx_slab_pool_t>();

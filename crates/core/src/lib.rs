@@ -8,6 +8,7 @@ pub mod assemble;
 pub mod body;
 pub mod capture;
 pub mod counters;
+pub mod denylist;
 pub mod export;
 pub mod hash;
 pub mod keys;

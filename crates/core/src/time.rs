@@ -78,6 +78,18 @@ impl Millis {
         unsafe { String::from_utf8_unchecked(out) }
     }
 
+    /// Parses a timestamp strictly as RFC 3339 has it: date, time and an offset (`Z` or
+    /// `±HH:MM`), for documents machines write.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        let zoned = b.last().is_some_and(|c| matches!(c, b'Z' | b'z'))
+            || (b.len() > 6 && matches!(b[b.len() - 6], b'+' | b'-'));
+        if b.len() < 20 || !zoned || text.trim().len() != text.len() {
+            return None;
+        }
+        Self::parse(text)
+    }
+
     /// Parses an RFC 3339 timestamp (`Z` or `±HH:MM` offset, optional fraction), or the
     /// offset-less forms an HTML `datetime-local` input produces (`YYYY-MM-DDTHH:MM[:SS]`,
     /// read as UTC), or a plain date (`YYYY-MM-DD`, midnight UTC).

@@ -6,14 +6,28 @@ use core::fmt::Write;
 use serde::Serialize;
 
 use super::{CounterValues, Snapshot};
+use crate::denylist::DenylistStats;
 use crate::session_table::TableStats;
 
-/// `{"workers":[{"pid":N,<counters>}...],"total":{<counters>},"zone":{...}|null}`.
+/// `{"workers":[{"pid":N,<counters>}...],"total":{<counters>},"zone":{...}|null}`, and with a
+/// denylist its figures after `zone`.
 #[derive(Serialize)]
 struct Document<'a> {
     workers: Vec<WorkerEntry<'a>>,
     total: &'a CounterValues,
     zone: Option<Zone>,
+    #[serde(flatten)]
+    denylist: Option<Block>,
+}
+
+/// What blocking did and the list in use, for every worker of the node.
+#[derive(Serialize)]
+struct Block {
+    blocked: u64,
+    block_dry_run: u64,
+    denylist_entries: u64,
+    denylist_version: u64,
+    denylist_errors: u64,
 }
 
 #[derive(Serialize)]
@@ -31,7 +45,11 @@ struct Zone {
 }
 
 /// The JSON document, with a final newline.
-pub fn json(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
+pub fn json(
+    snapshot: &Snapshot,
+    zone: Option<TableStats>,
+    denylist: Option<DenylistStats>,
+) -> String {
     let document = Document {
         workers: snapshot
             .workers
@@ -44,6 +62,13 @@ pub fn json(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
             evictions: z.evictions,
             capacity: z.capacity,
         }),
+        denylist: denylist.map(|d| Block {
+            blocked: d.blocked,
+            block_dry_run: d.dry_run,
+            denylist_entries: d.entries,
+            denylist_version: d.version,
+            denylist_errors: d.errors,
+        }),
     };
     // Plain structs of numbers: serialising them cannot fail.
     let mut out = serde_json::to_string(&document).expect("status serialisation");
@@ -52,7 +77,11 @@ pub fn json(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
 }
 
 /// Prometheus text format: the node's totals (per-pid series would churn on every reload).
-pub fn prometheus(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
+pub fn prometheus(
+    snapshot: &Snapshot,
+    zone: Option<TableStats>,
+    denylist: Option<DenylistStats>,
+) -> String {
     let mut out = String::new();
     for ((name, value), help) in snapshot.total.named().into_iter().zip(HELP) {
         // Every counter is a `_total` but `queued`, a gauge; `spooled` keeps its `_total` name
@@ -74,6 +103,31 @@ pub fn prometheus(snapshot: &Snapshot, zone: Option<TableStats>) -> String {
              api_sessions_zone_evictions_total {}\n",
             z.entries, z.evictions
         );
+    }
+    if let Some(d) = denylist {
+        for (metric, kind, help, value) in [
+            ("blocked_total", "counter", "Requests answered with the block status.", d.blocked),
+            (
+                "block_dry_run_total",
+                "counter",
+                "Requests that would have been blocked (dry run).",
+                d.dry_run,
+            ),
+            ("denylist_entries", "gauge", "Entries of the denylist in use.", d.entries),
+            ("denylist_version", "gauge", "Version of the denylist in use.", d.version),
+            (
+                "denylist_errors_total",
+                "counter",
+                "Denylist fetches that failed or were refused.",
+                d.errors,
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "# HELP api_sessions_{metric} {help}\n# TYPE api_sessions_{metric} {kind}\n\
+                 api_sessions_{metric} {value}\n"
+            );
+        }
     }
     out
 }
@@ -108,7 +162,7 @@ mod tests {
     fn json_document() {
         let zone = TableStats { entries: 7, evictions: 1, capacity: 80_107 };
         assert_eq!(
-            json(&snapshot(), Some(zone)),
+            json(&snapshot(), Some(zone), None),
             concat!(
                 r#"{"workers":[{"pid":41,"captured":10,"exported":11,"dropped":12,"queued":13,"#,
                 r#""spooled":14,"export_errors":15},{"pid":42,"captured":20,"exported":21,"#,
@@ -118,7 +172,7 @@ mod tests {
                 "\n"
             )
         );
-        let empty = json(&Snapshot::default(), None);
+        let empty = json(&Snapshot::default(), None, None);
         assert_eq!(
             empty,
             concat!(
@@ -130,9 +184,39 @@ mod tests {
     }
 
     #[test]
+    fn denylist_figures() {
+        let d = DenylistStats {
+            entries: 4,
+            version: 9,
+            errors: 2,
+            capacity: 100,
+            blocked: 5,
+            dry_run: 6,
+        };
+        let doc = json(&Snapshot::default(), None, Some(d));
+        assert!(doc.ends_with(
+            r#""zone":null,"blocked":5,"block_dry_run":6,"denylist_entries":4,"denylist_version":9,"denylist_errors":2}
+"#
+        ));
+        let text = prometheus(&Snapshot::default(), None, Some(d));
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).skip(6).collect();
+        assert_eq!(
+            samples,
+            [
+                "api_sessions_blocked_total 5",
+                "api_sessions_block_dry_run_total 6",
+                "api_sessions_denylist_entries 4",
+                "api_sessions_denylist_version 9",
+                "api_sessions_denylist_errors_total 2",
+            ]
+        );
+        assert!(text.contains("# TYPE api_sessions_denylist_version gauge\n"));
+    }
+
+    #[test]
     fn prometheus_text() {
         let zone = TableStats { entries: 7, evictions: 1, capacity: 80_107 };
-        let text = prometheus(&snapshot(), Some(zone));
+        let text = prometheus(&snapshot(), Some(zone), None);
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             samples,
@@ -156,6 +240,6 @@ mod tests {
             "# HELP api_sessions_export_errors_total Failed delivery attempts.\n\
              # TYPE api_sessions_export_errors_total counter\n"
         ));
-        assert!(!prometheus(&snapshot(), None).contains("zone"));
+        assert!(!prometheus(&snapshot(), None, None).contains("zone"));
     }
 }
