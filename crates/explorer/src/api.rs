@@ -1,9 +1,11 @@
 //! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]`,
-//! `GET /api/endpoints` and the CSV export for people and scripts, and `GET /api/openapi.json`,
+//! `GET /api/endpoints` and the CSV export for people and scripts, the denylist (`GET
+//! /v1/denylist` for the module, `/api/denylist` for people), and `GET /api/openapi.json`,
 //! which describes them. One file per resource, each route in [`routes`], which documents what
 //! it mounts.
 
 mod csv;
+pub mod denylist;
 pub mod endpoints;
 mod openapi;
 mod records;
@@ -69,11 +71,16 @@ pub fn document(state: &Arc<AppState>) -> utoipa::openapi::OpenApi {
 
 fn documented(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
     let ingest_token = middleware::from_fn_with_state(state.clone(), auth::require_ingest_token);
-    let ingest = OpenApiRouter::new().routes(routes!(records::post)).route_layer(ingest_token);
+    let ingest = OpenApiRouter::new()
+        .routes(routes!(records::post))
+        .routes(routes!(denylist::module_document))
+        .route_layer(ingest_token);
     OpenApiRouter::with_openapi(openapi::Document::openapi())
         .merge(ingest)
         .routes(routes!(sessions::list))
         .routes(routes!(endpoints::list))
+        .routes(routes!(denylist::list, denylist::post))
+        .routes(routes!(denylist::delete))
         .routes(routes!(session_or_csv))
         .routes(routes!(openapi::document))
 }

@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 use crate::auth::SecureCookies;
+use crate::auto_block::AutoBlock;
 use crate::endpoints::openapi::OpenApi;
 use crate::endpoints::Endpoints;
 use crate::ingest;
@@ -65,6 +66,14 @@ enum Command {
         /// scores nothing.
         #[arg(long, value_name = "FILE")]
         detect: Option<PathBuf>,
+        /// Put the key of every session whose risk reaches RISK (1-100) on the denylist as its
+        /// records come in (see docs/blocking.md; try the module's dry_run first).
+        #[arg(long, value_name = "RISK", value_parser = clap::value_parser!(u8).range(1..=100))]
+        auto_block: Option<u8>,
+        /// How long an automatic block lasts: a number and s, m, h, d or w; without it, until
+        /// unblocked.
+        #[arg(long, value_name = "TTL", requires = "auto_block", value_parser = crate::store::denylist::parse_ttl)]
+        auto_block_ttl: Option<i64>,
     },
     /// Load NDJSON files into the database; loading a file again adds nothing.
     Ingest {
@@ -132,6 +141,8 @@ pub fn main() -> ExitCode {
             secure_cookies,
             openapi,
             detect,
+            auto_block,
+            auto_block_ttl,
         } => {
             let Some(store) = backend(&store) else { return ExitCode::from(2) };
             let endpoints = match endpoints(&openapi) {
@@ -151,6 +162,7 @@ pub fn main() -> ExitCode {
                 secure_cookies,
                 endpoints,
                 detection,
+                auto_block: auto_block.map(|risk| AutoBlock { risk, ttl_ms: auto_block_ttl }),
             };
             match server::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod auto_block;
 pub mod batch;
 pub mod cli;
 pub mod detect;

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::app::{self, AppState};
 use crate::auth::{Access, SecureCookies};
+use crate::auto_block::{AutoBlock, AutoBlocking};
 use crate::endpoints::Endpoints;
 use crate::follow::{self, Follower};
 use crate::store::signals::Detection;
@@ -34,6 +35,8 @@ pub struct ServeOptions {
     /// Endpoints, with the OpenAPI documents of `--openapi`.
     pub endpoints: Arc<Endpoints>,
     pub detection: Detection,
+    /// `--auto-block`, when given.
+    pub auto_block: Option<AutoBlock>,
 }
 
 /// Shorter UI tokens are accepted with a warning: the login form can be tried at will.
@@ -50,6 +53,16 @@ pub fn serve(options: ServeOptions) -> Result<(), String> {
             options.detection.clone(),
         )
         .map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> = match options.auto_block {
+        Some(settings) => {
+            let ttl = settings
+                .ttl_ms
+                .map_or("until unblocked".to_owned(), |ms| format!("{} s", ms / 1000));
+            info!("auto-block: sessions reaching risk {} are blocked ({ttl})", settings.risk);
+            Arc::new(AutoBlocking::new(store, settings))
+        }
+        None => store,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@
 //! with the same answers.
 
 pub mod clickhouse;
+pub mod denylist;
 pub mod endpoints;
 mod list;
 pub mod signals;
@@ -495,6 +496,24 @@ pub trait Store: Send + Sync + 'static {
         session_id: &str,
         requests: &[Cursor],
     ) -> Result<Vec<Option<EndpointKey>>>;
+
+    /// Applies a change to the denylist and writes it to the audit log, as one step: the
+    /// list's new version, or `None` for an unblock of a key that is not on the list.
+    fn change_denylist(&self, change: &denylist::Change) -> Result<denylist::Changed>;
+
+    /// The denylist's entries (expired ones too, until the purge) and version.
+    fn denylist(&self) -> Result<denylist::Denylist>;
+
+    /// The audit log within the retention, newest first: every change, or those of one key.
+    fn denylist_audit(
+        &self,
+        key_hash: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<denylist::AuditEntry>>;
+
+    /// The key hash and risk of those of `session_ids` that are stored, as
+    /// `(session_id, key_hash, risk)`.
+    fn session_risks(&self, session_ids: &[String]) -> Result<Vec<(String, String, u8)>>;
 }
 
 /// Which requests endpoint statistics count: a time range (inclusive, within the retention),

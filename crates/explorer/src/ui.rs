@@ -1,14 +1,15 @@
 //! The web UI: server-rendered pages at `/` (sessions), `/sessions/{id}` (one session) and
-//! `/endpoints`, and `/login` when a UI token is set.
+//! `/endpoints`, `/blocks` (the denylist), and `/login` when a UI token is set.
 //!
 //! Pages work without JavaScript; the one script only adds "Copy link". Every filter lives in
 //! the query string, so any view can be shared by its address. Nothing is loaded from
 //! elsewhere: the stylesheet and the script are compiled into the binary.
 //!
-//! One file per page (`list`, `session`, `endpoints`, `login`), each with its handler and its route in [`routes`];
+//! One file per page (`list`, `session`, `endpoints`, `blocks`, `login`), each with its handler and its route in [`routes`];
 //! the pieces they share are `layout` (the page around the content, error pages), `form` (the
 //! filter form), `chart`, `format` (times and durations) and `html` (the writer that escapes).
 
+mod blocks;
 mod chart;
 mod endpoints;
 mod form;
@@ -38,6 +39,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", post(login::log_out))
         .route("/endpoints", get(endpoints::page))
+        .route("/blocks", get(blocks::page).post(blocks::submit))
+        .route("/blocks/{key_hash}/unblock", post(blocks::submit_unblock))
         .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", STYLESHEET) }))
         .route("/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .fallback(|| async { layout::not_found("No such page.") })

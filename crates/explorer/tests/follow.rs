@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
+use api_sessions::store::denylist;
 use api_sessions::store::endpoints::{EndpointKey, Measured};
 use api_sessions::store::{
     self, Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage,
@@ -186,6 +187,22 @@ impl Store for Counting {
         requests: &[Cursor],
     ) -> store::Result<Vec<Option<EndpointKey>>> {
         self.inner.request_endpoints(id, requests)
+    }
+    fn change_denylist(&self, change: &denylist::Change) -> store::Result<denylist::Changed> {
+        self.inner.change_denylist(change)
+    }
+    fn denylist(&self) -> store::Result<denylist::Denylist> {
+        self.inner.denylist()
+    }
+    fn denylist_audit(
+        &self,
+        key_hash: Option<&str>,
+        limit: usize,
+    ) -> store::Result<Vec<denylist::AuditEntry>> {
+        self.inner.denylist_audit(key_hash, limit)
+    }
+    fn session_risks(&self, ids: &[String]) -> store::Result<Vec<(String, String, u8)>> {
+        self.inner.session_risks(ids)
     }
 }
 

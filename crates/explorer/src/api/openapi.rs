@@ -31,6 +31,8 @@ use crate::error::ErrorBody;
     tags(
         (name = "ingest", description = "The module's exporter sends its records here."),
         (name = "sessions", description = "Sessions and their requests."),
+        (name = "denylist", description = "Blocked keys: the module's document, and blocking \
+                                            and unblocking with an audit log."),
         (name = "meta", description = "This document.")
     )
 )]

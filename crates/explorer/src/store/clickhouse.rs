@@ -5,6 +5,7 @@
 //! why). Writes (batches, follow positions, the purge) take one lock, which duplicate
 //! detection needs ([`write`]); reads run side by side.
 
+mod denylist;
 mod endpoints;
 mod http;
 mod query;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use api_sessions_core::time::Millis;
 
 pub use self::http::Config;
+use super::denylist::{AuditEntry, Change, Changed, Denylist};
 use super::endpoints::{EndpointKey, Measured};
 use super::signals::Detection;
 use super::EndpointRange;
@@ -33,6 +35,8 @@ pub struct ClickHouseStore {
     writer: Mutex<write::Clock>,
     /// Taken after `writer`, by the writes only.
     endpoint_writer: Mutex<endpoints::Writer>,
+    /// The denylist's version; held while the denylist changes.
+    denylist_version: Mutex<u64>,
     retention_ms: i64,
     /// Assigns the endpoints of the records, before the writer lock is taken.
     endpoints: Arc<Endpoints>,
@@ -60,10 +64,12 @@ impl ClickHouseStore {
         schema::migrate(&client).map_err(fail)?;
         let clock = write::Clock::load(&client).map_err(fail)?;
         let endpoint_writer = endpoints::Writer::load(&client).map_err(fail)?;
+        let denylist_version = denylist::load_version(&client).map_err(fail)?;
         Ok(ClickHouseStore {
             client,
             writer: Mutex::new(clock),
             endpoint_writer: Mutex::new(endpoint_writer),
+            denylist_version: Mutex::new(denylist_version),
             retention_ms,
             endpoints,
             detection,
@@ -134,6 +140,10 @@ impl Store for ClickHouseStore {
 
     fn purge(&self) -> Result<PurgeCounts> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let _denylist = self.denylist_version.lock().unwrap_or_else(|p| p.into_inner());
+            denylist::purge(&self.client, self.floor())?;
+        }
         let purged = write::purge(&self.client, self.floor())?;
         // Endpoints no longer called free their places under the cap.
         self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner()).reload(&self.client)?;
@@ -150,5 +160,24 @@ impl Store for ClickHouseStore {
         requests: &[Cursor],
     ) -> Result<Vec<Option<EndpointKey>>> {
         endpoints::of_requests(&self.client, session_id, requests)
+    }
+
+    fn change_denylist(&self, change: &Change) -> Result<Changed> {
+        let mut version = self.denylist_version.lock().unwrap_or_else(|p| p.into_inner());
+        denylist::change(&self.client, &mut version, change)
+    }
+
+    fn denylist(&self) -> Result<Denylist> {
+        // Under the lock, so that the version is that of the entries read.
+        let version = self.denylist_version.lock().unwrap_or_else(|p| p.into_inner());
+        denylist::list(&self.client, *version)
+    }
+
+    fn denylist_audit(&self, key_hash: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+        denylist::audit(&self.client, key_hash, limit, self.floor())
+    }
+
+    fn session_risks(&self, session_ids: &[String]) -> Result<Vec<(String, String, u8)>> {
+        denylist::risks(&self.client, session_ids)
     }
 }

@@ -4,6 +4,7 @@
 //! the purge) goes through one thread (`writer`). Readers each get their own connection and
 //! see committed snapshots without waiting for it.
 
+mod denylist;
 mod endpoints;
 mod list;
 mod query;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
+use super::denylist::{AuditEntry, Change, Changed, Denylist};
 use super::endpoints::{EndpointKey, Measured};
 use super::signals::Detection;
 use super::EndpointRange;
@@ -173,5 +175,23 @@ impl Store for SqliteStore {
         requests: &[Cursor],
     ) -> Result<Vec<Option<EndpointKey>>> {
         self.with_reader(|conn| endpoints::of_requests(conn, requests))
+    }
+
+    fn change_denylist(&self, change: &Change) -> Result<Changed> {
+        let change = change.clone();
+        self.writer.run(move |conn| denylist::change(conn, &change))
+    }
+
+    fn denylist(&self) -> Result<Denylist> {
+        self.with_reader(denylist::list)
+    }
+
+    fn denylist_audit(&self, key_hash: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let floor = self.floor();
+        self.with_reader(|conn| denylist::audit(conn, key_hash, limit, floor))
+    }
+
+    fn session_risks(&self, session_ids: &[String]) -> Result<Vec<(String, String, u8)>> {
+        self.with_reader(|conn| denylist::risks(conn, session_ids))
     }
 }

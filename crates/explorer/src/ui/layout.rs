@@ -24,7 +24,7 @@ pub fn page(status: StatusCode, title: &str, body: impl FnOnce(&mut Html)) -> Re
          <script src=\"/static/app.js\" defer></script></head><body>\
          <header class=\"top\"><a class=\"brand\" href=\"/\">api-sessions</a>\
          <span class=\"tagline\">API traffic as user sessions</span>\
-         <nav class=\"sections\"><a href=\"/\">Sessions</a><a href=\"/endpoints\">Endpoints</a></nav>",
+         <nav class=\"sections\"><a href=\"/\">Sessions</a><a href=\"/endpoints\">Endpoints</a><a href=\"/blocks\">Blocks</a></nav>",
     );
     if let Some(viewer) = crate::auth::viewer().filter(|viewer| viewer.logged_in) {
         html.open("form", &[("class", "logout"), ("method", "post"), ("action", "/logout")])

@@ -74,6 +74,7 @@ pub async fn page(
         Ok(None) => return not_found("No such session, or it is older than the retention."),
         Err(error) => return error_page(error),
     };
+    let blocked = super::blocks::state(&app, &detail.session.key_hash).await;
     render(StatusCode::OK, &title, |html| {
         let view =
             View { id: &id, path: format!("/sessions/{}", path_segment(&id)), filter: &filter };
@@ -86,6 +87,7 @@ pub async fn page(
             form::SESSION_LEVEL,
             &view.all_requests(),
         );
+        super::blocks::panel(html, &id, &detail.session.key_hash, blocked.as_ref());
         view.signals(html, &detail);
         view.charts(html, &detail);
         view.requests(html, &detail, &annotations, cursor);

@@ -99,6 +99,8 @@ const MIGRATIONS: &[&[&str]] = &[
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (actor, hour)",
     ],
+    // 4: the denylist, its versions and the audit log of its changes (see `denylist`).
+    super::denylist::SCHEMA,
 ];
 
 /// Creates the database if needed and brings the schema up to date.

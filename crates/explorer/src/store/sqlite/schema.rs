@@ -201,6 +201,8 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX detect_actors_hour ON detect_actors (hour);
     "#,
     ),
+    // 6: the denylist, its version and the audit log of its changes (see `denylist`).
+    Migration::Sql(super::denylist::SCHEMA),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,

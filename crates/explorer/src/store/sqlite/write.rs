@@ -456,6 +456,7 @@ pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
     conn.execute("DELETE FROM search_blocks WHERE hour < ?", [schema::hour(cutoff)])?;
     endpoints::purge(conn, cutoff)?;
     signals::purge(conn, cutoff)?;
+    super::denylist::purge(conn, cutoff)?;
 
     // Sessions that straddle the cutoff keep their newer requests; their aggregates must stop
     // counting the deleted ones. After a recount `first_ts >= cutoff`, so each is done once.

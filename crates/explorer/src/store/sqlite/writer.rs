@@ -39,6 +39,8 @@ type IngestReply = mpsc::SyncSender<(Result<IngestCounts>, IngestJob)>;
 enum Job {
     Ingest(IngestJob, IngestReply),
     Purge(i64, mpsc::SyncSender<Result<PurgeCounts>>),
+    /// Any other write (the denylist's); it sends its own reply.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 pub struct Writer {
@@ -73,6 +75,18 @@ impl Writer {
     pub fn purge(&self, cutoff: i64) -> Result<PurgeCounts> {
         let (reply, result) = mpsc::sync_channel(1);
         self.send(Job::Purge(cutoff, reply))?;
+        result.recv().map_err(|_| stopped())?
+    }
+
+    /// Runs `work` on the writer's connection, between batches.
+    pub fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.send(Job::Run(Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        })))?;
         result.recv().map_err(|_| stopped())?
     }
 
@@ -120,6 +134,7 @@ fn run(
                 reload(&mut endpoints, &conn);
                 let _ = reply.send(purged);
             }
+            Job::Run(work) => work(&mut conn),
             Job::Ingest(job, reply) => {
                 let mut records = job.batch.len();
                 let mut group = vec![(job, reply)];
@@ -129,8 +144,8 @@ fn run(
                             records += job.batch.len();
                             group.push((job, reply));
                         }
-                        Ok(purge) => {
-                            next = Some(purge);
+                        Ok(other) => {
+                            next = Some(other);
                             break;
                         }
                         Err(_) => break,
