@@ -452,7 +452,10 @@ mod tests {
         let start = Millis::parse("2026-11-22T10:00:00.100Z").unwrap();
         let ticks = super::ticks(start, Millis(start.0 + 400));
         assert_eq!(ticks.len(), 2, "the ends of a short session");
-        let days = super::ticks(start, Millis(start.0 + 3 * 86_400_000));
-        assert!(days.iter().all(|tick| tick.format == "md"), "days");
+        let days = super::ticks(start, Millis(start.0 + 10 * 86_400_000));
+        assert!(days.len() >= 2 && days.iter().all(|tick| tick.format == "md"), "days");
+        let hours = super::ticks(start, Millis(start.0 + 3 * 86_400_000));
+        let dated = hours.iter().filter(|tick| tick.format == "md hm").count();
+        assert!(dated >= 3, "the date where the day changes");
     }
 }
