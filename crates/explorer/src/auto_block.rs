@@ -118,6 +118,10 @@ impl Store for AutoBlocking {
         self.inner.follow_position(path)
     }
 
+    fn retention_ms(&self) -> i64 {
+        self.inner.retention_ms()
+    }
+
     fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage> {
         self.inner.list_sessions(query)
     }

@@ -455,6 +455,9 @@ pub trait Store: Send + Sync + 'static {
     /// The last committed position of a followed file.
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>>;
 
+    /// How long records are kept (`--retention`), in milliseconds, for the pages to state it.
+    fn retention_ms(&self) -> i64;
+
     /// A page of the sessions matching the query's filter, in its order, with the number of
     /// all of them.
     fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage>;

@@ -1,13 +1,14 @@
 //! The web UI: server-rendered pages at `/` (sessions), `/sessions/{id}` (one session) and
 //! `/endpoints`, `/blocks` (the denylist), and `/login` when a UI token is set.
 //!
-//! Pages work without JavaScript; the one script only adds "Copy link". Every filter lives in
-//! the query string, so any view can be shared by its address. Nothing is loaded from
-//! elsewhere: the stylesheet and the script are compiled into the binary.
+//! Pages work without JavaScript: filters, chart bars and timeline slices are links. The one
+//! script adds "Copy link", times in local time, drag-to-zoom and "Show all" on long cells.
+//! Every filter lives in the query string, so any view can be shared by its address. Nothing
+//! is loaded from elsewhere: the stylesheet and the script are compiled into the binary.
 //!
 //! One file per page (`list`, `session`, `endpoints`, `blocks`, `login`), each with its handler and its route in [`routes`];
 //! the pieces they share are `layout` (the page around the content, error pages), `form` (the
-//! filter form), `chart`, `format` (times and durations) and `html` (the writer that escapes).
+//! filter form), `chart`, `format` (times, durations and captured values) and `html` (the writer that escapes).
 
 mod blocks;
 mod chart;

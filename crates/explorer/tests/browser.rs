@@ -2,9 +2,7 @@
 //!
 //! Loads the list, applies a filter, opens a session, filters inside it, downloads the CSV,
 //! copies the link, drops the in-session filters, and proves that captured `<script>` and
-//! `onerror` payloads stay text. Takes the screenshot the README shows; it is written to
-//! `docs/explorer-session.png` when API_SESSIONS_UPDATE_SCREENSHOT=1, so that an ordinary test
-//! run leaves the checkout as it found it.
+//! `onerror` payloads stay text. (The screenshots of the docs are `browser_filters`'.)
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or CHROMIUM and CHROMEDRIVER pointing at
 //! them). Without them the test fails, unless API_SESSIONS_SKIP_BROWSER=1 says to skip it.
@@ -13,12 +11,11 @@ mod fixtures;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use api_sessions_core::record::Record;
-use base64::Engine;
 use fixtures::*;
 use serde_json::{json, Value};
 
@@ -344,7 +341,6 @@ fn the_ui_works_in_a_real_browser() {
     assert!(browser.find_all("figure.timeline svg rect").len() >= 2, "the timeline has bars");
     assert!(browser.text("section.flows").contains("billing"));
     assert!(browser.text("details.request[open] pre.raw").contains("sqlmap/1.8"));
-    save_screenshot(&browser);
 
     // An in-session filter, then "Copy link", "Download CSV" and "Show all requests".
     browser.script("document.getElementById('f-method').value = 'POST'; return true;");
@@ -439,17 +435,4 @@ fn the_ui_works_in_a_real_browser() {
     assert!(browser.text("table.requests td.endpoint").contains("documented"));
 
     browser.call("DELETE", "", None);
-}
-
-fn save_screenshot(browser: &Browser) {
-    let png = browser.call("GET", "/screenshot", None);
-    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let dir = if std::env::var_os("API_SESSIONS_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
-    } else {
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-    };
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("explorer-session.png"), png).unwrap();
 }

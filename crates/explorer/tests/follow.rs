@@ -151,6 +151,9 @@ impl Store for Counting {
     fn follow_position(&self, path: &str) -> store::Result<Option<FollowPosition>> {
         self.inner.follow_position(path)
     }
+    fn retention_ms(&self) -> i64 {
+        self.inner.retention_ms()
+    }
     fn list_sessions(&self, query: &ListQuery) -> store::Result<SessionPage> {
         self.inner.list_sessions(query)
     }

@@ -109,6 +109,10 @@ impl Store for ClickHouseStore {
         write::follow_position(&self.client, path)
     }
 
+    fn retention_ms(&self) -> i64 {
+        self.retention_ms
+    }
+
     fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage> {
         query::list(&self.client, query, self.floor())
     }

@@ -123,6 +123,10 @@ impl Store for SqliteStore {
         self.with_reader(|conn| write::follow_position(conn, path))
     }
 
+    fn retention_ms(&self) -> i64 {
+        self.retention_ms
+    }
+
     fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage> {
         let floor = self.floor();
         self.with_reader(|conn| list::list(conn, query, floor))

@@ -91,8 +91,8 @@ impl Field {
 
     fn label(self) -> &'static str {
         match self {
-            Field::From => "From (UTC)",
-            Field::To => "To (UTC)",
+            Field::From => "From",
+            Field::To => "To",
             Field::User => "User",
             Field::Role => "Role",
             Field::Flow => "Business flow",
@@ -140,25 +140,32 @@ impl Field {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.mmm]`, what `<input type="datetime-local">` takes.
+/// `YYYY-MM-DDTHH:MM:SS`, what `<input type="datetime-local" step="1">` takes: to the second,
+/// so that the picker does not ask for milliseconds.
 fn datetime_local(ts: Millis) -> String {
     let mut text = ts.to_rfc3339();
-    text.pop();
-    if text.ends_with(".000") {
-        text.truncate(text.len() - 4);
-    }
+    text.truncate("YYYY-MM-DDTHH:MM:SS".len());
     text
 }
 
-/// A GET form for `fields`, carrying `hidden` ones unchanged.
-pub fn filter_form(
-    html: &mut Html,
-    action: &str,
-    params: &QueryParams,
-    fields: &[Field],
-    hidden: &[Field],
-    reset: &str,
-) {
+/// A GET form of filters.
+pub struct FilterForm<'a> {
+    /// Where the form goes.
+    pub action: &'a str,
+    /// The filters it shows.
+    pub fields: &'a [Field],
+    /// Filters it carries unchanged.
+    pub hidden: &'a [Field],
+    /// Other pairs it carries unchanged (the list a session was opened from).
+    pub carry: &'a [(&'static str, &'a str)],
+    /// The address without these filters.
+    pub reset: &'a str,
+    /// What its button says.
+    pub submit: &'static str,
+}
+
+pub fn filter_form(html: &mut Html, params: &QueryParams, form: &FilterForm) {
+    let FilterForm { action, fields, hidden, carry, reset, submit } = *form;
     html.open("form", &[("class", "filters"), ("method", "get"), ("action", action)]);
     for &field in hidden {
         let value = field.value(params);
@@ -166,11 +173,19 @@ pub fn filter_form(
             html.open("input", &[("type", "hidden"), ("name", field.name()), ("value", &value)]);
         }
     }
+    for &(name, value) in carry {
+        html.open("input", &[("type", "hidden"), ("name", name), ("value", value)]);
+    }
     for &field in fields {
         let value = field.value(params);
         let id = format!("f-{}", field.name());
         html.open("div", &[("class", "field")]);
-        html.open("label", &[("for", &id)]).text(field.label()).close("label");
+        html.open("label", &[("for", &id)]).text(field.label());
+        if matches!(field, Field::From | Field::To) {
+            // The script says "local time" here when the reader chose it.
+            html.text(" (").element("span", &[("class", "tz-name")], "UTC").text(")");
+        }
+        html.close("label");
         if field == Field::Method {
             method_select(html, &id, &value);
         } else if field == Field::Signal {
@@ -186,7 +201,7 @@ pub fn filter_form(
             let mut attributes =
                 vec![("id", id.as_str()), ("name", field.name()), ("value", &value)];
             attributes.extend_from_slice(match field {
-                Field::From | Field::To => &[("type", "datetime-local"), ("step", "0.001")],
+                Field::From | Field::To => &[("type", "datetime-local"), ("step", "1")],
                 Field::Flow => &[("list", "known-flows")],
                 Field::Status => &[("placeholder", "404 or 4xx")],
                 Field::Attack => &[("placeholder", "any, or a type")],
@@ -209,7 +224,7 @@ pub fn filter_form(
         html.close("datalist");
     }
     html.open("div", &[("class", "buttons")])
-        .element("button", &[("type", "submit")], "Apply filters")
+        .element("button", &[("type", "submit")], submit)
         .element("a", &[("class", "button secondary"), ("href", reset)], "Reset")
         .close("div")
         .close("form");
@@ -253,4 +268,24 @@ fn method_select(html: &mut Html, id: &str, value: &str) {
         }
     }
     html.close("select");
+}
+
+/// The relative time ranges offered beside the form: label and length.
+pub const PRESETS: [(&str, i64); 4] =
+    [("15 min", 15 * 60_000), ("1 h", 3_600_000), ("24 h", 86_400_000), ("7 d", 7 * 86_400_000)];
+
+/// "Last 15 min · 1 h · 24 h · 7 d": links that set `from` that long before now and clear `to`;
+/// `href` makes the address of a view from its `from`.
+pub fn presets(html: &mut Html, now: Millis, href: impl Fn(Millis) -> String) {
+    html.open("nav", &[("class", "presets"), ("aria-label", "Time range")]);
+    html.element("span", &[("class", "muted")], "Last");
+    for (label, length) in PRESETS {
+        let from = Millis((now.0 - length).div_euclid(1000) * 1000);
+        html.element(
+            "a",
+            &[("class", "preset"), ("href", &href(from)), ("data-length", &length.to_string())],
+            label,
+        );
+    }
+    html.close("nav");
 }

@@ -62,6 +62,17 @@ impl Html {
         self.open(tag, attributes).text(text).close(tag)
     }
 
+    /// A URL path as escaped text that may wrap only after a `/` (a `<wbr>` after each).
+    pub fn path(&mut self, path: &str) -> &mut Self {
+        for segment in path.split_inclusive('/') {
+            escape_into(&mut self.out, segment);
+            if segment.ends_with('/') {
+                self.out.push_str("<wbr>");
+            }
+        }
+        self
+    }
+
     pub fn finish(self) -> String {
         self.out
     }
@@ -100,5 +111,12 @@ mod tests {
              title=\"&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=&quot;alert(&#39;x&#39;)&quot;&gt;&amp;amp;\u{FFFD}\">\
              &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=&quot;alert(&#39;x&#39;)&quot;&gt;&amp;amp;\u{FFFD}</a>"
         );
+    }
+
+    #[test]
+    fn paths_break_after_slashes_only() {
+        let mut html = Html::new();
+        html.path("/api/<b>/x");
+        assert_eq!(html.finish(), "/<wbr>api/<wbr>&lt;b&gt;/<wbr>x");
     }
 }

@@ -24,7 +24,9 @@ pub fn page(status: StatusCode, title: &str, body: impl FnOnce(&mut Html)) -> Re
          <script src=\"/static/app.js\" defer></script></head><body>\
          <header class=\"top\"><a class=\"brand\" href=\"/\">api-sessions</a>\
          <span class=\"tagline\">API traffic as user sessions</span>\
-         <nav class=\"sections\"><a href=\"/\">Sessions</a><a href=\"/endpoints\">Endpoints</a><a href=\"/blocks\">Blocks</a></nav>",
+         <nav class=\"sections\"><a href=\"/\">Sessions</a><a href=\"/endpoints\">Endpoints</a><a href=\"/blocks\">Blocks</a></nav>\
+         <button type=\"button\" id=\"tz-toggle\" class=\"link tz\" hidden \
+         title=\"Show times in UTC or in this browser's time zone\">Times: UTC</button>",
     );
     if let Some(viewer) = crate::auth::viewer().filter(|viewer| viewer.logged_in) {
         html.open("form", &[("class", "logout"), ("method", "post"), ("action", "/logout")])
@@ -60,6 +62,16 @@ pub fn error_page(error: Error) -> Response {
         html.element("h1", &[], "Unavailable");
         error_box(html, &message);
     })
+}
+
+/// How long the explorer keeps what it shows, at the foot of the pages that show captured data.
+pub fn retention(html: &mut Html, retention_ms: i64) {
+    html.open("footer", &[("class", "retention")])
+        .text(&format!(
+            "This explorer keeps {} of traffic (--retention); older requests are deleted.",
+            super::format::period(retention_ms)
+        ))
+        .close("footer");
 }
 
 /// What is wrong, where the page's content would be.

@@ -6,8 +6,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::form::{self, filter_form};
-use super::format::{duration, time};
+use api_sessions_core::time::Millis;
+
+use super::form::{self, filter_form, FilterForm};
+use super::format::{duration, time, time_tag};
 use super::html::Html;
 use super::layout::{error_box, error_page, page as render};
 use crate::app::AppState;
@@ -26,6 +28,7 @@ pub async fn page(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> 
             return render(StatusCode::BAD_REQUEST, "Sessions", |html| {
                 heading(html, &params);
                 error_box(html, &message);
+                super::layout::retention(html, app.store.retention_ms());
             })
         }
     };
@@ -39,15 +42,33 @@ pub async fn page(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> 
     };
     render(StatusCode::OK, "Sessions", |html| {
         heading(html, &params);
+        presets(html, &query);
         count(html, &sessions);
-        table(html, &query.filter, &sessions);
+        table(html, &query, &sessions);
         paging(html, &query, &sessions);
+        super::layout::retention(html, app.store.retention_ms());
     })
 }
 
 fn heading(html: &mut Html, params: &QueryParams) {
     html.element("h1", &[], "Sessions");
-    filter_form(html, "/", params, form::GLOBAL, &[], "/");
+    let form = FilterForm {
+        action: "/",
+        fields: form::GLOBAL,
+        hidden: &[],
+        carry: &[],
+        reset: "/",
+        submit: "Apply filters",
+    };
+    filter_form(html, params, &form);
+}
+
+/// The last 15 minutes, hour, day or week, with the other filters and the sort kept.
+fn presets(html: &mut Html, query: &ListQuery) {
+    form::presets(html, Millis::now(), |from| {
+        let filter = Filter { from: Some(from), to: None, ..query.filter.clone() };
+        format!("/{}", query_string(&filter, &sort_pairs(query.sort)))
+    });
 }
 
 fn count(html: &mut Html, page: &SessionPage) {
@@ -61,7 +82,8 @@ fn count(html: &mut Html, page: &SessionPage) {
     }
 }
 
-fn table(html: &mut Html, filter: &Filter, page: &SessionPage) {
+fn table(html: &mut Html, query: &ListQuery, page: &SessionPage) {
+    let filter = &query.filter;
     if page.sessions.is_empty() {
         let message = if *filter == Filter::default() {
             "No sessions yet. Send the module's records to POST /v1/records, or start the \
@@ -85,7 +107,7 @@ fn table(html: &mut Html, filter: &Filter, page: &SessionPage) {
          <th>Last request</th><th>Duration</th><th class=\"num\">Requests</th><th>User</th><th>Role</th><th>Flows</th><th>IPs</th>\
          <th class=\"num\">Attacks</th><th>Nodes</th></tr></thead><tbody>",
     );
-    let query = query_string(filter, &[]);
+    let query = super::session::opened_from(query);
     for session in &page.sessions {
         row(html, session, &query);
     }
@@ -110,9 +132,9 @@ fn row(html: &mut Html, session: &SessionSummary, query: &str) {
         html.element("a", &[("class", "chip"), ("href", &href)], signal);
     }
     html.close("td");
-    html.open("td", &[("class", "nowrap")])
-        .text(&time(session.last_ts))
-        .close("td")
+    html.open("td", &[("class", "nowrap")]);
+    time_tag(html, session.last_ts);
+    html.close("td")
         .element(
             "td",
             &[("class", "nowrap"), ("title", &format!("from {}", time(session.first_ts)))],

@@ -1,8 +1,11 @@
 //! `/sessions/{id}`: one session, its statistics, timeline, requests and related sessions.
 //!
-//! The page shares the list's filters: request-level ones select the requests shown (the
-//! in-session filters), session-level ones (user, role, flow) ride along unchanged so "back to
-//! sessions" returns to the same list. "Show all requests" drops the request-level ones.
+//! Two sets of filters meet here. The page's own query holds the in-session filters: their
+//! request-level predicates select the requests shown, and each is a removable chip. `list`
+//! holds the query of the sessions list the page was opened from (its global filters, sort
+//! and page): a session opened from a filtered list starts with the list's filters applied,
+//! "Show all requests" drops them, "Apply filters" applies the list's again, and "← Sessions"
+//! goes back to the list as it was, whatever was filtered inside the session.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,19 +16,72 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::chart::{self, status_class};
-use super::form::{self, filter_form};
-use super::format::{count, duration, time};
+use super::form::{self, filter_form, FilterForm};
+use super::format::{count, decoded, duration, time_tag};
 use super::html::Html;
 use super::layout::{error_box, error_page, not_found, page as render};
 use super::list::risk_class;
 use crate::app::AppState;
 use crate::endpoints::annotate::{annotate, Annotation};
-use crate::params::{path_segment, query_string, QueryParams};
+use crate::params::{pairs, path_segment, query_string, sort_pairs, PageSize, QueryParams};
 use crate::session_ref;
-use crate::store::{Cursor, Filter, SessionDetail, StoreError};
+use crate::store::{
+    AttackFilter, Cursor, Filter, ListQuery, SessionDetail, StatusFilter, StoreError,
+};
 
 /// Requests per page on screen.
 const REQUESTS_ON_SCREEN: usize = 200;
+
+/// The session page's own parameter: the query string of the list the session was opened
+/// from. The JSON API does not take it.
+const LIST: &str = "list";
+
+/// The query string (with `?`) of a session's page opened from the list `query` shows: the
+/// list's filters applied inside it, and the list to go back to.
+pub fn opened_from(query: &ListQuery) -> String {
+    let list = list_query_string(query);
+    if list.is_empty() {
+        String::new()
+    } else {
+        query_string(&query.filter, &[(LIST, &list)])
+    }
+}
+
+/// The list's own query string, without `?`: filters, sort, page size and page.
+fn list_query_string(query: &ListQuery) -> String {
+    let limit = query.limit.to_string();
+    let cursor = query.cursor.as_ref().map(ToString::to_string);
+    let mut extra = sort_pairs(query.sort);
+    if query.limit != PageSize::SESSIONS.default {
+        extra.push(("limit", &limit));
+    }
+    if let Some(cursor) = &cursor {
+        extra.push(("cursor", cursor));
+    }
+    query_string(&query.filter, &extra).trim_start_matches('?').to_owned()
+}
+
+/// The page's query without `list`, and the list it names, checked as the list checks it.
+fn split_list(raw: Option<&str>) -> Result<(String, Option<ListQuery>), String> {
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    let mut list = None;
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if name != LIST {
+            rest.append_pair(&name, &value);
+        } else if list.replace(value).is_some() {
+            return Err(format!("invalid query: repeated parameter `{LIST}`"));
+        }
+    }
+    let list = list
+        .filter(|list| !list.trim().is_empty())
+        .map(|list| {
+            QueryParams::from_query(Some(&list))
+                .and_then(|params| params.list_query())
+                .map_err(|message| format!("invalid \"{LIST}\" (the sessions list): {message}"))
+        })
+        .transpose()?;
+    Ok((rest.finish(), list))
+}
 
 pub async fn page(
     State(app): State<Arc<AppState>>,
@@ -43,17 +99,29 @@ pub async fn page(
         Err(error) => return ambiguous_page(error),
     }
     let title = format!("Session {id}");
-    let decoded = QueryParams::from_query(raw.as_deref());
+    let path = format!("/sessions/{}", path_segment(&id));
+    let retention_ms = app.store.retention_ms();
+    let split = split_list(raw.as_deref());
+    let (own, list) = match &split {
+        Ok((own, list)) => (Some(own.as_str()), list.clone()),
+        Err(_) => (raw.as_deref(), None),
+    };
+    let decoded = split.clone().and_then(|_| QueryParams::from_query(own));
     let params = decoded.clone().unwrap_or_default();
     let request = decoded.and_then(|params| Ok((params.filter()?, params.cursor()?)));
     let (filter, cursor) = match request {
         Ok(request) => request,
         Err(message) => {
             return render(StatusCode::BAD_REQUEST, &title, |html| {
+                let filter = Filter::default();
+                let view = View::new(&id, path.clone(), &filter, list.as_ref());
+                html.open("nav", &[("class", "crumbs")])
+                    .element("a", &[("href", &view.back())], "← Sessions")
+                    .close("nav");
                 html.element("h1", &[], &title);
                 error_box(html, &message);
-                let action = format!("/sessions/{}", path_segment(&id));
-                filter_form(html, &action, &params, form::IN_SESSION, form::SESSION_LEVEL, &action);
+                view.form(html, &params);
+                super::layout::retention(html, retention_ms);
             })
         }
     };
@@ -64,35 +132,35 @@ pub async fn page(
             let Some(detail) = store.session(&id, &filter, cursor, REQUESTS_ON_SCREEN)? else {
                 return Ok(None);
             };
+            // "N of M requests": M counts the session without its request-level filters.
+            let all = if filter.selects_requests() {
+                let all = store.session(&id, &filter.session_level(), None, 1)?;
+                all.map_or(detail.session.requests, |all| all.session.requests)
+            } else {
+                detail.session.requests
+            };
             let annotations = annotate(store, &endpoints, &id, &detail.requests.requests)?;
-            Ok::<_, StoreError>(Some((detail, annotations)))
+            Ok::<_, StoreError>(Some((detail, all, annotations)))
         })
         .await
     };
-    let (detail, annotations) = match loaded {
+    let (detail, all, annotations) = match loaded {
         Ok(Some(loaded)) => loaded,
         Ok(None) => return not_found("No such session, or it is older than the retention."),
         Err(error) => return error_page(error),
     };
     let blocked = super::blocks::state(&app, &detail.session.key_hash).await;
     render(StatusCode::OK, &title, |html| {
-        let view =
-            View { id: &id, path: format!("/sessions/{}", path_segment(&id)), filter: &filter };
-        view.header(html, &detail);
-        filter_form(
-            html,
-            &view.path,
-            &params,
-            form::IN_SESSION,
-            form::SESSION_LEVEL,
-            &view.all_requests(),
-        );
+        let view = View::new(&id, path.clone(), &filter, list.as_ref());
+        view.header(html, &detail, all);
+        view.form(html, &params);
         super::blocks::panel(html, &id, &detail.session.key_hash, blocked.as_ref());
         view.signals(html, &detail);
         view.charts(html, &detail);
         view.requests(html, &detail, &annotations, cursor);
         view.actor(html, &detail);
         view.related(html, &detail);
+        super::layout::retention(html, retention_ms);
     })
 }
 
@@ -123,24 +191,158 @@ struct View<'a> {
     id: &'a str,
     /// `/sessions/{id}`.
     path: String,
+    /// The in-session filters.
     filter: &'a Filter,
+    /// The list the session was opened from.
+    list: Option<&'a ListQuery>,
+    /// Its query string, without `?`; empty when there is none.
+    list_query: String,
 }
 
-impl View<'_> {
-    /// This page without the in-session filters.
-    fn all_requests(&self) -> String {
-        format!("{}{}", self.path, query_string(&self.filter.session_level(), &[]))
+impl<'a> View<'a> {
+    fn new(id: &'a str, path: String, filter: &'a Filter, list: Option<&'a ListQuery>) -> Self {
+        let list_query = list.map(list_query_string).unwrap_or_default();
+        View { id, path, filter, list, list_query }
     }
 
-    fn header(&self, html: &mut Html, detail: &SessionDetail) {
+    /// `?…` for `filter` and `extra`, keeping the list the session was opened from.
+    fn query(&self, filter: &Filter, extra: &[(&str, &str)]) -> String {
+        let mut extra = extra.to_vec();
+        if !self.list_query.is_empty() {
+            extra.push((LIST, &self.list_query));
+        }
+        query_string(filter, &extra)
+    }
+
+    /// This page with `filter` applied inside the session.
+    fn href(&self, filter: &Filter, extra: &[(&str, &str)]) -> String {
+        format!("{}{}", self.path, self.query(filter, extra))
+    }
+
+    /// This page without the in-session filters.
+    fn all_requests(&self) -> String {
+        self.href(&self.filter.session_level(), &[])
+    }
+
+    /// The list as it was: its own filters, sort and page, none of the session's.
+    fn back(&self) -> String {
+        if self.list_query.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/?{}", self.list_query)
+        }
+    }
+
+    /// The in-session filter form.
+    fn form(&self, html: &mut Html, params: &QueryParams) {
+        let all_requests = self.all_requests();
+        let carry = [(LIST, self.list_query.as_str())];
+        let form = FilterForm {
+            action: &self.path,
+            fields: form::IN_SESSION,
+            hidden: form::SESSION_LEVEL,
+            carry: if self.list_query.is_empty() { &[] } else { &carry },
+            reset: &all_requests,
+            submit: "Filter requests",
+        };
+        filter_form(html, params, &form);
+    }
+
+    /// "Showing N of M requests" with the in-session filters as removable chips, "Show all
+    /// requests", and "Apply filters" when the list's filters are not those applied.
+    fn scope(&self, html: &mut Html, shown: u64, all: u64) {
+        html.open("div", &[("class", "scope"), ("id", "scope")]);
+        let applied = request_level_pairs(self.filter);
+        if applied.is_empty() {
+            html.element("span", &[("class", "count")], &format!("All {} requests", count(all)));
+        } else {
+            html.element(
+                "span",
+                &[("class", "count")],
+                &format!("Showing {} of {} requests", count(shown), count(all)),
+            );
+            for (name, value) in &applied {
+                self.chip(html, name, value);
+            }
+            html.element(
+                "a",
+                &[
+                    ("class", "button secondary"),
+                    ("id", "show-all"),
+                    ("href", &self.all_requests()),
+                ],
+                "Show all requests",
+            );
+        }
+        if let Some(list) = self.list {
+            let global = request_level_pairs(&list.filter);
+            if !global.is_empty() && global != applied {
+                let names: Vec<String> =
+                    global.iter().map(|(name, value)| format!("{name}: {value}")).collect();
+                html.element(
+                    "a",
+                    &[
+                        ("class", "button"),
+                        ("id", "apply-filters"),
+                        ("href", &self.href(&list.filter, &[])),
+                        ("title", &format!("Apply the list's filters here: {}", names.join(", "))),
+                    ],
+                    "Apply filters",
+                );
+            }
+        }
+        html.close("div");
+    }
+
+    /// One applied filter, with a link to this page without it.
+    fn chip(&self, html: &mut Html, name: &str, value: &str) {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (other, value) in pairs(self.filter) {
+            if other != name {
+                query.append_pair(other, &value);
+            }
+        }
+        if !self.list_query.is_empty() {
+            query.append_pair(LIST, &self.list_query);
+        }
+        let query = query.finish();
+        let href =
+            if query.is_empty() { self.path.clone() } else { format!("{}?{query}", self.path) };
+        html.open("span", &[("class", "filter-chip"), ("data-name", name)])
+            .element("span", &[("class", "name")], name)
+            .text(" ");
+        match name {
+            "from" | "to" => match api_sessions_core::time::Millis::parse(value) {
+                Some(ts) => time_tag(html, ts),
+                None => {
+                    html.text(value);
+                }
+            },
+            _ => {
+                html.text(value);
+            }
+        }
+        html.element(
+            "a",
+            &[
+                ("class", "remove"),
+                ("href", &href),
+                ("title", &format!("Remove the filter {name}")),
+                ("aria-label", &format!("Remove the filter {name}")),
+            ],
+            "×",
+        )
+        .close("span");
+    }
+
+    fn header(&self, html: &mut Html, detail: &SessionDetail, all: u64) {
         let session = &detail.session;
-        let list = format!("/{}", query_string(self.filter, &[]));
         html.open("nav", &[("class", "crumbs")])
-            .element("a", &[("href", &list)], "← Sessions")
+            .element("a", &[("href", &self.back()), ("id", "back")], "← Sessions")
             .close("nav");
         html.open("h1", &[]).text("Session ").element("code", &[], self.id).close("h1");
 
-        let link = format!("{}{}", self.path, query_string(self.filter, &[]));
+        let link = self.href(self.filter, &[]);
         let csv = format!(
             "/api/sessions/{}.csv{}",
             path_segment(self.id),
@@ -174,43 +376,23 @@ impl View<'_> {
             &[("class", "button"), ("id", "download-csv"), ("href", &csv), ("download", "")],
             "Download CSV",
         );
-        if self.filter.selects_requests() {
-            html.element(
-                "a",
-                &[
-                    ("class", "button secondary"),
-                    ("id", "show-all"),
-                    ("href", &self.all_requests()),
-                ],
-                "Show all requests",
-            );
-        }
         html.element("a", &[("class", "button secondary"), ("href", &json)], "JSON");
         html.close("div");
 
-        if self.filter.selects_requests() {
-            html.element(
-                "p",
-                &[("class", "notice")],
-                "Only the requests matching the filters are shown and counted.",
-            );
-        }
+        self.scope(html, session.requests, all);
         html.open("dl", &[("class", "facts")]);
-        let mut fact = |name: &str, value: &str| {
-            html.element("dt", &[], name).element("dd", &[], value);
-        };
-        fact("Risk", &session.risk.to_string());
-        fact("Requests", &session.requests.to_string());
-        fact("First request", &time(session.first_ts));
-        fact("Last request", &time(session.last_ts));
-        fact("Duration", &duration(session.last_ts.0 - session.first_ts.0));
-        fact("User", session.user.as_deref().unwrap_or("—"));
-        fact("Role", session.role.as_deref().unwrap_or("—"));
-        fact("Attacks", &session.attacks.to_string());
-        fact("Nodes", &session.nodes.join(", "));
-        fact("Grouped by", &session.session_key);
-        fact("Session start", &time(session.session_start));
-        fact("Key hash", &session.key_hash);
+        fact(html, "Risk", &session.risk.to_string());
+        fact(html, "Requests", &session.requests.to_string());
+        time_fact(html, "First request", session.first_ts);
+        time_fact(html, "Last request", session.last_ts);
+        fact(html, "Duration", &duration(session.last_ts.0 - session.first_ts.0));
+        fact(html, "User", session.user.as_deref().unwrap_or("—"));
+        fact(html, "Role", session.role.as_deref().unwrap_or("—"));
+        fact(html, "Attacks", &session.attacks.to_string());
+        fact(html, "Nodes", &session.nodes.join(", "));
+        fact(html, "Grouped by", &session.session_key);
+        time_fact(html, "Session start", session.session_start);
+        fact(html, "Key hash", &session.key_hash);
         html.close("dl");
     }
 
@@ -231,7 +413,7 @@ impl View<'_> {
             html.close("section");
             return;
         }
-        let positions = positions(detail);
+        let shown = shown_ids(detail);
         html.markup(
             "<table class=\"signals\"><thead><tr><th>Signal</th><th class=\"num\">Score</th>\
              <th>Detail</th><th>Evidence</th></tr></thead><tbody>",
@@ -250,13 +432,10 @@ impl View<'_> {
                 .element("td", &[], &signal.detail)
                 .open("td", &[("class", "evidence")]);
             for request_id in &signal.evidence {
-                let href = match positions.get(request_id.as_str()) {
-                    Some(n) => format!("#req-{n}"),
-                    None => format!(
-                        "{}{}",
-                        self.path,
-                        query_string(&self.filter.session_level(), &[("request_id", request_id)])
-                    ),
+                let href = if shown.contains(request_id.as_str()) {
+                    format!("#{}", request_anchor(request_id))
+                } else {
+                    self.request_link(request_id)
                 };
                 html.open("a", &[("href", &href), ("title", request_id)])
                     .element("code", &[], &short(request_id))
@@ -298,11 +477,38 @@ impl View<'_> {
 
     fn charts(&self, html: &mut Html, detail: &SessionDetail) {
         let stats = &detail.stats;
+        // A bar filters the requests by what it counts.
+        let by = |set: &dyn Fn(&mut Filter)| {
+            let mut filter = self.filter.clone();
+            set(&mut filter);
+            self.href(&filter, &[])
+        };
         html.open("section", &[("class", "charts")]);
-        chart::bars(html, "Methods", &stats.methods, |_| "method");
-        chart::bars(html, "Statuses", &stats.statuses, status_class);
-        chart::bars(html, "IPs", &stats.ips, |_| "ip");
-        chart::bars(html, "Attacks", &stats.attacks, |_| "attack");
+        chart::bars(
+            html,
+            "Methods",
+            &stats.methods,
+            |_| "method",
+            |method| Some(by(&|f| f.method = Some(method.to_owned()))),
+        );
+        chart::bars(html, "Statuses", &stats.statuses, status_class, |status| {
+            let status = StatusFilter::parse(status)?;
+            Some(by(&|f| f.status = Some(status)))
+        });
+        chart::bars(
+            html,
+            "IPs",
+            &stats.ips,
+            |_| "ip",
+            |ip| Some(by(&|f| f.ip = Some(ip.to_owned()))),
+        );
+        chart::bars(
+            html,
+            "Attacks",
+            &stats.attacks,
+            |_| "attack",
+            |kind| Some(by(&|f| f.attack = Some(AttackFilter::parse(kind)))),
+        );
         html.close("section");
 
         html.open("section", &[("class", "flows")]).element("h2", &[], "Business flows");
@@ -316,10 +522,24 @@ impl View<'_> {
                 "<table class=\"flows\"><thead><tr><th>Flow</th><th class=\"num\">Requests</th>\
                  <th class=\"num\">Share</th><th></th></tr></thead><tbody>",
             );
+            // A flow describes whole sessions: its link lists the sessions that touched it.
+            let list_filter = self.list.map(|list| list.filter.clone()).unwrap_or_default();
             for (flow, count) in flows {
                 let share = 100.0 * *count as f64 / total as f64;
+                let sessions = Filter { flow: Some(flow.clone()), ..list_filter.clone() };
+                let href = format!("/{}", query_string(&sessions, &[]));
                 html.open("tr", &[])
-                    .element("td", &[], flow)
+                    .open("td", &[])
+                    .element(
+                        "a",
+                        &[
+                            ("href", &href),
+                            ("class", "flow"),
+                            ("title", "Sessions that touched this flow"),
+                        ],
+                        flow,
+                    )
+                    .close("td")
                     .element("td", &[("class", "num")], &count.to_string())
                     .element("td", &[("class", "num")], &format!("{share:.1}%"))
                     .open("td", &[])
@@ -336,7 +556,10 @@ impl View<'_> {
         html.close("section");
 
         html.open("section", &[]);
-        chart::timeline(html, &detail.timeline);
+        let unranged = Filter { from: None, to: None, ..self.filter.clone() };
+        chart::timeline(html, &detail.timeline, &self.href(&unranged, &[]), |from, to| {
+            self.href(&Filter { from: Some(from), to: Some(to), ..unranged.clone() }, &[])
+        });
         html.close("section");
     }
 
@@ -368,13 +591,17 @@ impl View<'_> {
         }
         html.element(
             "h2",
-            &[],
+            &[("id", "requests")],
             &format!(
                 "Requests {}–{} of {}",
                 count(offset as u64 + 1),
                 count((offset + records.len()) as u64),
                 count(total)
             ),
+        );
+        html.markup(
+            "<label class=\"raw-toggle\"><input type=\"checkbox\" id=\"raw-values\"> \
+             Show parameters raw (as captured, percent-encoded)</label>",
         );
         html.open("div", &[("class", "scroll")]).open("table", &[("class", "requests")]);
         html.markup(
@@ -385,7 +612,7 @@ impl View<'_> {
         let evidence = evidence(detail);
         for (i, (record, annotation)) in records.iter().zip(&annotations).enumerate() {
             let n = offset + i + 1;
-            let anchor = format!("#req-{n}");
+            let anchor = format!("#{}", request_anchor(&record.request_id));
             let mut class = String::new();
             if record.attack.is_some() {
                 class.push_str("malicious");
@@ -404,9 +631,14 @@ impl View<'_> {
             html.open("td", &[])
                 .element("a", &[("href", &anchor)], &count(n as u64))
                 .close("td")
-                .element("td", &[("class", "nowrap")], &time(record.ts))
-                .element("td", &[], &record.method)
-                .element("td", &[("class", "path")], &record.path);
+                .open("td", &[("class", "nowrap")]);
+            time_tag(html, record.ts);
+            html.close("td").element("td", &[], &record.method);
+            html.open("td", &[("class", "path")])
+                .open("div", &[("class", "clamp")])
+                .path(&record.path)
+                .close("div")
+                .close("td");
             endpoint_cell(html, *annotation);
             let status = record.status.to_string();
             html.open("td", &[])
@@ -457,15 +689,17 @@ impl View<'_> {
             html.element("td", &[], &record.ip)
                 .element("td", &[], record.user.as_deref().unwrap_or(""))
                 .element("td", &[], record.role.as_deref().unwrap_or(""));
-            html.open("td", &[("class", "params")]);
+            html.open("td", &[("class", "params")]).open("div", &[("class", "clamp")]);
             for param in &record.params {
-                html.element(
-                    "div",
-                    &[("title", &param.source)],
-                    &format!("{}={}", param.name, param.value),
-                );
+                html.open("div", &[("title", &param.source)]);
+                let name = decoded(&param.name, &param.source, false);
+                let value = decoded(&param.value, &param.source, param.hashed);
+                let readable = format!("{name}={value}");
+                let raw = format!("{}={}", param.name, param.value);
+                value_text(html, &readable, &raw);
+                html.close("div");
             }
-            html.close("td").open("td", &[]);
+            html.close("div").close("td").open("td", &[]);
             if let Some(attack) = &record.attack {
                 html.element("span", &[("class", "badge attack")], &attack.kind);
             }
@@ -476,7 +710,7 @@ impl View<'_> {
         if cursor.is_some() || detail.requests.next.is_some() {
             html.open("nav", &[("class", "paging")]);
             if cursor.is_some() {
-                let first = format!("{}{}", self.path, query_string(self.filter, &[]));
+                let first = self.href(self.filter, &[]);
                 html.element(
                     "a",
                     &[("class", "button secondary"), ("href", &first)],
@@ -485,8 +719,7 @@ impl View<'_> {
             }
             if let Some(next) = detail.requests.next {
                 let next = next.to_string();
-                let href =
-                    format!("{}{}", self.path, query_string(self.filter, &[("cursor", &next)]));
+                let href = self.href(self.filter, &[("cursor", &next)]);
                 html.element("a", &[("class", "button"), ("href", &href)], "Next requests →");
             }
             html.close("nav");
@@ -494,14 +727,15 @@ impl View<'_> {
 
         html.element("h2", &[], "Request details");
         for (i, record) in records.iter().enumerate() {
-            // The request on its own, whatever page it falls on.
-            let filter = Filter {
-                request_id: Some(record.request_id.clone()),
-                ..self.filter.session_level()
-            };
-            let link = format!("{}{}", self.path, query_string(&filter, &[]));
-            details(html, offset + i + 1, record, &link);
+            details(html, offset + i + 1, record, &self.request_link(&record.request_id));
         }
+    }
+
+    /// The request on its own, whatever page or filter it was seen on.
+    fn request_link(&self, request_id: &str) -> String {
+        let filter =
+            Filter { request_id: Some(request_id.to_owned()), ..self.filter.session_level() };
+        self.href(&filter, &[])
     }
 
     fn related(&self, html: &mut Html, detail: &SessionDetail) {
@@ -516,7 +750,7 @@ impl View<'_> {
             "Sessions with the same key value, split by idle time or maximum duration.",
         );
         html.open("ul", &[("class", "related")]);
-        let query = query_string(self.filter, &[]);
+        let query = self.query(self.filter, &[]);
         for id in &detail.related {
             let href = format!("/sessions/{}{query}", path_segment(id));
             html.open("li", &[])
@@ -538,9 +772,13 @@ fn endpoint_cell(html: &mut Html, annotation: Option<&Annotation>) {
         let href = format!("/?{}", query.finish());
         let facts = &annotation.endpoint_stats;
         let title = format!("on {}: {} requests", facts.server, facts.requests);
-        html.open("a", &[("href", &href), ("title", &title)])
-            .element("code", &[], &annotation.endpoint)
-            .close("a");
+        html.open("div", &[("class", "clamp")])
+            .open("a", &[("href", &href), ("title", &title)])
+            .open("code", &[])
+            .path(&annotation.endpoint)
+            .close("code")
+            .close("a")
+            .close("div");
         if let Some(spec) = facts.spec {
             html.text(" ").element(
                 "span",
@@ -570,19 +808,55 @@ fn evidence(detail: &SessionDetail) -> BTreeMap<&str, BTreeSet<&'static str>> {
     evidence
 }
 
-/// The number (from 1) of each request of the page, by request id.
-fn positions(detail: &SessionDetail) -> BTreeMap<String, usize> {
-    let mut positions = BTreeMap::new();
-    for (n, request) in detail.requests.requests.iter().enumerate() {
-        #[derive(serde::Deserialize)]
-        struct Id {
-            request_id: String,
-        }
-        if let Ok(id) = serde_json::from_str::<Id>(&request.json) {
-            positions.insert(id.request_id, n + 1);
-        }
+/// The request-level predicates of a filter (those that select requests inside a session), as
+/// `name=value` pairs.
+fn request_level_pairs(filter: &Filter) -> Vec<(&'static str, String)> {
+    let session_level: Vec<&str> =
+        pairs(&filter.session_level()).into_iter().map(|(name, _)| name).collect();
+    pairs(filter).into_iter().filter(|(name, _)| !session_level.contains(name)).collect()
+}
+
+/// The ids of the requests on the page.
+fn shown_ids(detail: &SessionDetail) -> BTreeSet<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        request_id: String,
     }
-    positions
+    let requests = detail.requests.requests.iter();
+    requests
+        .filter_map(|request| serde_json::from_str::<Id>(&request.json).ok())
+        .map(|id| id.request_id)
+        .collect()
+}
+
+/// The `id` of a request's details on the page: by request id, so that it names the same
+/// request on every page and under every filter.
+fn request_anchor(request_id: &str) -> String {
+    format!("request-{request_id}")
+}
+
+fn fact(html: &mut Html, name: &str, value: &str) {
+    html.element("dt", &[], name).element("dd", &[], value);
+}
+
+fn time_fact(html: &mut Html, name: &str, ts: api_sessions_core::time::Millis) {
+    html.element("dt", &[], name).open("dd", &[]);
+    time_tag(html, ts);
+    html.close("dd");
+}
+
+/// A captured value as decoded for reading and, when that differs, as captured, for the
+/// "raw" switch to show instead.
+fn value_text(html: &mut Html, readable: &str, raw: &str) {
+    if readable == raw {
+        html.text(raw);
+    } else {
+        html.element("span", &[("class", "value-decoded")], readable).element(
+            "span",
+            &[("class", "value-raw")],
+            raw,
+        );
+    }
 }
 
 /// Request ids are long; the start tells them apart on screen.
@@ -598,19 +872,20 @@ fn short(id: &str) -> String {
 
 /// Everything a record holds, malicious requests in full.
 fn details(html: &mut Html, n: usize, record: &Record, link: &str) {
-    let id = format!("req-{n}");
+    let id = request_anchor(&record.request_id);
     let mut attributes = vec![("id", id.as_str()), ("class", "request")];
     if record.attack.is_some() {
         attributes.push(("open", "open"));
     }
     html.open("details", &attributes);
-    html.open("summary", &[]).text(&format!(
-        "#{n} {} {} {} → {}",
-        time(record.ts),
-        record.method,
-        record.path,
-        record.status
-    ));
+    html.open("summary", &[]).open("span", &[("class", "clamp")]).text(&format!("#{n} "));
+    time_tag(html, record.ts);
+    html.text(&format!(" {} ", record.method))
+        .open("span", &[("class", "path")])
+        .path(&record.path)
+        .close("span")
+        .text(&format!(" → {}", record.status));
+    html.close("span");
     if let Some(attack) = &record.attack {
         html.text(" ").element("span", &[("class", "badge attack")], &attack.kind);
     }
@@ -646,17 +921,18 @@ fn details(html: &mut Html, n: usize, record: &Record, link: &str) {
              <th>Value</th></tr></thead><tbody>",
         );
         for param in &record.params {
-            let value = if param.hashed {
-                format!("{} (hashed)", param.value)
-            } else {
-                param.value.clone()
-            };
-            html.open("tr", &[])
-                .element("td", &[], &param.name)
+            let hashed = if param.hashed { " (hashed)" } else { "" };
+            let name = decoded(&param.name, &param.source, false);
+            let value = decoded(&param.value, &param.source, param.hashed);
+            html.open("tr", &[]).open("td", &[]);
+            value_text(html, &name, &param.name);
+            html.close("td")
                 .element("td", &[], &param.source)
                 .element("td", &[], param.kind.as_str())
-                .element("td", &[("class", "value")], &value)
-                .close("tr");
+                .open("td", &[("class", "value")])
+                .open("div", &[("class", "clamp")]);
+            value_text(html, &format!("{value}{hashed}"), &format!("{}{hashed}", param.value));
+            html.close("div").close("td").close("tr");
         }
         html.markup("</tbody></table>");
     }
