@@ -1,6 +1,6 @@
 //! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]`,
-//! `GET /api/endpoints` and the CSV export for people and scripts, and `GET /api/openapi.json`,
-//! which describes them. One file per resource, each route in [`routes`], which documents what
+//! `GET /api/suggest`, `GET /api/endpoints` and the CSV export for people and scripts, and
+//! `GET /api/openapi.json`, which describes them. One file per resource, each route in [`routes`], which documents what
 //! it mounts.
 
 mod csv;
@@ -8,6 +8,7 @@ pub mod endpoints;
 mod openapi;
 mod records;
 mod sessions;
+mod suggest;
 
 use std::sync::Arc;
 
@@ -73,6 +74,7 @@ fn documented(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(openapi::Document::openapi())
         .merge(ingest)
         .routes(routes!(sessions::list))
+        .routes(routes!(suggest::suggest))
         .routes(routes!(endpoints::list))
         .routes(routes!(session_or_csv))
         .routes(routes!(openapi::document))

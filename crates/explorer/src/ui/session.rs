@@ -202,10 +202,21 @@ impl View<'_> {
         fact("First request", &time(session.first_ts));
         fact("Last request", &time(session.last_ts));
         fact("Duration", &duration(session.last_ts.0 - session.first_ts.0));
-        fact("User", session.user.as_deref().unwrap_or("—"));
+        // Every user in order of first use: "dana → alice".
+        let users = if session.users.is_empty() {
+            session.user.clone().unwrap_or_else(|| "—".to_owned())
+        } else {
+            session.users.join(" → ")
+        };
+        fact(if session.users.len() > 1 { "Users" } else { "User" }, &users);
         fact("Role", session.role.as_deref().unwrap_or("—"));
         fact("Attacks", &session.attacks.to_string());
         fact("Nodes", &session.nodes.join(", "));
+        match session.user_agents.as_slice() {
+            [] => {}
+            [agent] => fact("User agent", agent),
+            agents => fact("User agents", &agents.join(" | ")),
+        }
         fact("Grouped by", &session.session_key);
         fact("Session start", &time(session.session_start));
         fact("Key hash", &session.key_hash);

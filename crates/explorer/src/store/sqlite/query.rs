@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::tally::{self, Tally};
-use super::{schema, search, signals};
+use super::{schema, search, signals, values};
 use crate::store::{
     prefix_end, AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary,
     StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
@@ -82,7 +82,10 @@ impl Predicates {
         match &filter.attack {
             None => {}
             Some(AttackFilter::Any) => add("r.attack IS NOT NULL", &[]),
-            Some(AttackFilter::Kind(kind)) => add("r.attack = ?", &[text(kind)]),
+            Some(AttackFilter::Kind(kind)) => {
+                let (condition, folded) = values::attack_condition(kind);
+                add(condition, &[folded]);
+            }
         }
         if filter.attack.is_some() {
             driver = Driver::Hourly("requests_attack");
@@ -139,12 +142,14 @@ fn session_row(conn: &Connection, condition: &str, key: Value) -> Result<Option<
                     requests: row.get::<_, i64>(7)? as u64,
                     attacks: row.get::<_, i64>(8)? as u64,
                     user: row.get(9)?,
+                    users: Vec::new(),
                     role: row.get(10)?,
                     nodes: tally::split_list(row.get_ref(11)?.as_str()?)
                         .map(str::to_owned)
                         .collect(),
                     flows: Default::default(),
                     ips: Vec::new(),
+                    user_agents: Vec::new(),
                     risk: row.get::<_, i64>(12)?.clamp(0, 100) as u8,
                     signals: tally::split_list(row.get_ref(13)?.as_str()?)
                         .map(str::to_owned)
@@ -272,6 +277,7 @@ pub(super) fn summary(
     } else if selection.is_none() {
         load_session_parts(conn, &mut row)?;
     }
+    values::load(conn, id, floor, &mut row.summary)?;
     if let Some(selection) = selection {
         selection.tally(conn, id, first, last)?.apply_to(&mut row.summary);
     }
@@ -298,6 +304,7 @@ pub fn session(
     if row.summary.first_ts.0 < floor {
         forget_expired(&tx, &mut row, floor)?;
     }
+    values::load(&tx, row.id, floor, &mut row.summary)?;
     let predicates = Predicates::new(filter, floor);
     let tally = tally_into(&tx, row.id, &predicates, Tally::with_timeline())?;
     tally.apply_to(&mut row.summary);

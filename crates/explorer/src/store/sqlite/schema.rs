@@ -201,6 +201,9 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX detect_actors_hour ON detect_actors (hour);
     "#,
     ),
+    // 6: every user, role, flow, attack type and User-Agent seen in each session, for the
+    // filters and suggestions (see `values`), filled from the stored requests.
+    Migration::Code(super::values::migrate),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
