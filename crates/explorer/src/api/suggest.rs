@@ -22,7 +22,7 @@ const DEFAULT_LIMIT: usize = 20;
 #[into_params(parameter_in = Query)]
 pub struct SuggestParams {
     /// The filter to suggest values for: `user`, `role`, `flow`, `attack` or `ua`.
-    #[param(required = true, value_type = String)]
+    #[param(required = true, value_type = String, pattern = "^(user|role|flow|attack|ua)$")]
     pub field: Option<String>,
     /// What the values start with (for `ua`: contain), case-insensitively; empty or absent for
     /// any.

@@ -9,6 +9,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::tally::{self, Tally};
 use super::{schema, search, signals, values};
+use crate::store::values::ValueKind;
 use crate::store::{
     prefix_end, AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary,
     StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
@@ -37,7 +38,7 @@ pub(super) struct Predicates {
 impl Predicates {
     /// The walk uses the most selective index a predicate offers: request id, then IP, then
     /// attack, then status code.
-    fn new(filter: &Filter, floor: i64) -> Self {
+    fn new(conn: &Connection, filter: &Filter, floor: i64) -> Result<Self> {
         let mut sql = String::new();
         let mut params = Vec::new();
         let mut add = |clause: &str, values: &[Value]| {
@@ -83,8 +84,15 @@ impl Predicates {
             None => {}
             Some(AttackFilter::Any) => add("r.attack IS NOT NULL", &[]),
             Some(AttackFilter::Kind(kind)) => {
-                let (condition, folded) = values::attack_condition(kind);
-                add(condition, &[folded]);
+                // Each stored spelling of the type, so that the attack index is walked for each.
+                let spellings = values::spellings(conn, ValueKind::Attack, kind)?;
+                if spellings.is_empty() {
+                    add("0", &[]);
+                } else {
+                    let marks = vec!["?"; spellings.len()].join(", ");
+                    let spellings: Vec<Value> = spellings.into_iter().map(Value::Text).collect();
+                    add(&format!("r.attack IN ({marks})"), &spellings);
+                }
             }
         }
         if filter.attack.is_some() {
@@ -107,7 +115,7 @@ impl Predicates {
             add("r.request_id = ?", &[text(request_id)]);
             driver = Driver::Hourly("requests_request_id");
         }
-        Predicates { sql, params, driver, from, to: filter.to.map(|to| to.0) }
+        Ok(Predicates { sql, params, driver, from, to: filter.to.map(|to| to.0) })
     }
 
     /// The predicate parameters after `leading` ones.
@@ -201,7 +209,7 @@ fn tally_into(
 /// Counts what is left of a session that has requests older than the retention, which the
 /// next purge deletes: its counts, and its user and role, cover only the retained requests.
 fn forget_expired(conn: &Connection, row: &mut SessionRow, floor: i64) -> Result<()> {
-    let retained = tally(conn, row.id, &Predicates::new(&Filter::default(), floor))?;
+    let retained = tally(conn, row.id, &Predicates::new(conn, &Filter::default(), floor)?)?;
     retained.apply_to(&mut row.summary);
     row.summary.user = retained.user.map(|(_, user)| user);
     row.summary.role = retained.role.map(|(_, role)| role);
@@ -221,7 +229,7 @@ impl Selection {
         if !filter.selects_requests() {
             return Ok(None);
         }
-        let predicates = Predicates::new(filter, floor);
+        let predicates = Predicates::new(conn, filter, floor)?;
         let scan = match &filter.q {
             Some(q) => Some(search::Scan::new(
                 conn,
@@ -305,7 +313,7 @@ pub fn session(
         forget_expired(&tx, &mut row, floor)?;
     }
     values::load(&tx, row.id, floor, &mut row.summary)?;
-    let predicates = Predicates::new(filter, floor);
+    let predicates = Predicates::new(&tx, filter, floor)?;
     let tally = tally_into(&tx, row.id, &predicates, Tally::with_timeline())?;
     tally.apply_to(&mut row.summary);
     let timeline = tally.timeline(TIMELINE_BINS);
@@ -380,7 +388,7 @@ pub fn session_requests(
     if row.summary.last_ts.0 < floor {
         return Ok(None);
     }
-    request_page(&tx, row.id, &Predicates::new(filter, floor), after, limit).map(Some)
+    request_page(&tx, row.id, &Predicates::new(&tx, filter, floor)?, after, limit).map(Some)
 }
 
 fn request_page(

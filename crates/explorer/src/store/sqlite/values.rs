@@ -193,14 +193,16 @@ pub fn push_condition(
     }
 }
 
-/// ` AND r.attack IN (...)`: the attack types stored that fold to `kind`'s folded form, so that
-/// the attack index is walked for each of them.
-pub fn attack_condition(kind: &str) -> (&'static str, Value) {
-    (
-        "r.attack IN (SELECT value FROM session_values INDEXED BY session_values_folded \
-         WHERE kind = 3 AND folded = ?)",
-        Value::Text(fold(kind)),
-    )
+/// The stored spellings of the values of `kind` that fold as `wanted` does.
+pub fn spellings(conn: &Connection, kind: ValueKind, wanted: &str) -> Result<Vec<String>> {
+    let spellings = conn
+        .prepare_cached(
+            "SELECT DISTINCT value FROM session_values INDEXED BY session_values_folded
+             WHERE kind = ? AND folded = ?",
+        )?
+        .query_map(params![kind.code(), fold(wanted)], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(spellings)
 }
 
 /// Fills the users and User-Agents of a summary, in order of first use, over the retained
