@@ -593,7 +593,8 @@ async fn filters_match_any_value_seen_and_inputs_get_suggestions(kind: Kind) {
             "{query}"
         );
     }
-    for query in ["user=dan", "ua=wget", "flow=auth"] {
+    for query in ["user=dan", "ua=wget", "flow=auth", "attack=xss", "user=dana&attack=%C2%9A&ua=x"]
+    {
         let listed = get(&app, &format!("/api/sessions?{query}")).await.json();
         assert_eq!(listed["total"], 0, "{query}: {listed}");
     }

@@ -85,14 +85,15 @@ impl Predicates {
             Some(AttackFilter::Any) => add("r.attack IS NOT NULL", &[]),
             Some(AttackFilter::Kind(kind)) => {
                 // Each stored spelling of the type, so that the attack index is walked for each.
-                let spellings = values::spellings(conn, ValueKind::Attack, kind)?;
+                // None stored: the type as given, which no request has (a condition that is
+                // false as written would leave the index walk no plan).
+                let mut spellings = values::spellings(conn, ValueKind::Attack, kind)?;
                 if spellings.is_empty() {
-                    add("0", &[]);
-                } else {
-                    let marks = vec!["?"; spellings.len()].join(", ");
-                    let spellings: Vec<Value> = spellings.into_iter().map(Value::Text).collect();
-                    add(&format!("r.attack IN ({marks})"), &spellings);
+                    spellings.push(kind.clone());
                 }
+                let marks = vec!["?"; spellings.len()].join(", ");
+                let spellings: Vec<Value> = spellings.into_iter().map(Value::Text).collect();
+                add(&format!("r.attack IN ({marks})"), &spellings);
             }
         }
         if filter.attack.is_some() {
