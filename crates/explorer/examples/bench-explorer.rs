@@ -945,6 +945,11 @@ fn main() {
         ("time range (24 h)", Box::new(|rng| window(rng, 24))),
         ("user", Box::new(|rng| format!("user={}", rng.pick(&users)))),
         ("flow", Box::new(|rng| format!("flow={}", rng.pick(&flows)))),
+        ("user (upper case)", Box::new(|rng| format!("user={}", rng.pick(&users).to_uppercase()))),
+        (
+            "ua (a part)",
+            Box::new(|rng| format!("ua={}", rng.pick(&["iPhone", "OKHTTP", "chrome/"]))),
+        ),
         ("ip", Box::new(|rng| format!("ip={}", rng.pick(&sample).1))),
         ("q (free text)", Box::new(|rng| format!("q={}", rng.pick(&terms)))),
         ("attack=any", Box::new(|_| "attack=any".to_owned())),

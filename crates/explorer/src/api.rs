@@ -1,8 +1,8 @@
 //! The HTTP API: `POST /v1/records` for the module's exporter, `GET /api/sessions[/{id}]`,
-//! `GET /api/endpoints` and the CSV export for people and scripts, the denylist (`GET
-//! /v1/denylist` for the module, `/api/denylist` for people), and `GET /api/openapi.json`,
-//! which describes them. One file per resource, each route in [`routes`], which documents what
-//! it mounts.
+//! `GET /api/suggest`, `GET /api/endpoints` and the CSV export for people and scripts, the
+//! denylist (`GET /v1/denylist` for the module, `/api/denylist` for people), and `GET
+//! /api/openapi.json`, which describes them. One file per resource, each route in
+//! [`routes`], which documents what it mounts.
 
 mod csv;
 pub mod denylist;
@@ -10,6 +10,7 @@ pub mod endpoints;
 mod openapi;
 mod records;
 mod sessions;
+mod suggest;
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ fn documented(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(openapi::Document::openapi())
         .merge(ingest)
         .routes(routes!(sessions::list))
+        .routes(routes!(suggest::suggest))
         .routes(routes!(endpoints::list))
         .routes(routes!(denylist::list, denylist::post))
         .routes(routes!(denylist::delete))

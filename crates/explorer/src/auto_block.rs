@@ -13,6 +13,7 @@ use api_sessions_core::time::Millis;
 use crate::batch::Batch;
 use crate::store::denylist::{self, Action, AuditEntry, Change, Changed, Denylist, Entry};
 use crate::store::endpoints::{EndpointKey, Measured};
+use crate::store::values::ValueKind;
 use crate::store::{
     Cursor, EndpointRange, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts,
     RequestPage, Result, SessionDetail, SessionPage, Store,
@@ -120,6 +121,10 @@ impl Store for AutoBlocking {
 
     fn retention_ms(&self) -> i64 {
         self.inner.retention_ms()
+    }
+
+    fn suggest(&self, kind: ValueKind, text: &str, limit: usize) -> Result<Vec<String>> {
+        self.inner.suggest(kind, text, limit)
     }
 
     fn list_sessions(&self, query: &ListQuery) -> Result<SessionPage> {

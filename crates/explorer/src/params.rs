@@ -28,12 +28,14 @@ pub struct QueryParams {
     pub from: Option<String>,
     /// Requests before this time, in the forms of `from`.
     pub to: Option<String>,
-    /// Sessions with this user (case-insensitive).
+    /// Sessions where this user was seen (case-insensitive).
     pub user: Option<String>,
-    /// Sessions with this role (case-insensitive).
+    /// Sessions where this role was seen (case-insensitive).
     pub role: Option<String>,
-    /// Sessions with this business flow.
+    /// Sessions that touched this business flow (case-insensitive).
     pub flow: Option<String>,
+    /// Sessions with a User-Agent that contains this text (case-insensitive).
+    pub ua: Option<String>,
     /// Requests with this `request_id`.
     pub request_id: Option<String>,
     /// Requests from this client address.
@@ -42,7 +44,7 @@ pub struct QueryParams {
     pub method: Option<String>,
     /// Requests with this status (`404`) or class (`4xx`).
     pub status: Option<String>,
-    /// Malicious requests: `any`, or an attack type.
+    /// Malicious requests: `any`, or an attack type (case-insensitive).
     pub attack: Option<String>,
     /// Requests whose path, parameters, user or User-Agent contain this text.
     pub q: Option<String>,
@@ -170,6 +172,7 @@ impl QueryParams {
             user: text(&self.user),
             role: text(&self.role),
             flow: text(&self.flow),
+            ua: text(&self.ua),
             request_id: text(&self.request_id),
             ip: text(&self.ip),
             method: set(&self.method).map(str::to_ascii_uppercase),
@@ -250,6 +253,7 @@ pub fn pairs(filter: &Filter) -> Vec<(&'static str, String)> {
     push("user", filter.user.clone());
     push("role", filter.role.clone());
     push("flow", filter.flow.clone());
+    push("ua", filter.ua.clone());
     push("request_id", filter.request_id.clone());
     push("ip", filter.ip.clone());
     push("method", filter.method.clone());
@@ -345,12 +349,13 @@ mod tests {
     fn a_filter_survives_the_round_trip_through_its_url() {
         let filter = params(
             "from=2026-11-22T10:00&to=2026-11-23&user=al+ice%26x&status=4xx&method=post\
-             &attack=any&q=%3Cscript%3E&endpoint=GET+%2Forders%2F%7Bid%7D",
+             &ua=Mozilla%2F5.0+(X11&attack=any&q=%3Cscript%3E&endpoint=GET+%2Forders%2F%7Bid%7D",
         )
         .filter()
         .unwrap();
         assert_eq!(filter.from, Millis::parse("2026-11-22T10:00:00Z"));
         assert_eq!(filter.user.as_deref(), Some("al ice&x"));
+        assert_eq!(filter.ua.as_deref(), Some("Mozilla/5.0 (X11"));
         assert_eq!(filter.method.as_deref(), Some("POST"));
         assert_eq!(filter.status, Some(StatusFilter::Class(4)));
         assert_eq!(filter.attack, Some(AttackFilter::Any));

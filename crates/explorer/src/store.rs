@@ -11,6 +11,7 @@ pub mod endpoints;
 mod list;
 pub mod signals;
 pub mod sqlite;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,7 @@ pub use self::list::{
     Aggregates, Direction, ListCursor, ListQuery, Order, SessionKey, Sort, SortKey, Window,
 };
 use self::signals::{Detection, SessionSignals};
+use self::values::ValueKind;
 use crate::batch::Batch;
 use crate::endpoints::Endpoints;
 use endpoints::{EndpointKey, Measured};
@@ -190,10 +192,11 @@ impl AttackFilter {
 
 /// The filters of `GET /api/sessions` and of the session page.
 ///
-/// `user`, `role` and `flow` describe the session as a whole (its last known user and role,
-/// the flows it touched), so they select sessions and leave their requests alone. Every other
-/// field is a predicate on requests: a session is listed when at least one of its requests
-/// matches, and only the matching requests are counted and shown.
+/// `user`, `role`, `flow` and `ua` describe the session as a whole: each matches any value seen
+/// in the session (`ua` any User-Agent containing it), case-insensitively, so they select
+/// sessions and leave their requests alone. Every other field is a predicate on requests: a
+/// session is listed when at least one of its requests matches, and only the matching requests
+/// are counted and shown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     pub from: Option<Millis>,
@@ -202,10 +205,13 @@ pub struct Filter {
     pub user: Option<String>,
     pub role: Option<String>,
     pub flow: Option<String>,
+    /// A part of a User-Agent seen in the session.
+    pub ua: Option<String>,
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub method: Option<String>,
     pub status: Option<StatusFilter>,
+    /// Case-insensitive.
     pub attack: Option<AttackFilter>,
     /// Free text over path, parameters, user and the attack request line; ASCII case-insensitive.
     pub q: Option<String>,
@@ -237,10 +243,24 @@ impl Filter {
             user: self.user.clone(),
             role: self.role.clone(),
             flow: self.flow.clone(),
+            ua: self.ua.clone(),
             risk_min: self.risk_min,
             signal: self.signal.clone(),
             ..Filter::default()
         }
+    }
+
+    /// The filters on the values seen in the session, with what each asks for.
+    pub fn session_values(&self) -> Vec<(ValueKind, &str)> {
+        [
+            (ValueKind::User, &self.user),
+            (ValueKind::Role, &self.role),
+            (ValueKind::Flow, &self.flow),
+            (ValueKind::UserAgent, &self.ua),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| Some((kind, value.as_deref()?)))
+        .collect()
     }
 
     /// Whether a filter on the session's detection is set.
@@ -278,12 +298,17 @@ pub struct SessionSummary {
     #[schema(value_type = String, format = DateTime)]
     pub last_ts: Millis,
     pub requests: u64,
+    /// The user of the latest request that had one.
     pub user: Option<String>,
+    /// Every user seen in the session, in order of first use.
+    pub users: Vec<String>,
     pub role: Option<String>,
     pub flows: BTreeMap<String, u64>,
     pub ips: Vec<String>,
     pub attacks: u64,
     pub nodes: Vec<String>,
+    /// Every User-Agent seen in the session, in order of first use.
+    pub user_agents: Vec<String>,
     pub key_hash: String,
     /// Label of the key that resolved the session, e.g. `cookie:PHPSESSID`.
     pub session_key: String,
@@ -484,6 +509,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` ids of retained sessions that start with `prefix`, in id order.
     fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>>;
+
+    /// Up to `limit` of the values of `kind` seen in retained sessions that start with `text`
+    /// (for User-Agents: that contain it), compared case-insensitively, one per folded form, in
+    /// the order of their folded forms.
+    fn suggest(&self, kind: ValueKind, text: &str, limit: usize) -> Result<Vec<String>>;
 
     /// Deletes everything older than the retention.
     fn purge(&self) -> Result<PurgeCounts>;

@@ -372,6 +372,11 @@ async fn bad_parameters_are_named_and_id_prefixes_resolve(kind: Kind) {
         }
         let page = get(&app, &format!("/?{query}")).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "/?{query}");
+        // Said on the page, where the list would be, with the form to correct it.
+        let html = page.text();
+        let shown = html.find("<p class=\"error\" role=\"alert\">").expect("an alert");
+        assert!(html[shown..].contains(&named.replace('"', "&quot;")), "/?{query}: {html}");
+        assert!(html.contains("<form class=\"filters\""), "/?{query}");
     }
 
     // A unique prefix of 12 characters or more stands for the session.
@@ -544,6 +549,91 @@ async fn pages_render_captured_data_as_text_with_a_strict_policy(kind: Kind) {
     assert!(bad.text().contains("invalid &quot;from&quot; &quot;whenever&quot;"));
 }
 
+/// `user`, `role`, `flow`, `attack` and `ua` match any value seen in a session, whatever the
+/// case; the list carries the users in order and the User-Agents; the inputs get suggestions.
+async fn filters_match_any_value_seen_and_inputs_get_suggestions(kind: Kind) {
+    let app = app(kind, None);
+    let b = base();
+    let mut records = Vec::new();
+    for n in 1..=6u64 {
+        let mut r = record("shared", n, b + n as i64 * MINUTE);
+        r.user = Some(if n <= 4 { "dana" } else { "alice" }.into());
+        r.flows = if n == 2 { vec!["billing".into()] } else { vec![] };
+        r.user_agent = Some(if n <= 4 { "Mozilla/5.0 Firefox/133.0" } else { "curl/8.5.0" }.into());
+        if n == 6 {
+            r.attack = attack("sqli", "GET /?id=1' HTTP/1.1", &[], "");
+        }
+        records.push(r);
+    }
+    // Out of order, and one of them twice.
+    records.reverse();
+    records.push(records[0].clone());
+    let reply = post(&app, ndjson(&records), &[]).await;
+    assert_eq!(reply.json()["duplicates"], 1);
+    post(&app, ndjson(&[record("other", 10, b)]), &[]).await;
+
+    for query in [
+        "user=dana",
+        "user=DANA",
+        "user=Alice",
+        "flow=Billing",
+        "ua=FIREFOX",
+        "ua=curl%2F8",
+        "attack=SQLI",
+    ] {
+        let listed = get(&app, &format!("/api/sessions?{query}")).await.json();
+        assert_eq!(listed["total"], 1, "{query}: {listed}");
+        let session = &listed["sessions"][0];
+        assert_eq!(session["session_id"], "shared", "{query}");
+        assert_eq!(session["user"], "alice", "{query}");
+        assert_eq!(session["users"], json!(["dana", "alice"]), "{query}");
+        assert_eq!(
+            session["user_agents"],
+            json!(["Mozilla/5.0 Firefox/133.0", "curl/8.5.0"]),
+            "{query}"
+        );
+    }
+    for query in ["user=dan", "ua=wget", "flow=auth", "attack=xss", "user=dana&attack=%C2%9A&ua=x"]
+    {
+        let listed = get(&app, &format!("/api/sessions?{query}")).await.json();
+        assert_eq!(listed["total"], 0, "{query}: {listed}");
+    }
+    let one = get(&app, "/api/sessions/shared?user=DANA").await.json();
+    assert_eq!(one["session"]["users"], json!(["dana", "alice"]));
+
+    let suggested = get(&app, "/api/suggest?field=user&prefix=DA").await;
+    assert_eq!(suggested.status, StatusCode::OK);
+    assert_eq!(suggested.json(), json!({"field": "user", "values": ["dana"]}));
+    let agents = get(&app, "/api/suggest?field=ua&prefix=8.5").await.json();
+    assert_eq!(agents["values"], json!(["curl/8.5.0"]));
+    let users = get(&app, "/api/suggest?field=user&limit=1").await.json();
+    assert_eq!(users["values"], json!(["alice"]));
+    for (query, named) in [
+        ("prefix=a", "\"field\""),
+        ("field=name", "\"field\" \"name\""),
+        ("field=user&limit=0", "\"limit\""),
+        ("field=user&q=a", "`q`"),
+    ] {
+        let reply = get(&app, &format!("/api/suggest?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        let error = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(named), "{query}: {error}");
+    }
+
+    // The list: the `ua` input, the User-Agent column, suggestions from the data.
+    let html = get(&app, "/?ua=firefox").await.text();
+    assert!(html.contains("name=\"ua\" value=\"firefox\""), "{html}");
+    assert!(html.contains("<th>User agent</th>"));
+    assert!(html.contains("title=\"Mozilla/5.0 Firefox/133.0\ncurl/8.5.0\""), "{html}");
+    assert!(html.contains("+1 more"));
+    assert!(html
+        .contains("<datalist id=\"values-user\"><option value=\"alice\"><option value=\"dana\">"));
+    assert!(html.contains("<option value=\"curl/8.5.0\">"));
+    // The session: its users in order.
+    let html = get(&app, "/sessions/shared?user=dana").await.text();
+    assert!(html.contains("<dt>Users</dt><dd>dana → alice</dd>"), "{html}");
+}
+
 on_every_store!(async
     post_records_stores_good_lines_and_reports_bad_ones_by_number,
     post_records_accepts_gzip_and_rejects_what_it_cannot_decode,
@@ -555,4 +645,5 @@ on_every_store!(async
     session_requests_are_numbered_across_pages,
     csv_export_is_rfc_4180_with_formulas_neutralised,
     pages_render_captured_data_as_text_with_a_strict_policy,
+    filters_match_any_value_seen_and_inputs_get_suggestions,
 );

@@ -178,6 +178,14 @@ impl Store for Counting {
     fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> store::Result<Vec<String>> {
         self.inner.session_ids_with_prefix(prefix, limit)
     }
+    fn suggest(
+        &self,
+        kind: store::values::ValueKind,
+        text: &str,
+        limit: usize,
+    ) -> store::Result<Vec<String>> {
+        self.inner.suggest(kind, text, limit)
+    }
     fn purge(&self) -> store::Result<PurgeCounts> {
         self.inner.purge()
     }

@@ -15,13 +15,14 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 /// Every route of the API: the document must describe exactly these.
-const OPERATIONS: [(&str, &str); 10] = [
+const OPERATIONS: [(&str, &str); 11] = [
     ("post", "/v1/records"),
     ("get", "/v1/denylist"),
     ("get", "/api/denylist"),
     ("post", "/api/denylist"),
     ("delete", "/api/denylist/{key_hash}"),
     ("get", "/api/sessions"),
+    ("get", "/api/suggest"),
     ("get", "/api/endpoints"),
     ("get", "/api/sessions/{id}"),
     ("get", "/api/sessions/{id}.csv"),
@@ -131,12 +132,27 @@ async fn the_document_describes_every_route_and_every_route_is_served() {
     // The parameters of the list are the ones the handlers read, described.
     let parameters = document["paths"]["/api/sessions"]["get"]["parameters"].as_array().unwrap();
     let names: Vec<&str> = parameters.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for name in ["from", "to", "user", "flow", "status", "attack", "q", "limit", "cursor"] {
+    for name in ["from", "to", "user", "flow", "ua", "status", "attack", "q", "limit", "cursor"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
     assert!(parameters.iter().all(|p| p["in"] == "query" && p["description"].is_string()));
     let session = resolve(&document, "#/components/schemas/SessionSummary");
-    for field in ["session_id", "first_ts", "last_ts", "requests", "flows", "ips", "attacks"] {
+    for field in [
+        "session_id",
+        "first_ts",
+        "last_ts",
+        "requests",
+        "user",
+        "users",
+        "flows",
+        "ips",
+        "attacks",
+        "user_agents",
+    ] {
         assert!(session["properties"][field].is_object(), "SessionSummary.{field}");
     }
+    // Suggestions: `field` is required and named.
+    let parameters = document["paths"]["/api/suggest"]["get"]["parameters"].as_array().unwrap();
+    let field = parameters.iter().find(|p| p["name"] == "field").expect("field");
+    assert_eq!(field["required"], true);
 }

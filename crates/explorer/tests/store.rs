@@ -113,6 +113,9 @@ fn sessions_are_aggregated_at_ingest(kind: Kind) {
     assert_eq!(s.first_ts, Millis(b - 60_000));
     assert_eq!(s.last_ts, Millis(b + 120_000));
     assert_eq!(s.user.as_deref(), Some("alice2"));
+    // In order of first use, by request time: mallory's request arrived last.
+    assert_eq!(s.users, ["mallory", "alice", "alice2"]);
+    assert_eq!(s.user_agents, ["test-agent/1.0"]);
     assert_eq!(s.role.as_deref(), Some("admin"));
     assert_eq!(
         s.flows,
@@ -123,6 +126,217 @@ fn sessions_are_aggregated_at_ingest(kind: Kind) {
     assert_eq!(s.nodes, vec!["web-1".to_string(), "web-2".to_string()]);
     assert_eq!(s.key_hash, "key-s1");
     assert_eq!(s.session_key, "cookie:sid");
+}
+
+/// Session `shared`: dana's four requests (one in the billing flow, one an SQL injection, from
+/// Firefox), then alice's two (from curl).
+fn dana_then_alice(b: i64) -> Vec<Record> {
+    let mut records = Vec::new();
+    for n in 1..=6u64 {
+        let mut r = record("shared", n, b + n as i64 * MINUTE);
+        r.user = Some(if n <= 4 { "dana" } else { "alice" }.into());
+        r.role = Some(if n <= 4 { "Viewer" } else { "admin" }.into());
+        if n == 2 {
+            r.flows = vec!["billing".into()];
+        }
+        if n == 3 {
+            r.attack = attack("sqli", "GET /?id=1' HTTP/1.1", &[], "");
+        }
+        let agent =
+            if n <= 4 { "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" } else { "curl/8.5.0" };
+        r.user_agent = Some(agent.into());
+        records.push(r);
+    }
+    records
+}
+
+/// What a store upgraded from the schema before the values were kept must answer about
+/// [`dana_then_alice`].
+fn upgraded_store_knows_the_values(store: &dyn Store) {
+    use api_sessions::store::values::ValueKind;
+    for filter in [
+        Filter { user: Some("DANA".into()), ..Default::default() },
+        Filter { flow: Some("Billing".into()), ..Default::default() },
+        Filter { ua: Some("firefox".into()), ..Default::default() },
+        Filter { attack: Some(AttackFilter::Kind("SQLI".into())), ..Default::default() },
+    ] {
+        let listed = list_all(store, &filter, 10);
+        let ids: Vec<&str> = listed.iter().map(|s| s.session_id.as_str()).collect();
+        assert_eq!(ids, ["shared"], "{filter:?}");
+        assert_eq!(listed[0].users, ["dana", "alice"]);
+        assert_eq!(listed[0].user_agents.len(), 2);
+    }
+    assert_eq!(store.suggest(ValueKind::Role, "", 10).unwrap(), ["admin", "Viewer"]);
+    // And keeps them up to date from then on.
+    let mut later = record("shared", 7, base() + 7 * MINUTE);
+    later.user = Some("Zoe".into());
+    ingest(store, &[later]);
+    let listed = list_all(store, &Filter { user: Some("zoe".into()), ..Default::default() }, 10);
+    assert_eq!(listed[0].users, ["dana", "alice", "Zoe"]);
+}
+
+#[test]
+fn sqlite_databases_of_the_previous_schema_are_upgraded() {
+    use api_sessions::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let store = SqliteStore::open(&path, WEEK).unwrap();
+        ingest(&store, &dana_then_alice(base()));
+    }
+    // Back to schema version 5, as the previous release left it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE session_values;
+         CREATE INDEX sessions_user ON sessions (user, last_ts, id) WHERE user IS NOT NULL;
+         CREATE INDEX sessions_role ON sessions (role, last_ts, id) WHERE role IS NOT NULL;
+         CREATE INDEX session_flows_flow ON session_flows (flow, last_ts, session);
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, WEEK).unwrap();
+    upgraded_store_knows_the_values(&store);
+}
+
+#[test]
+fn clickhouse_databases_of_the_previous_schema_are_upgraded() {
+    use api_sessions::store::clickhouse::{ClickHouseStore, Config};
+    if fixtures::clickhouse::skipped() {
+        return;
+    }
+    let url = fixtures::clickhouse::database_url();
+    let open = || ClickHouseStore::open(Config::parse(&url).unwrap(), WEEK).unwrap();
+    ingest(&open(), &dana_then_alice(base()));
+    // Back to schema version 3, as the previous release left it.
+    // The purge drops a day from every partitioned table, also from one without rows that day.
+    fixtures::clickhouse::execute(&url, "ALTER TABLE session_values DROP PARTITION 12345");
+    for statement in [
+        "DROP TABLE session_values",
+        "DROP TABLE schema_version",
+        "CREATE TABLE schema_version (version UInt32) ENGINE = TinyLog",
+        "INSERT INTO schema_version VALUES (1), (2), (3)",
+    ] {
+        fixtures::clickhouse::execute(&url, statement);
+    }
+    upgraded_store_knows_the_values(&open());
+}
+
+/// dana made four requests, then the session went on as alice: every filter on the values seen
+/// finds it, whatever the case, whatever order the records arrived in, duplicates included.
+fn any_value_seen_in_the_session_matches_case_insensitively(kind: Kind) {
+    let t = kind.store();
+    let b = base();
+    let records = dana_then_alice(b);
+    let mut other = record("other", 10, b + 10 * MINUTE);
+    other.user = Some("Danae".into());
+    other.flows = vec!["auth".into()];
+    // Alice's requests first, then dana's: the latest arrival is not the latest request.
+    ingest(&*t.store, &records[4..]);
+    ingest(&*t.store, &[other.clone()]);
+    ingest(&*t.store, &records[..4]);
+    // And everything again: duplicates change nothing.
+    assert_eq!(ingest(&*t.store, &records).duplicates, 6);
+
+    let found = |filter: Filter| -> Vec<String> {
+        list_all(&*t.store, &filter, 10).into_iter().map(|s| s.session_id).collect()
+    };
+    let only_shared = ["shared".to_owned()];
+    for user in ["dana", "DANA", "Alice"] {
+        assert_eq!(found(Filter { user: Some(user.into()), ..Default::default() }), only_shared);
+    }
+    assert_eq!(found(Filter { role: Some("viewer".into()), ..Default::default() }), only_shared);
+    assert_eq!(found(Filter { flow: Some("Billing".into()), ..Default::default() }), only_shared);
+    assert_eq!(found(Filter { ua: Some("FIREFOX/1".into()), ..Default::default() }), only_shared);
+    assert_eq!(found(Filter { ua: Some("Curl".into()), ..Default::default() }), only_shared);
+    let attack = Filter { attack: Some(AttackFilter::Kind("SQLi".into())), ..Default::default() };
+    assert_eq!(found(attack.clone()), only_shared);
+    // Whole values only, but for the User-Agent.
+    assert!(found(Filter { user: Some("dan".into()), ..Default::default() }).is_empty());
+    assert_eq!(
+        found(Filter { ua: Some("test-agent".into()), ..Default::default() }),
+        ["other".to_owned()]
+    );
+    // Several at once: all must hold, not necessarily in the same request.
+    let both = Filter {
+        user: Some("dana".into()),
+        ua: Some("curl".into()),
+        flow: Some("BILLING".into()),
+        ..Default::default()
+    };
+    assert_eq!(found(both.clone()), only_shared);
+    assert!(found(Filter { user: Some("danae".into()), ..both }).is_empty());
+
+    let listed =
+        list_all(&*t.store, &Filter { user: Some("dana".into()), ..Default::default() }, 10);
+    let shared = &listed[0];
+    assert_eq!(shared.user.as_deref(), Some("alice"), "the last user");
+    assert_eq!(shared.users, ["dana", "alice"]);
+    assert_eq!(shared.role.as_deref(), Some("admin"));
+    assert_eq!(shared.user_agents, ["Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0", "curl/8.5.0"]);
+    assert_eq!(shared.requests, 6, "a session-level filter selects no requests");
+
+    // With a time range, only the requests in it count; the session is still found by a user
+    // seen outside it, and still has both users.
+    let late = Filter {
+        user: Some("dana".into()),
+        from: Some(Millis(b + 5 * MINUTE)),
+        ..Default::default()
+    };
+    let listed = list_all(&*t.store, &late, 10);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].requests, 2);
+    assert_eq!(listed[0].users, ["dana", "alice"]);
+
+    // The attack filter selects requests, case-insensitively.
+    let detail = t.store.session("shared", &attack, None, 10).unwrap().unwrap();
+    assert_eq!(detail.requests.requests.len(), 1);
+    assert_eq!(detail.session.users, ["dana", "alice"]);
+    let detail = t.store.session("shared", &Filter::default(), None, 10).unwrap().unwrap();
+    assert_eq!(detail.session.users, ["dana", "alice"]);
+    assert_eq!(detail.session.user_agents.len(), 2);
+}
+
+/// Suggestions come from the values seen: one per spelling up to case, in order, bounded.
+fn suggestions_come_from_the_values_seen(kind: Kind) {
+    use api_sessions::store::values::ValueKind;
+    let t = kind.store();
+    let b = base();
+    let mut records = Vec::new();
+    let users = ["dana", "Dana", "dave", "alice", "Ärger"];
+    for (n, user) in users.iter().enumerate() {
+        let mut r = record(&format!("s{n}"), n as u64 + 1, b + n as i64);
+        r.user = Some(user.to_string());
+        r.flows = vec!["auth".into(), "billing".into()];
+        r.user_agent = Some(format!("curl/8.{n}"));
+        records.push(r);
+    }
+    let mut many = Vec::new();
+    for n in 0..30u64 {
+        let mut r = record(&format!("m{n}"), 100 + n, b + 100 + n as i64);
+        r.user = Some(format!("user{n:02}"));
+        many.push(r);
+    }
+    ingest(&*t.store, &records);
+    ingest(&*t.store, &many);
+
+    let suggest = |kind, text: &str, limit| t.store.suggest(kind, text, limit).unwrap();
+    let dana = suggest(ValueKind::User, "DA", 10);
+    assert_eq!(dana.len(), 2, "{dana:?}");
+    assert!(dana[0].eq_ignore_ascii_case("dana"), "{dana:?}");
+    assert_eq!(dana[1], "dave");
+    assert_eq!(suggest(ValueKind::User, "är", 10), ["Ärger"]);
+    assert_eq!(suggest(ValueKind::User, "", 3).len(), 3);
+    assert_eq!(suggest(ValueKind::User, "user", 100).len(), 30);
+    assert_eq!(
+        suggest(ValueKind::User, "user", 5),
+        ["user00", "user01", "user02", "user03", "user04"]
+    );
+    assert_eq!(suggest(ValueKind::Flow, "", 10), ["auth", "billing"]);
+    assert_eq!(suggest(ValueKind::UserAgent, "L/8.3", 10), ["curl/8.3"]);
+    assert_eq!(suggest(ValueKind::UserAgent, "test", 10), ["test-agent/1.0"]);
+    assert!(suggest(ValueKind::Attack, "", 10).is_empty());
+    assert!(suggest(ValueKind::Role, "x", 10).is_empty());
 }
 
 /// A small random world of sessions, and the list every filter should produce from it,
@@ -150,8 +364,12 @@ impl World {
         let flows = ["auth", "billing", "admin", "ai_llm"];
         let methods = ["GET", "POST", "DELETE"];
         let statuses = [200, 201, 404, 403, 500];
+        let agents = ["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "python-requests/2.31"];
         for s in 0..24 {
             let session = format!("sess-{s:02}");
+            // Some sessions change User-Agent on the way.
+            let (agent, later_agent) =
+                (agents[s as usize % 3], agents[(s as usize + s as usize / 8) % 3]);
             // Spread over five hours so hourly index walks cross hour boundaries.
             let mut ts = b - 5 * HOUR + rng.next(4 * HOUR as u64) as i64;
             let count = 1 + rng.next(9);
@@ -159,6 +377,7 @@ impl World {
                 n += 1;
                 ts += 1 + rng.next(10 * MINUTE as u64) as i64;
                 let mut r = record(&session, n, ts);
+                r.user_agent = Some(if k < 3 { agent } else { later_agent }.into());
                 r.method = methods[rng.next(3) as usize].into();
                 r.status = statuses[rng.next(5) as usize];
                 r.ip = format!("203.0.113.{}", rng.next(6));
@@ -220,7 +439,7 @@ impl World {
             })
             && filter.attack.as_ref().is_none_or(|attack| match (attack, &record.attack) {
                 (AttackFilter::Any, Some(_)) => true,
-                (AttackFilter::Kind(kind), Some(a)) => &a.kind == kind,
+                (AttackFilter::Kind(kind), Some(a)) => a.kind.to_lowercase() == kind.to_lowercase(),
                 _ => false,
             })
             && filter.q.as_ref().is_none_or(|q| search.contains(&q.to_ascii_lowercase()))
@@ -243,15 +462,39 @@ impl World {
             };
             let user = last_of(|r| r.user.as_ref());
             let role = last_of(|r| r.role.as_ref());
-            if filter.user.is_some() && filter.user != user
-                || filter.role.is_some() && filter.role != role
-                || filter
-                    .flow
-                    .as_ref()
-                    .is_some_and(|f| !records.iter().any(|r| r.flows.contains(f)))
+            let fold = |text: &str| text.to_lowercase();
+            let seen = |wanted: &Option<String>, values: &dyn Fn(&Record) -> Vec<String>| {
+                wanted.as_ref().is_none_or(|wanted| {
+                    records.iter().any(|r| values(r).iter().any(|v| fold(v) == fold(wanted)))
+                })
+            };
+            let agent_seen = filter.ua.as_ref().is_none_or(|part| {
+                records.iter().any(|r| {
+                    r.user_agent.as_ref().is_some_and(|agent| fold(agent).contains(&fold(part)))
+                })
+            });
+            if !seen(&filter.user, &|r| r.user.iter().cloned().collect())
+                || !seen(&filter.role, &|r| r.role.iter().cloned().collect())
+                || !seen(&filter.flow, &|r| r.flows.clone())
+                || !agent_seen
             {
                 continue;
             }
+            let in_order = |values: &dyn Fn(&Record) -> Option<&String>| {
+                let mut by_time: Vec<&&Record> = records.iter().collect();
+                by_time.sort_by_key(|r| r.ts);
+                let mut listed: Vec<String> = Vec::new();
+                for r in by_time {
+                    if let Some(value) = values(r) {
+                        if !listed.contains(value) {
+                            listed.push(value.clone());
+                        }
+                    }
+                }
+                listed
+            };
+            let users = in_order(&|r| r.user.as_ref());
+            let user_agents = in_order(&|r| r.user_agent.as_ref());
             let selected: Vec<&&Record> =
                 records.iter().filter(|r| Self::matches(r, filter)).collect();
             if selected.is_empty() {
@@ -278,6 +521,8 @@ impl World {
                 attacks: selected.iter().filter(|r| r.attack.is_some()).count() as u64,
                 user,
                 role,
+                users,
+                user_agents,
             });
         }
         rows.sort_by_key(|row| std::cmp::Reverse(row.last));
@@ -296,6 +541,8 @@ struct Row {
     attacks: u64,
     user: Option<String>,
     role: Option<String>,
+    users: Vec<String>,
+    user_agents: Vec<String>,
 }
 
 fn rows(sessions: &[SessionSummary]) -> Vec<Row> {
@@ -311,6 +558,8 @@ fn rows(sessions: &[SessionSummary]) -> Vec<Row> {
             attacks: s.attacks,
             user: s.user.clone(),
             role: s.role.clone(),
+            users: s.users.clone(),
+            user_agents: s.user_agents.clone(),
         })
         .collect()
 }
@@ -356,8 +605,28 @@ fn every_filter_selects_sessions_and_counts_only_selected_requests(kind: Kind) {
         ("q user", Filter { q: Some("caro".into()), ..Default::default() }),
         ("q attack line", Filter { q: Some("search?q=%27".into()), ..Default::default() }),
         ("user", Filter { user: Some("bob".into()), ..Default::default() }),
+        ("user case", Filter { user: Some("CaRoL".into()), ..Default::default() }),
         ("role", Filter { role: Some("admin".into()), ..Default::default() }),
+        ("role case", Filter { role: Some("Customer".into()), ..Default::default() }),
         ("flow", Filter { flow: Some("billing".into()), ..Default::default() }),
+        ("flow case", Filter { flow: Some("Billing".into()), ..Default::default() }),
+        ("ua", Filter { ua: Some("CURL/".into()), ..Default::default() }),
+        ("ua middle", Filter { ua: Some("linux".into()), ..Default::default() }),
+        (
+            "attack case",
+            Filter { attack: Some(AttackFilter::Kind("XSS".into())), ..Default::default() },
+        ),
+        (
+            "ua+user+time",
+            Filter {
+                ua: Some("requests".into()),
+                user: Some("dave".into()),
+                to: Some(Millis(mid)),
+                ..Default::default()
+            },
+        ),
+        ("nothing ua", Filter { ua: Some("wget".into()), ..Default::default() }),
+        ("nothing user part", Filter { user: Some("ali".into()), ..Default::default() }),
         (
             "user+time",
             Filter {
@@ -660,6 +929,14 @@ fn nothing_older_than_the_retention_is_served_and_the_purge_removes_it(kind: Kin
         assert_eq!(straddle.ips, ["192.0.2.1"], "{when}");
         // Its user was only seen in the expired request.
         assert_eq!(straddle.user, None, "{when}");
+        assert!(straddle.users.is_empty(), "{when}");
+        let old_user = Filter { user: Some("old-user".into()), ..Default::default() };
+        assert!(list(&*t.store, &old_user, 10).sessions.is_empty(), "{when}");
+        let old_flow = Filter { flow: Some("admin".into()), ..Default::default() };
+        assert!(list(&*t.store, &old_flow, 10).sessions.is_empty(), "{when}");
+        let suggested =
+            t.store.suggest(api_sessions::store::values::ValueKind::User, "", 10).unwrap();
+        assert!(suggested.is_empty(), "{when}: {suggested:?}");
         assert!(t.store.session("expired", &Filter::default(), None, 10).unwrap().is_none());
         let detail = t.store.session("straddle", &Filter::default(), None, 10).unwrap().unwrap();
         assert_eq!(detail.requests.requests.len(), 1, "{when}");
@@ -806,7 +1083,7 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
     assert_eq!(listed.sessions.len(), 1);
     let versions =
         fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version ORDER BY version");
-    assert_eq!(versions, "1\n2\n3\n");
+    assert_eq!(versions, "1\n2\n3\n4\n");
 
     fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
     let err = open().err().expect("a newer schema is refused").to_string();
@@ -815,6 +1092,8 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
 
 on_every_store!(
     duplicates_are_stored_once_by_origin_or_request_id,
+    any_value_seen_in_the_session_matches_case_insensitively,
+    suggestions_come_from_the_values_seen,
     sessions_are_aggregated_at_ingest,
     every_filter_selects_sessions_and_counts_only_selected_requests,
     every_sort_orders_pages_both_ways_with_an_exact_total,

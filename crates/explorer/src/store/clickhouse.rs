@@ -12,6 +12,7 @@ mod query;
 mod schema;
 mod signals;
 mod sql;
+mod values;
 mod write;
 
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ pub use self::http::Config;
 use super::denylist::{AuditEntry, Change, Changed, Denylist};
 use super::endpoints::{EndpointKey, Measured};
 use super::signals::Detection;
+use super::values::ValueKind;
 use super::EndpointRange;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
@@ -140,6 +142,10 @@ impl Store for ClickHouseStore {
 
     fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         query::session_ids_with_prefix(&self.client, prefix, limit, self.floor())
+    }
+
+    fn suggest(&self, kind: ValueKind, text: &str, limit: usize) -> Result<Vec<String>> {
+        values::suggest(&self.client, kind, text, limit, self.floor())
     }
 
     fn purge(&self) -> Result<PurgeCounts> {

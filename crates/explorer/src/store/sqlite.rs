@@ -12,6 +12,7 @@ mod schema;
 mod search;
 mod signals;
 mod tally;
+mod values;
 mod write;
 mod writer;
 
@@ -24,6 +25,7 @@ use rusqlite::Connection;
 use super::denylist::{AuditEntry, Change, Changed, Denylist};
 use super::endpoints::{EndpointKey, Measured};
 use super::signals::Detection;
+use super::values::ValueKind;
 use super::EndpointRange;
 use super::{
     Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage, Result,
@@ -162,6 +164,11 @@ impl Store for SqliteStore {
     fn session_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let floor = self.floor();
         self.with_reader(|conn| query::session_ids_with_prefix(conn, prefix, limit, floor))
+    }
+
+    fn suggest(&self, kind: ValueKind, text: &str, limit: usize) -> Result<Vec<String>> {
+        let floor = self.floor();
+        self.with_reader(|conn| values::suggest(conn, kind, text, limit, floor))
     }
 
     fn purge(&self) -> Result<PurgeCounts> {

@@ -5,6 +5,7 @@ use api_sessions_core::time::Millis;
 use super::html::Html;
 use crate::detect::SignalName;
 use crate::params::QueryParams;
+use crate::store::values::ValueKind;
 use crate::store::SortKey;
 
 /// The flow names the `api_sessions_flow` directive documents, suggested by the form; custom ones can be typed.
@@ -19,6 +20,7 @@ pub enum Field {
     User,
     Role,
     Flow,
+    Ua,
     RequestId,
     Ip,
     Method,
@@ -39,6 +41,7 @@ pub const GLOBAL: &[Field] = &[
     Field::User,
     Field::Role,
     Field::Flow,
+    Field::Ua,
     Field::RequestId,
     Field::Ip,
     Field::Method,
@@ -65,7 +68,7 @@ pub const IN_SESSION: &[Field] = &[
 ];
 /// What describes a whole session; carried through the session page unchanged.
 pub const SESSION_LEVEL: &[Field] =
-    &[Field::User, Field::Role, Field::Flow, Field::RiskMin, Field::Signal, Field::Sort];
+    &[Field::User, Field::Role, Field::Flow, Field::Ua, Field::RiskMin, Field::Signal, Field::Sort];
 
 impl Field {
     fn name(self) -> &'static str {
@@ -75,6 +78,7 @@ impl Field {
             Field::User => "user",
             Field::Role => "role",
             Field::Flow => "flow",
+            Field::Ua => "ua",
             Field::RequestId => "request_id",
             Field::Ip => "ip",
             Field::Method => "method",
@@ -96,6 +100,7 @@ impl Field {
             Field::User => "User",
             Field::Role => "Role",
             Field::Flow => "Business flow",
+            Field::Ua => "User agent",
             Field::RequestId => "Request ID",
             Field::Ip => "IP",
             Field::Method => "Method",
@@ -117,6 +122,7 @@ impl Field {
             Field::User => &params.user,
             Field::Role => &params.role,
             Field::Flow => &params.flow,
+            Field::Ua => &params.ua,
             Field::RequestId => &params.request_id,
             Field::Ip => &params.ip,
             Field::Method => &params.method,
@@ -202,9 +208,12 @@ pub fn filter_form(html: &mut Html, params: &QueryParams, form: &FilterForm) {
                 vec![("id", id.as_str()), ("name", field.name()), ("value", &value)];
             attributes.extend_from_slice(match field {
                 Field::From | Field::To => &[("type", "datetime-local"), ("step", "1")],
-                Field::Flow => &[("list", "known-flows")],
+                Field::User => &[("list", "values-user")],
+                Field::Role => &[("list", "values-role")],
+                Field::Flow => &[("list", "values-flow")],
+                Field::Ua => &[("list", "values-ua"), ("placeholder", "part of it: curl")],
                 Field::Status => &[("placeholder", "404 or 4xx")],
-                Field::Attack => &[("placeholder", "any, or a type")],
+                Field::Attack => &[("list", "values-attack"), ("placeholder", "any, or a type")],
                 Field::Q => &[("type", "search"), ("placeholder", "path, parameter, user")],
                 Field::Endpoint => &[("placeholder", "GET /orders/{id}")],
                 Field::RiskMin => {
@@ -216,18 +225,31 @@ pub fn filter_form(html: &mut Html, params: &QueryParams, form: &FilterForm) {
         }
         html.close("div");
     }
-    if fields.contains(&Field::Flow) {
-        html.open("datalist", &[("id", "known-flows")]);
-        for flow in KNOWN_FLOWS {
-            html.open("option", &[("value", flow)]);
-        }
-        html.close("datalist");
-    }
     html.open("div", &[("class", "buttons")])
         .element("button", &[("type", "submit")], submit)
         .element("a", &[("class", "button secondary"), ("href", reset)], "Reset")
         .close("div")
         .close("form");
+}
+
+/// Suggestions for the inputs of values the data holds (user, role, flow, attack, User-Agent):
+/// the values seen in the sessions, and for flows the documented names too.
+pub fn value_lists(html: &mut Html, seen: &[(ValueKind, Vec<String>)]) {
+    for (kind, values) in seen {
+        html.open("datalist", &[("id", &format!("values-{}", kind.name()))]);
+        let known: &[&str] = match kind {
+            ValueKind::Flow => &KNOWN_FLOWS,
+            ValueKind::Attack => &["any"],
+            _ => &[],
+        };
+        let mut listed = std::collections::BTreeSet::new();
+        for value in known.iter().copied().chain(values.iter().map(String::as_str)) {
+            if listed.insert(value) {
+                html.open("option", &[("value", value)]);
+            }
+        }
+        html.close("datalist");
+    }
 }
 
 /// What the sort picker calls a sort key.

@@ -14,10 +14,14 @@ use super::html::Html;
 use super::layout::{error_box, error_page, page as render};
 use crate::app::AppState;
 use crate::params::{path_segment, query_string, sort_pairs, PageSize, QueryParams};
+use crate::store::values::{ValueKind, SUGGESTIONS_MAX};
 use crate::store::{Filter, ListQuery, SessionPage, SessionSummary};
 
 /// IPs listed per session before "+N".
 const IPS_SHOWN: usize = 2;
+
+/// Characters of a User-Agent shown in the list; all of it is in the cell's title.
+const USER_AGENT_SHOWN: usize = 40;
 
 pub async fn page(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
     let decoded = QueryParams::from_query(raw.as_deref());
@@ -34,15 +38,24 @@ pub async fn page(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> 
     };
     let listed = {
         let query = query.clone();
-        app.with_store(move |store| store.list_sessions(&query)).await
+        app.with_store(move |store| {
+            let sessions = store.list_sessions(&query)?;
+            let mut seen = Vec::new();
+            for kind in ValueKind::ALL {
+                seen.push((kind, store.suggest(kind, "", SUGGESTIONS_MAX)?));
+            }
+            Ok::<_, crate::store::StoreError>((sessions, seen))
+        })
+        .await
     };
-    let sessions = match listed {
-        Ok(sessions) => sessions,
+    let (sessions, seen) = match listed {
+        Ok(listed) => listed,
         Err(error) => return error_page(error),
     };
     render(StatusCode::OK, "Sessions", |html| {
         heading(html, &params);
         presets(html, &query);
+        form::value_lists(html, &seen);
         count(html, &sessions);
         table(html, &query, &sessions);
         paging(html, &query, &sessions);
@@ -104,7 +117,7 @@ fn table(html: &mut Html, query: &ListQuery, page: &SessionPage) {
     html.open("div", &[("class", "scroll")]).open("table", &[("class", "sessions")]);
     html.markup(
         "<thead><tr><th>Session</th><th class=\"num\">Risk</th><th>Signals</th>\
-         <th>Last request</th><th>Duration</th><th class=\"num\">Requests</th><th>User</th><th>Role</th><th>Flows</th><th>IPs</th>\
+         <th>Last request</th><th>Duration</th><th class=\"num\">Requests</th><th>User</th><th>Role</th><th>Flows</th><th>IPs</th><th>User agent</th>\
          <th class=\"num\">Attacks</th><th>Nodes</th></tr></thead><tbody>",
     );
     let query = super::session::opened_from(query);
@@ -163,6 +176,7 @@ fn row(html: &mut Html, session: &SessionSummary, query: &str) {
         );
     }
     html.close("td");
+    user_agent_cell(html, &session.user_agents);
     if session.attacks > 0 {
         html.open("td", &[("class", "num")])
             .element("span", &[("class", "badge attack")], &session.attacks.to_string())
@@ -172,6 +186,25 @@ fn row(html: &mut Html, session: &SessionSummary, query: &str) {
     }
     html.element("td", &[("class", "small")], &session.nodes.join(", "));
     html.close("tr");
+}
+
+/// The session's first User-Agent, shortened, and how many others it had; each in full in the
+/// title.
+fn user_agent_cell(html: &mut Html, agents: &[String]) {
+    let Some(first) = agents.first() else {
+        html.element("td", &[("class", "muted")], "—");
+        return;
+    };
+    let mut shown: String = first.chars().take(USER_AGENT_SHOWN).collect();
+    if shown.len() < first.len() {
+        shown.push('…');
+    }
+    html.open("td", &[("class", "small"), ("title", &agents.join("\n"))]);
+    html.element("div", &[], &shown);
+    if agents.len() > 1 {
+        html.element("div", &[("class", "muted")], &format!("+{} more", agents.len() - 1));
+    }
+    html.close("td");
 }
 
 /// The class of a risk badge: findings (50 and above) stand out.

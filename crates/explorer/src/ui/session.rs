@@ -386,10 +386,21 @@ impl<'a> View<'a> {
         time_fact(html, "First request", session.first_ts);
         time_fact(html, "Last request", session.last_ts);
         fact(html, "Duration", &duration(session.last_ts.0 - session.first_ts.0));
-        fact(html, "User", session.user.as_deref().unwrap_or("—"));
+        // Every user in order of first use: "dana → alice".
+        let users = if session.users.is_empty() {
+            session.user.clone().unwrap_or_else(|| "—".to_owned())
+        } else {
+            session.users.join(" → ")
+        };
+        fact(html, if session.users.len() > 1 { "Users" } else { "User" }, &users);
         fact(html, "Role", session.role.as_deref().unwrap_or("—"));
         fact(html, "Attacks", &session.attacks.to_string());
         fact(html, "Nodes", &session.nodes.join(", "));
+        match session.user_agents.as_slice() {
+            [] => {}
+            [agent] => fact(html, "User agent", agent),
+            agents => fact(html, "User agents", &agents.join(" | ")),
+        }
         fact(html, "Grouped by", &session.session_key);
         time_fact(html, "Session start", session.session_start);
         fact(html, "Key hash", &session.key_hash);

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::http::Client;
 use super::signals;
 use super::sql::{literal, literals, request_predicates, session_predicate};
+use super::values;
 use crate::store::{
     prefix_end, Cursor, Filter, ListQuery, RequestPage, Result, SessionDetail, SessionKey,
     SessionPage, SessionSummary, SortKey, Stats, StoredRequest, Timeline, TimelineBin,
@@ -58,11 +59,13 @@ impl Info {
             last_ts: Millis(self.hi),
             requests: 0,
             user: self.last_user,
+            users: Vec::new(),
             role: self.last_role,
             flows: BTreeMap::new(),
             ips: Vec::new(),
             attacks: 0,
             nodes: Vec::new(),
+            user_agents: Vec::new(),
             key_hash: self.key_hash,
             session_key: self.session_key,
             session_start: Millis(self.start),
@@ -175,6 +178,7 @@ pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPag
         rows.into_iter().map(|row| (row.session_id.clone(), row)).collect()
     };
     let mut detected = signals::summaries(client, &ids)?;
+    let mut seen = values::users_and_agents(client, &ids, floor)?;
     let mut sessions = Vec::with_capacity(ids.len());
     for id in &ids {
         // Gone between the statements only if purged meanwhile.
@@ -188,6 +192,9 @@ pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPag
         summary.nodes = row.nodes.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         for flow in &row.all_flows {
             *summary.flows.entry(flow.clone()).or_default() += 1;
+        }
+        if let Some((users, agents)) = seen.remove(*id) {
+            (summary.users, summary.user_agents) = (users, agents);
         }
         if let Some((risk, findings)) = detected.remove(*id) {
             (summary.risk, summary.signals) = (risk, findings);
@@ -237,6 +244,11 @@ pub fn session(
         return Ok(None);
     };
     let mut summary = info.summary();
+    if let Some((users, agents)) =
+        values::users_and_agents(client, &[session_id], floor)?.remove(session_id)
+    {
+        (summary.users, summary.user_agents) = (users, agents);
+    }
     let id = literal(session_id);
     let predicates = request_predicates(filter, floor);
 

@@ -10,7 +10,8 @@ use crate::store::{Result, StoreError};
 pub const DAY_MS: i64 = 86_400_000;
 
 /// The tables partitioned by day of `ts`, whose partitions the purge drops.
-pub const PARTITIONED: &[&str] = &["requests", "request_ids", "request_origins", "endpoint_hours"];
+pub const PARTITIONED: &[&str] =
+    &["requests", "request_ids", "request_origins", "endpoint_hours", "session_values"];
 
 /// Applied in order; each is the statements of one version.
 const MIGRATIONS: &[&[&str]] = &[
@@ -101,6 +102,9 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
     // 4: the denylist, its versions and the audit log of its changes (see `denylist`).
     super::denylist::SCHEMA,
+    // 5: every user, role, flow, attack type and User-Agent seen in each session, for the
+    // filters and suggestions (see `values`), filled from the stored requests.
+    super::values::SCHEMA,
 ];
 
 /// Creates the database if needed and brings the schema up to date.

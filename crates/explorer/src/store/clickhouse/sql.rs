@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 
+use super::values;
 use crate::store::{AttackFilter, Filter, StatusFilter};
 
 /// A ClickHouse string literal holding `value`.
@@ -59,9 +60,7 @@ pub fn request_predicates(filter: &Filter, floor: i64) -> String {
     match &filter.attack {
         None => {}
         Some(AttackFilter::Any) => sql.push_str(" AND attack IS NOT NULL"),
-        Some(AttackFilter::Kind(kind)) => {
-            let _ = write!(sql, " AND attack = {}", literal(kind));
-        }
+        Some(AttackFilter::Kind(kind)) => sql.push_str(&values::attack_predicate(kind)),
     }
     if let Some(ip) = &filter.ip {
         let _ = write!(sql, " AND ip = {}", literal(ip));
@@ -75,27 +74,14 @@ pub fn request_predicates(filter: &Filter, floor: i64) -> String {
     sql
 }
 
-/// ` AND session_id IN (...)` selecting the sessions that pass the session-level filters
-/// (last user, last role, a flow touched) over their retained requests; empty when none is set.
+/// ` AND session_id IN (...)` for each value the filter asks the session to have seen (user,
+/// role, flow, User-Agent) in its retained requests; empty when none is set.
 pub fn session_predicate(filter: &Filter, floor: i64) -> String {
-    let mut having = Vec::new();
-    if let Some(user) = &filter.user {
-        having.push(format!("argMax(user, ts) = {}", literal(user)));
-    }
-    if let Some(role) = &filter.role {
-        having.push(format!("argMax(role, ts) = {}", literal(role)));
-    }
-    if let Some(flow) = &filter.flow {
-        having.push(format!("countIf(has(flows, {})) > 0", literal(flow)));
-    }
-    if having.is_empty() {
-        return String::new();
-    }
-    format!(
-        " AND session_id IN (SELECT session_id FROM requests WHERE ts >= {floor} \
-         GROUP BY session_id HAVING {})",
-        having.join(" AND ")
-    )
+    filter
+        .session_values()
+        .into_iter()
+        .map(|(kind, wanted)| values::predicate(kind, wanted, floor))
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::http::Client;
 use super::schema::{DAY_MS, PARTITIONED};
 use super::signals;
 use super::sql::literal;
+use super::values::Seen;
 use crate::batch::Batch;
 use crate::store::endpoints::{admit, Assignment, HourStats};
 use crate::store::signals::Detection;
@@ -159,6 +160,7 @@ pub fn ingest(
         let mut days: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         let mut endpoint_hours = HourStats::default();
         let mut counted = HashSet::new();
+        let mut values = Seen::default();
         for (record, assignment) in batch.iter().zip(assignments) {
             let origin = (record.node(), record.pid(), record.seq());
             let known = stored.origins.contains(&(origin.0.to_owned(), origin.1, origin.2))
@@ -171,6 +173,7 @@ pub fn ingest(
             }
             origins.insert(origin);
             request_ids.insert(record.request_id());
+            values.add(&record);
             let admitted = admit(&mut endpoint_writer.registry, record.server(), assignment);
             if admitted.counted {
                 counted.insert(admitted.endpoint.clone());
@@ -211,6 +214,10 @@ pub fn ingest(
             }
             counts.accepted += 1;
         }
+        // The values first: a crash in between leaves values of records not stored, which
+        // match nothing but these records once they are sent again, rather than records whose
+        // values are never written (sent again, they are duplicates).
+        values.save(client)?;
         for body in days.values() {
             client.insert("requests", body)?;
         }

@@ -14,6 +14,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use super::query::{summary, Driver, Selection};
 use super::schema;
+use super::values::{self, Reach};
 use crate::store::{Aggregates, ListQuery, Result, SessionKey, SessionPage, SortKey};
 
 /// The `sessions s` column or expression a sort key orders by; each has an index whose
@@ -38,7 +39,7 @@ pub fn list(conn: &Connection, query: &ListQuery, floor: i64) -> Result<SessionP
             (query.window(conditions.page(&tx, query)?), conditions.count(&tx)?)
         }
         Some(selection) => {
-            let counted = count_selected(&tx, query, selection)?;
+            let counted = count_selected(&tx, query, selection, floor)?;
             let total = counted.len() as u64;
             let keyed = counted
                 .into_iter()
@@ -73,6 +74,7 @@ impl SessionConditions {
             &mut conditions.sql,
             &mut conditions.params,
             &query.filter,
+            floor,
             Reach::Set,
         );
         conditions
@@ -112,21 +114,13 @@ impl SessionConditions {
     }
 }
 
-/// How a condition on another table reaches `sessions s`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    /// `s.id IN (...)`: the set is built once, for a statement that runs once.
-    Set,
-    /// A correlated `EXISTS` probing the table's key, for a statement run once per session
-    /// (rebuilding the set each time would cost the whole set per session).
-    Probe,
-}
-
-/// Appends the session-level conditions (risk, signal, user, role, flow) on `sessions s`.
+/// Appends the session-level conditions (risk, signal, and the values seen: user, role, flow,
+/// User-Agent) on `sessions s`.
 fn push_session_conditions(
     sql: &mut String,
     params: &mut Vec<Value>,
     filter: &crate::store::Filter,
+    floor: i64,
     reach: Reach,
 ) {
     if let Some(risk) = filter.risk_min {
@@ -140,22 +134,8 @@ fn push_session_conditions(
         );
         params.push(Value::Text(signal.clone()));
     }
-    if let Some(user) = &filter.user {
-        sql.push_str(" AND s.user = ?");
-        params.push(Value::Text(user.clone()));
-    }
-    if let Some(role) = &filter.role {
-        sql.push_str(" AND s.role = ?");
-        params.push(Value::Text(role.clone()));
-    }
-    if let Some(flow) = &filter.flow {
-        sql.push_str(match reach {
-            Reach::Set => " AND s.id IN (SELECT session FROM session_flows WHERE flow = ?)",
-            Reach::Probe => {
-                " AND EXISTS (SELECT 1 FROM session_flows f WHERE f.session = s.id AND f.flow = ?)"
-            }
-        });
-        params.push(Value::Text(flow.clone()));
+    for (kind, wanted) in filter.session_values() {
+        values::push_condition(sql, params, kind, wanted, floor, reach);
     }
 }
 
@@ -167,10 +147,14 @@ struct SessionCheck<'c> {
 
 impl<'c> SessionCheck<'c> {
     /// `None` when no session-level filter is set.
-    fn new(conn: &'c Connection, filter: &crate::store::Filter) -> Result<Option<Self>> {
+    fn new(
+        conn: &'c Connection,
+        filter: &crate::store::Filter,
+        floor: i64,
+    ) -> Result<Option<Self>> {
         let mut sql = "SELECT 1 FROM sessions s WHERE s.id = ?".to_owned();
         let mut values = Vec::new();
-        push_session_conditions(&mut sql, &mut values, filter, Reach::Probe);
+        push_session_conditions(&mut sql, &mut values, filter, floor, Reach::Probe);
         if values.is_empty() {
             return Ok(None);
         }
@@ -188,8 +172,9 @@ fn count_selected(
     conn: &Connection,
     query: &ListQuery,
     selection: &mut Selection,
+    floor: i64,
 ) -> Result<HashMap<i64, Aggregates>> {
-    let mut check = SessionCheck::new(conn, &query.filter)?;
+    let mut check = SessionCheck::new(conn, &query.filter, floor)?;
     // The risk is the session's, not its selected requests': read once per session.
     let mut risk = match query.sort.key {
         SortKey::Risk => Some(conn.prepare_cached("SELECT risk FROM sessions WHERE id = ?")?),

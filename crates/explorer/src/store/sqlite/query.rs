@@ -8,7 +8,8 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use super::tally::{self, Tally};
-use super::{schema, search, signals};
+use super::{schema, search, signals, values};
+use crate::store::values::ValueKind;
 use crate::store::{
     prefix_end, AttackFilter, Cursor, Filter, RequestPage, Result, SessionDetail, SessionSummary,
     StatusFilter, StoredRequest, RELATED_LIMIT, TIMELINE_BINS,
@@ -37,7 +38,7 @@ pub(super) struct Predicates {
 impl Predicates {
     /// The walk uses the most selective index a predicate offers: request id, then IP, then
     /// attack, then status code.
-    fn new(filter: &Filter, floor: i64) -> Self {
+    fn new(conn: &Connection, filter: &Filter, floor: i64) -> Result<Self> {
         let mut sql = String::new();
         let mut params = Vec::new();
         let mut add = |clause: &str, values: &[Value]| {
@@ -82,7 +83,18 @@ impl Predicates {
         match &filter.attack {
             None => {}
             Some(AttackFilter::Any) => add("r.attack IS NOT NULL", &[]),
-            Some(AttackFilter::Kind(kind)) => add("r.attack = ?", &[text(kind)]),
+            Some(AttackFilter::Kind(kind)) => {
+                // Each stored spelling of the type, so that the attack index is walked for each.
+                // None stored: the type as given, which no request has (a condition that is
+                // false as written would leave the index walk no plan).
+                let mut spellings = values::spellings(conn, ValueKind::Attack, kind)?;
+                if spellings.is_empty() {
+                    spellings.push(kind.clone());
+                }
+                let marks = vec!["?"; spellings.len()].join(", ");
+                let spellings: Vec<Value> = spellings.into_iter().map(Value::Text).collect();
+                add(&format!("r.attack IN ({marks})"), &spellings);
+            }
         }
         if filter.attack.is_some() {
             driver = Driver::Hourly("requests_attack");
@@ -104,7 +116,7 @@ impl Predicates {
             add("r.request_id = ?", &[text(request_id)]);
             driver = Driver::Hourly("requests_request_id");
         }
-        Predicates { sql, params, driver, from, to: filter.to.map(|to| to.0) }
+        Ok(Predicates { sql, params, driver, from, to: filter.to.map(|to| to.0) })
     }
 
     /// The predicate parameters after `leading` ones.
@@ -139,12 +151,14 @@ fn session_row(conn: &Connection, condition: &str, key: Value) -> Result<Option<
                     requests: row.get::<_, i64>(7)? as u64,
                     attacks: row.get::<_, i64>(8)? as u64,
                     user: row.get(9)?,
+                    users: Vec::new(),
                     role: row.get(10)?,
                     nodes: tally::split_list(row.get_ref(11)?.as_str()?)
                         .map(str::to_owned)
                         .collect(),
                     flows: Default::default(),
                     ips: Vec::new(),
+                    user_agents: Vec::new(),
                     risk: row.get::<_, i64>(12)?.clamp(0, 100) as u8,
                     signals: tally::split_list(row.get_ref(13)?.as_str()?)
                         .map(str::to_owned)
@@ -196,7 +210,7 @@ fn tally_into(
 /// Counts what is left of a session that has requests older than the retention, which the
 /// next purge deletes: its counts, and its user and role, cover only the retained requests.
 fn forget_expired(conn: &Connection, row: &mut SessionRow, floor: i64) -> Result<()> {
-    let retained = tally(conn, row.id, &Predicates::new(&Filter::default(), floor))?;
+    let retained = tally(conn, row.id, &Predicates::new(conn, &Filter::default(), floor)?)?;
     retained.apply_to(&mut row.summary);
     row.summary.user = retained.user.map(|(_, user)| user);
     row.summary.role = retained.role.map(|(_, role)| role);
@@ -216,7 +230,7 @@ impl Selection {
         if !filter.selects_requests() {
             return Ok(None);
         }
-        let predicates = Predicates::new(filter, floor);
+        let predicates = Predicates::new(conn, filter, floor)?;
         let scan = match &filter.q {
             Some(q) => Some(search::Scan::new(
                 conn,
@@ -272,6 +286,7 @@ pub(super) fn summary(
     } else if selection.is_none() {
         load_session_parts(conn, &mut row)?;
     }
+    values::load(conn, id, floor, &mut row.summary)?;
     if let Some(selection) = selection {
         selection.tally(conn, id, first, last)?.apply_to(&mut row.summary);
     }
@@ -298,7 +313,8 @@ pub fn session(
     if row.summary.first_ts.0 < floor {
         forget_expired(&tx, &mut row, floor)?;
     }
-    let predicates = Predicates::new(filter, floor);
+    values::load(&tx, row.id, floor, &mut row.summary)?;
+    let predicates = Predicates::new(&tx, filter, floor)?;
     let tally = tally_into(&tx, row.id, &predicates, Tally::with_timeline())?;
     tally.apply_to(&mut row.summary);
     let timeline = tally.timeline(TIMELINE_BINS);
@@ -373,7 +389,7 @@ pub fn session_requests(
     if row.summary.last_ts.0 < floor {
         return Ok(None);
     }
-    request_page(&tx, row.id, &Predicates::new(filter, floor), after, limit).map(Some)
+    request_page(&tx, row.id, &Predicates::new(&tx, filter, floor)?, after, limit).map(Some)
 }
 
 fn request_page(

@@ -203,6 +203,9 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // 6: the denylist, its version and the audit log of its changes (see `denylist`).
     Migration::Sql(super::denylist::SCHEMA),
+    // 7: every user, role, flow, attack type and User-Agent seen in each session, for the
+    // filters and suggestions (see `values`), filled from the stored requests.
+    Migration::Code(super::values::migrate),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,

@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, Transa
 use super::search::{self, BatchFilters};
 use super::signals;
 use super::tally::{self, Tally};
+use super::values::{self, Seen};
 use super::{endpoints, schema};
 use crate::batch::{Batch, RecordRef};
 use crate::endpoints::Endpoints;
@@ -35,7 +36,6 @@ struct SessionAcc<'b> {
     first_ts: i64,
     last_ts: i64,
     stored_first_ts: i64,
-    stored_last_ts: i64,
     requests: i64,
     attacks: i64,
     user: Option<(i64, Cow<'b, str>)>,
@@ -45,6 +45,8 @@ struct SessionAcc<'b> {
     flows: BTreeMap<&'b str, i64>,
     /// IPs seen in this batch.
     ips: HashSet<&'b str>,
+    /// Users, roles, flows, attack types and User-Agents seen in this batch.
+    values: Seen<'b>,
     added: i64,
 }
 
@@ -65,7 +67,6 @@ impl<'b> SessionAcc<'b> {
                     first_ts: row.get(1)?,
                     last_ts: row.get(2)?,
                     stored_first_ts: row.get(1)?,
-                    stored_last_ts: row.get(2)?,
                     requests: row.get(3)?,
                     attacks: row.get(4)?,
                     user: pair(row.get(5)?, row.get(6)?),
@@ -75,6 +76,7 @@ impl<'b> SessionAcc<'b> {
                         .collect(),
                     flows: BTreeMap::new(),
                     ips: HashSet::new(),
+                    values: Seen::default(),
                     added: 0,
                 })
             })
@@ -102,7 +104,6 @@ impl<'b> SessionAcc<'b> {
             first_ts: record.ts(),
             last_ts: record.ts(),
             stored_first_ts: record.ts(),
-            stored_last_ts: record.ts(),
             requests: 0,
             attacks: 0,
             user: None,
@@ -110,6 +111,7 @@ impl<'b> SessionAcc<'b> {
             nodes: Vec::new(),
             flows: BTreeMap::new(),
             ips: HashSet::new(),
+            values: Seen::default(),
             added: 0,
         })
     }
@@ -145,6 +147,7 @@ impl<'b> SessionAcc<'b> {
             *self.flows.entry(flow).or_default() += 1;
         }
         self.ips.insert(record.ip());
+        self.values.add(record);
     }
 
     fn save(&self, tx: &Transaction<'_>) -> Result<()> {
@@ -178,16 +181,12 @@ impl<'b> SessionAcc<'b> {
         for (flow, count) in &self.flows {
             upsert_flow.execute(params![self.id, flow, count, self.last_ts])?;
         }
-        if self.last_ts != self.stored_last_ts && !self.created {
-            tx.prepare_cached("UPDATE session_flows SET last_ts = ? WHERE session = ?")?
-                .execute([self.last_ts, self.id])?;
-        }
         let mut insert_ip =
             tx.prepare_cached("INSERT OR IGNORE INTO session_ips (session, ip) VALUES (?, ?)")?;
         for ip in &self.ips {
             insert_ip.execute(params![self.id, ip])?;
         }
-        Ok(())
+        self.values.save(tx, self.id)
     }
 }
 
@@ -524,11 +523,12 @@ fn recount_session(tx: &Transaction<'_>, id: i64) -> Result<()> {
     for ip in tally.stats.ips.keys() {
         insert_ip.execute(params![id, ip])?;
     }
-    Ok(())
+    values::rebuild(tx, id)
 }
 
 fn delete_session_parts(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.prepare_cached("DELETE FROM session_flows WHERE session = ?")?.execute([id])?;
     tx.prepare_cached("DELETE FROM session_ips WHERE session = ?")?.execute([id])?;
+    tx.prepare_cached("DELETE FROM session_values WHERE session = ?")?.execute([id])?;
     Ok(())
 }
