@@ -163,7 +163,10 @@ fn risk_and_signals_work_in_a_real_browser() {
     let evidence = scan["evidence"].as_array().unwrap();
     assert_eq!(evidence.len(), 5, "{scan}");
     assert_eq!(evidence[0][0], "scanner-req-1");
-    assert_eq!(evidence[0][1], "#req-1", "evidence on this page links to its request");
+    assert_eq!(
+        evidence[0][1], "#request-scanner-req-1",
+        "evidence on this page links to its request"
+    );
     let client = signals.iter().find(|s| s["name"] == "automation_client").expect("the client");
     assert!(client["detail"].as_str().unwrap().contains("gobuster"), "{client}");
 
@@ -186,8 +189,10 @@ fn risk_and_signals_work_in_a_real_browser() {
     );
     assert_ne!(plain, "rgb(255, 248, 225)", "rows that show nothing are not highlighted");
     browser.click("table.signals td.evidence a[title='scanner-req-1']");
-    browser.wait_until("the evidence's request", || browser.current_url().ends_with("#req-1"));
-    assert!(browser.text("details#req-1 summary").contains("/admin0"));
+    browser.wait_until("the evidence's request", || {
+        browser.current_url().ends_with("#request-scanner-req-1")
+    });
+    assert!(browser.text("details#request-scanner-req-1 summary").contains("/admin0"));
 
     // The stuffer's refused logins, and the shopper's page: no signal, the actor's sessions.
     browser.open(&format!("{base}/sessions/stuffer"));

@@ -184,14 +184,14 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
         let store = SqliteStore::open(&path, WEEK).unwrap();
         ingest(&store, &dana_then_alice(base()));
     }
-    // Back to schema version 5, as the previous release left it.
+    // Back to schema version 6, the one before the values were kept.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE session_values;
          CREATE INDEX sessions_user ON sessions (user, last_ts, id) WHERE user IS NOT NULL;
          CREATE INDEX sessions_role ON sessions (role, last_ts, id) WHERE role IS NOT NULL;
          CREATE INDEX session_flows_flow ON session_flows (flow, last_ts, session);
-         PRAGMA user_version = 5;",
+         PRAGMA user_version = 6;",
     )
     .unwrap();
     drop(conn);
@@ -208,14 +208,14 @@ fn clickhouse_databases_of_the_previous_schema_are_upgraded() {
     let url = fixtures::clickhouse::database_url();
     let open = || ClickHouseStore::open(Config::parse(&url).unwrap(), WEEK).unwrap();
     ingest(&open(), &dana_then_alice(base()));
-    // Back to schema version 3, as the previous release left it.
+    // Back to schema version 4, the one before the values were kept.
     // The purge drops a day from every partitioned table, also from one without rows that day.
     fixtures::clickhouse::execute(&url, "ALTER TABLE session_values DROP PARTITION 12345");
     for statement in [
         "DROP TABLE session_values",
         "DROP TABLE schema_version",
         "CREATE TABLE schema_version (version UInt32) ENGINE = TinyLog",
-        "INSERT INTO schema_version VALUES (1), (2), (3)",
+        "INSERT INTO schema_version VALUES (1), (2), (3), (4)",
     ] {
         fixtures::clickhouse::execute(&url, statement);
     }
@@ -1083,7 +1083,7 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
     assert_eq!(listed.sessions.len(), 1);
     let versions =
         fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version ORDER BY version");
-    assert_eq!(versions, "1\n2\n3\n4\n");
+    assert_eq!(versions, "1\n2\n3\n4\n5\n");
 
     fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
     let err = open().err().expect("a newer schema is refused").to_string();
