@@ -247,10 +247,12 @@ fn row(html: &mut Html, endpoint: &Summary) {
             "a",
             &[("href", &href), ("class", "endpoint-link"), ("title", "Sessions that called it")],
         )
-        .element("code", &[], &endpoint.endpoint)
+        .open("code", &[])
+        .path(&endpoint.endpoint)
+        .close("code")
         .close("a");
     } else {
-        html.element("code", &[], &endpoint.endpoint);
+        html.open("code", &[]).path(&endpoint.endpoint).close("code");
     }
     html.close("td");
     html.element("td", &[("class", "small")], endpoint.server.as_deref().unwrap_or("—"));
