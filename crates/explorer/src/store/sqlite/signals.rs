@@ -1,6 +1,10 @@
 //! Risk and signals in SQLite: the detector's states kept in `session_detect` and
 //! `detect_actors`, the risk and findings in `sessions` (see `schema`, migration 3), and what
 //! the session page reads of them.
+//!
+//! The `state` columns hold each state encoded ([`encode_state`]) as a BLOB, which SQLite keeps
+//! as it is whatever the column's declared type; rows of older databases hold JSON text, which
+//! [`decode_state`] reads too.
 
 use std::collections::HashMap;
 
