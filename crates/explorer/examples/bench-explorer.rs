@@ -690,7 +690,7 @@ fn ingest_variants(
 }
 
 /// What the detector keeps in a SQLite database: one state per session and one per actor and
-/// hour, stored as JSON.
+/// hour, each as the store encodes it (see `store::signals::encode_state`).
 fn detector_state(db: &Path) -> String {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use api_sessions::app::{router, AppState};
-use api_sessions::detect::Config;
+use api_sessions::detect::{ActorState, Config, SessionState};
 use api_sessions::store::clickhouse::{ClickHouseStore, Config as ClickHouseConfig};
-use api_sessions::store::signals::Detection;
+use api_sessions::store::signals::{decode_state, Detection, STATE_ENCODING};
 use api_sessions::store::sqlite::SqliteStore;
 use api_sessions::store::Store;
 use api_sessions_core::record::Record;
@@ -293,6 +293,87 @@ async fn detection_thresholds_and_off(kind: Kind) {
     assert!(list["sessions"].as_array().unwrap().iter().all(|s| s["risk"] == 0));
     let (_, detail) = get(&off, "/api/sessions/scanner").await;
     assert_eq!(detail["signals"], Value::Array(vec![]));
+}
+
+/// The app on a SQLite database in `dir`, opened anew.
+fn sqlite_app(dir: tempfile::TempDir) -> App {
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with(
+            &dir.path().join("test.db"),
+            WEEK,
+            Arc::default(),
+            Detection::default(),
+        )
+        .unwrap(),
+    );
+    let state = AppState {
+        store: store.clone(),
+        ingest_token: None,
+        access: Default::default(),
+        endpoints: Default::default(),
+    };
+    App { router: router(Arc::new(state)), _store: TempStore { store, dir } }
+}
+
+/// Rewrites every detector state of a SQLite database as JSON, as versions before the encoded
+/// states kept them; how many of sessions and of actor-hours.
+fn states_to_json(db: &std::path::Path) -> (usize, usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let sessions: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT session, state FROM session_detect")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for (session, encoded) in &sessions {
+        assert_eq!(encoded[0], STATE_ENCODING);
+        let json = serde_json::to_string(&decode_state::<SessionState>(encoded)).unwrap();
+        conn.execute("UPDATE session_detect SET state = ? WHERE session = ?", (json, session))
+            .unwrap();
+    }
+    let actors: Vec<(String, i64, Vec<u8>)> = conn
+        .prepare("SELECT actor, hour, state FROM detect_actors")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for (actor, hour, encoded) in &actors {
+        assert_eq!(encoded[0], STATE_ENCODING);
+        let json = serde_json::to_string(&decode_state::<ActorState>(encoded)).unwrap();
+        conn.execute(
+            "UPDATE detect_actors SET state = ? WHERE actor = ? AND hour = ?",
+            (json, actor, hour),
+        )
+        .unwrap();
+    }
+    (sessions.len(), actors.len())
+}
+
+/// A database whose detector states were kept as JSON (before they were encoded) goes on
+/// from them: the same scores as one that kept its states encoded all along.
+#[tokio::test]
+async fn json_states_of_an_older_database_still_load() {
+    let records = traffic(base());
+    let first: Vec<Record> = records.iter().step_by(2).cloned().collect();
+    let rest: Vec<Record> = records.iter().skip(1).step_by(2).cloned().collect();
+    let straight = app_with(Kind::Sqlite, Detection::default());
+    post(&straight, &records).await;
+
+    let app = sqlite_app(tempfile::tempdir().unwrap());
+    post(&app, &first).await;
+    let App { router, _store: TempStore { store, dir } } = app;
+    drop((router, store));
+    // Every session so far (all but shopper-3), and their actors.
+    let (sessions, actors) = states_to_json(&dir.path().join("test.db"));
+    assert_eq!((sessions, actors.min(1)), (4, 1), "{sessions} sessions, {actors} actor-hours");
+
+    let app = sqlite_app(dir);
+    post(&app, &rest).await;
+    let expected = scores(&straight).await;
+    assert_eq!(expected.len(), 5);
+    assert_eq!(scores(&app).await, expected);
 }
 
 on_every_store!(

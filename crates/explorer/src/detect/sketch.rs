@@ -86,15 +86,38 @@ impl Ord for RequestId {
     }
 }
 
+/// A request id in a binary format: the module's 16 bytes, or the text of any other.
+#[derive(Serialize, Deserialize)]
+enum CompactId<'a> {
+    Hex([u8; 16]),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+/// As text in a human-readable format (JSON); in a binary one (what a store keeps, see
+/// `store::signals::encode_state`) a module id takes 17 bytes instead of 33.
 impl Serialize for RequestId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() {
+            return serializer.collect_str(self);
+        }
+        match self {
+            RequestId::Hex(value) => CompactId::Hex(value.to_be_bytes()),
+            RequestId::Text(text) => CompactId::Text(std::borrow::Cow::Borrowed(text)),
+        }
+        .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for RequestId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(RequestId::new(&String::deserialize(deserializer)?))
+        if deserializer.is_human_readable() {
+            return Ok(RequestId::new(&String::deserialize(deserializer)?));
+        }
+        // Rebuilt through `new`, like a text: a stored id keeps its bounds.
+        Ok(match CompactId::deserialize(deserializer)? {
+            CompactId::Hex(bytes) => RequestId::Hex(u128::from_be_bytes(bytes)),
+            CompactId::Text(text) => RequestId::new(&text),
+        })
     }
 }
 

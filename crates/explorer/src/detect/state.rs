@@ -140,7 +140,7 @@ impl Entry for Named {
 }
 
 /// Everything the detector knows of one session. It serializes for a store to keep while the
-/// session is open (JSON: a few kilobytes).
+/// session is open (encoded: under 2 KB on average, see `store::signals::encode_state`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
     pub(super) requests: u64,

@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::store::signals::{decode_state, encode_state};
 
 /// An owned record for tests.
 #[derive(Clone, Debug)]
@@ -377,6 +378,34 @@ fn stored_pieces_are_rebuilt_within_their_bounds() {
 }
 
 #[test]
+fn stored_states_are_compact() {
+    // A browsing session with errors, object ids and module request ids: a typical state.
+    let records = paced(400, 4_000, |i| match i % 5 {
+        0 => get(&format!("/orders/{}", 1000 + i), 200),
+        1 => get(&format!("/products/{}", i % 37), 200),
+        2 => get(&format!("/search/p{}", i % 13), 404),
+        3 => ("POST".into(), format!("/api/v{}/cart", i % 3), 500),
+        _ => get("/", 200),
+    });
+    let state = state_of(&records);
+    let encoded = encode_state(&state).unwrap();
+    let json = serde_json::to_string(&state).unwrap();
+    assert!(
+        encoded.len() * 2 < json.len(),
+        "{} bytes encoded, {} as JSON",
+        encoded.len(),
+        json.len()
+    );
+    assert_eq!(decode_state::<SessionState>(&encoded), state);
+    // What another version wrote, or a damaged row, starts over rather than failing.
+    assert_eq!(
+        decode_state::<SessionState>(&encoded[..encoded.len() / 2]),
+        SessionState::default()
+    );
+    assert_eq!(decode_state::<SessionState>(b""), SessionState::default());
+}
+
+#[test]
 fn risk_tiers() {
     let s = |name, score| Signal { name, score, detail: String::new(), evidence: Vec::new() };
     assert_eq!(risk(&[]), 0);
@@ -519,8 +548,10 @@ proptest! {
         let config = Config::default();
         prop_assert_eq!(score(&merged, None, &config), score(&whole, None, &config));
 
-        // A store keeps it and reads it back unchanged.
-        let kept: SessionState = serde_json::from_str(&serde_json::to_string(&whole).unwrap()).unwrap();
+        // A store keeps it and reads it back unchanged, encoded or as JSON (older databases).
+        let kept: SessionState = decode_state(&encode_state(&whole).unwrap());
+        prop_assert_eq!(&kept, &whole);
+        let kept: SessionState = decode_state(serde_json::to_string(&whole).unwrap().as_bytes());
         prop_assert_eq!(&kept, &whole);
 
         // The actor state too.
@@ -531,7 +562,9 @@ proptest! {
         let mut reversed = records.clone();
         reversed.reverse();
         prop_assert_eq!(&actor_of(&reversed), &actor);
-        let kept: ActorState = serde_json::from_str(&serde_json::to_string(&actor).unwrap()).unwrap();
+        let kept: ActorState = decode_state(&encode_state(&actor).unwrap());
+        prop_assert_eq!(&kept, &actor);
+        let kept: ActorState = decode_state(serde_json::to_string(&actor).unwrap().as_bytes());
         prop_assert_eq!(&kept, &actor);
         prop_assert_eq!(score(&whole, Some(&actor), &config), score(&merged, Some(&half), &config));
     }

@@ -9,13 +9,15 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::http::Client;
 use super::sql::{literal, literals};
 use crate::detect::{ActorState, SessionState};
 use crate::store::signals::{
-    self, actor_parts, actor_window, parse_signals, parse_state, state_json, Actor, ActorHour,
+    self, actor_parts, actor_window, decode_state, encode_state, parse_signals, Actor, ActorHour,
     Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
 };
 use crate::store::{Filter, Result, StoreError};
@@ -54,8 +56,19 @@ struct Store<'c> {
     version: i64,
 }
 
-fn to_json(value: &impl Serialize) -> Result<String> {
-    serde_json::to_string(value).map_err(|err| StoreError::new(err.to_string()))
+/// A state as the `state` column keeps it: the base64 text of its encoding (see
+/// [`encode_state`]), since rows travel as JSON lines.
+fn state_text(state: &impl Serialize) -> Result<String> {
+    Ok(BASE64.encode(encode_state(state)?))
+}
+
+/// Reads a `state` column: base64 of the encoding, or JSON in rows written before (which
+/// start with `{`, never a base64 digit).
+fn read_state<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+    if text.starts_with('{') {
+        return decode_state(text.as_bytes());
+    }
+    BASE64.decode(text).map(|bytes| decode_state(&bytes)).unwrap_or_default()
 }
 
 impl Keep for Store<'_> {
@@ -74,7 +87,7 @@ impl Keep for Store<'_> {
                  WHERE session_id IN ({}) GROUP BY session_id",
                 literals(chunk.iter().map(String::as_str))
             ))?;
-            found.extend(rows.into_iter().map(|row| (row.session_id, parse_state(&row.state))));
+            found.extend(rows.into_iter().map(|row| (row.session_id, read_state(&row.state))));
         }
         Ok(found)
     }
@@ -100,7 +113,7 @@ impl Keep for Store<'_> {
                  WHERE (actor, hour) IN ({tuples}) GROUP BY actor, hour"
             ))?;
             found.extend(
-                rows.into_iter().map(|row| ((row.actor, row.hour), parse_state(&row.state))),
+                rows.into_iter().map(|row| ((row.actor, row.hour), read_state(&row.state))),
             );
         }
         Ok(found)
@@ -132,7 +145,7 @@ impl Keep for Store<'_> {
              HAVING a = {actor} AND f < {to} AND l >= {from} AND n <= {max_requests}
              ORDER BY f DESC LIMIT {limit}"
         ))?;
-        Ok(rows.into_iter().map(|row| (row.session_id, parse_state(&row.state))).collect())
+        Ok(rows.into_iter().map(|row| (row.session_id, read_state(&row.state))).collect())
     }
 
     fn save_actors(&mut self, actors: &[(ActorHour, ActorState)]) -> Result<()> {
@@ -148,7 +161,7 @@ impl Keep for Store<'_> {
         }
         let mut body = Vec::new();
         for ((actor, hour), state) in actors {
-            let row = Row { actor, hour: *hour, state: to_json(state)?, version: self.version };
+            let row = Row { actor, hour: *hour, state: state_text(state)?, version: self.version };
             serde_json::to_writer(&mut body, &row)
                 .map_err(|err| StoreError::new(err.to_string()))?;
             body.push(b'\n');
@@ -180,7 +193,7 @@ impl Keep for Store<'_> {
                 risk: kept.scored.risk,
                 findings: kept.scored.findings(),
                 signals: signals::signals_json(&kept.scored.signals)?,
-                state: state_json(kept.state)?,
+                state: state_text(kept.state)?,
                 actor: &kept.actor,
                 first_ts: kept.first_ts,
                 last_ts: kept.last_ts,

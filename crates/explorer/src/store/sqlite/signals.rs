@@ -1,6 +1,10 @@
 //! Risk and signals in SQLite: the detector's states kept in `session_detect` and
 //! `detect_actors`, the risk and findings in `sessions` (see `schema`, migration 3), and what
 //! the session page reads of them.
+//!
+//! The `state` columns hold each state encoded ([`encode_state`]) as a BLOB, which SQLite keeps
+//! as it is whatever the column's declared type; rows of older databases hold JSON text, which
+//! [`decode_state`] reads too.
 
 use std::collections::HashMap;
 
@@ -9,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::tally;
 use crate::detect::{ActorState, SessionState};
 use crate::store::signals::{
-    self, actor_parts, actor_window, parse_signals, parse_state, state_json, Actor, ActorHour,
+    self, actor_parts, actor_window, decode_state, encode_state, parse_signals, Actor, ActorHour,
     Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
 };
 use crate::store::Result;
@@ -50,11 +54,15 @@ impl Keep for Store<'_, '_> {
         for &key in keys {
             let row = select
                 .query_row([key], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                    Ok((
+                        decode_state(row.get_ref(0)?.as_bytes()?),
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
                 })
                 .optional()?;
             if let Some((state, risk, names)) = row {
-                found.insert(key, parse_state(&state));
+                found.insert(key, state);
                 self.previous.insert(key, (risk, names));
             }
         }
@@ -67,10 +75,13 @@ impl Keep for Store<'_, '_> {
             .prepare_cached("SELECT state FROM detect_actors WHERE actor = ? AND hour = ?")?;
         let mut found = HashMap::new();
         for (actor, hour) in keys {
-            let state: Option<String> =
-                select.query_row(params![actor, hour], |row| row.get(0)).optional()?;
+            let state: Option<ActorState> = select
+                .query_row(params![actor, hour], |row| {
+                    Ok(decode_state(row.get_ref(0)?.as_bytes()?))
+                })
+                .optional()?;
             if let Some(state) = state {
-                found.insert((actor.clone(), *hour), parse_state(&state));
+                found.insert((actor.clone(), *hour), state);
             }
         }
         Ok(found)
@@ -102,7 +113,8 @@ impl Keep for Store<'_, '_> {
         let mut found = Vec::new();
         while let Some(row) = rows.next()? {
             let key: i64 = row.get(0)?;
-            let state: SessionState = parse_state(&row.get::<_, String>(1)?);
+            let state: SessionState =
+                decode_state(row.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
             self.previous.insert(key, (row.get(2)?, row.get(3)?));
             found.push((key, state));
         }
@@ -115,9 +127,7 @@ impl Keep for Store<'_, '_> {
              ON CONFLICT (actor, hour) DO UPDATE SET state = excluded.state",
         )?;
         for ((actor, hour), state) in actors {
-            let state = serde_json::to_string(state)
-                .map_err(|err| crate::store::StoreError::new(err.to_string()))?;
-            upsert.execute(params![actor, hour, state])?;
+            upsert.execute(params![actor, hour, encode_state(state)?])?;
         }
         Ok(())
     }
@@ -141,7 +151,7 @@ impl Keep for Store<'_, '_> {
             if kept.changed {
                 upsert.execute(params![
                     key,
-                    state_json(kept.state)?,
+                    encode_state(kept.state)?,
                     all,
                     kept.actor,
                     kept.first_ts,
