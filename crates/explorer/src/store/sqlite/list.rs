@@ -365,6 +365,18 @@ fn for_each_selected(
                 }
             }
         }
+        (Driver::Attacks, _) => {
+            let sql = format!(
+                "SELECT r.session, r.ts, r.attack IS NOT NULL FROM requests r \
+                 INDEXED BY requests_session_attack WHERE 1{}",
+                predicates.sql
+            );
+            let mut select = conn.prepare_cached(&sql)?;
+            let mut rows = select.query(params_from_iter(predicates.bind([])))?;
+            while let Some(row) = rows.next()? {
+                visit(row.get(0)?, row.get(1)?, row.get(2)?)?;
+            }
+        }
         // Hour by hour along an index that leads with the hour and a selective value.
         (Driver::Hourly(index), scan) => {
             let hours: Vec<i64> = match scan {
