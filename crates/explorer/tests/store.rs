@@ -184,10 +184,12 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
         let store = SqliteStore::open(&path, WEEK).unwrap();
         ingest(&store, &dana_then_alice(base()));
     }
-    // Back to schema version 6, the one before the values were kept.
+    // Back to schema version 6, the one before the values were kept (and the index of each
+    // session's malicious requests).
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE session_values;
+        "DROP INDEX requests_session_attack;
+         DROP TABLE session_values;
          CREATE INDEX sessions_user ON sessions (user, last_ts, id) WHERE user IS NOT NULL;
          CREATE INDEX sessions_role ON sessions (role, last_ts, id) WHERE role IS NOT NULL;
          CREATE INDEX session_flows_flow ON session_flows (flow, last_ts, session);
