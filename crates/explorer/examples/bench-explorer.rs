@@ -20,10 +20,12 @@
 //!    served database.
 //!
 //! Usage: bench-explorer [--records N] [--queries N] [--senders N] [--binary PATH] [--dir DIR]
-//!                       [--skip-cli] [--baseline PATH] [--rounds N]
+//!                       [--skip-cli] [--baseline PATH] [--rounds N] [--reuse]
 //!
 //! `--skip-cli` leaves out the `ingest` runs of step 2 and `--queries 0` step 3, to measure or
-//! profile one path alone. `--rounds N` repeats the `ingest` runs N times, in turn, and
+//! profile one path alone. `--reuse` queries the database an earlier run left in `--dir`
+//! instead of posting the records again, to compare the queries of several binaries on one
+//! database. `--rounds N` repeats the `ingest` runs N times, in turn, and
 //! reports the best of each.
 
 use std::collections::HashMap;
@@ -851,6 +853,7 @@ fn main() {
         .expect("binary path");
     let mut dir: Option<PathBuf> = None;
     let mut skip_cli = false;
+    let mut reuse = false;
     let mut baseline: Option<PathBuf> = None;
     let mut rounds = 1usize;
     let mut args = std::env::args().skip(1);
@@ -863,6 +866,7 @@ fn main() {
             "--binary" => binary = PathBuf::from(value()),
             "--dir" => dir = Some(PathBuf::from(value())),
             "--skip-cli" => skip_cli = true,
+            "--reuse" => reuse = true,
             "--baseline" => baseline = Some(PathBuf::from(value())),
             "--rounds" => rounds = value().parse::<usize>().expect("--rounds N").max(1),
             other => panic!("unknown argument {other}; see the comment at the top of this file"),
@@ -896,14 +900,16 @@ fn main() {
     // 2. `POST /v1/records`.
     let db = dir.join("served.db");
     let server = serve(&binary, &db);
-    let started = Instant::now();
-    let sent = post_all(&server.base, &data, senders);
-    let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(sent, records);
-    println!(
-        "ingest (POST /v1/records, {BATCH}-record batches, {senders} senders): {:.0} records/s ({elapsed:.1}s)",
-        records as f64 / elapsed
-    );
+    if !reuse {
+        let started = Instant::now();
+        let sent = post_all(&server.base, &data, senders);
+        let elapsed = started.elapsed().as_secs_f64();
+        assert_eq!(sent, records);
+        println!(
+            "ingest (POST /v1/records, {BATCH}-record batches, {senders} senders): {:.0} records/s ({elapsed:.1}s)",
+            records as f64 / elapsed
+        );
+    }
     let db_size: u64 = ["", "-wal"]
         .iter()
         .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).ok())

@@ -184,10 +184,12 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
         let store = SqliteStore::open(&path, WEEK).unwrap();
         ingest(&store, &dana_then_alice(base()));
     }
-    // Back to schema version 6, the one before the values were kept.
+    // Back to schema version 6, the one before the values were kept (and the index of each
+    // session's malicious requests).
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE session_values;
+        "DROP INDEX requests_session_attack;
+         DROP TABLE session_values;
          CREATE INDEX sessions_user ON sessions (user, last_ts, id) WHERE user IS NOT NULL;
          CREATE INDEX sessions_role ON sessions (role, last_ts, id) WHERE role IS NOT NULL;
          CREATE INDEX session_flows_flow ON session_flows (flow, last_ts, session);
@@ -712,17 +714,45 @@ fn every_sort_orders_pages_both_ways_with_an_exact_total(kind: Kind) {
     let world = World::new(b);
     ingest(&*t.store, &world.records);
     let mid = world.records[world.records.len() / 2].ts.0;
+    let (from, to) = (Millis(mid - HOUR), Millis(mid + 30 * MINUTE));
     let filters = [
         ("none", Filter::default()),
         ("from", Filter { from: Some(Millis(mid)), ..Default::default() }),
         ("flow", Filter { flow: Some("billing".into()), ..Default::default() }),
+        // A time range alone counts the sessions inside it from their rows and only those
+        // across its ends request by request: both kinds are in these lists.
+        ("from+to", Filter { from: Some(from), to: Some(to), ..Default::default() }),
+        (
+            "to+flow",
+            Filter { to: Some(Millis(mid)), flow: Some("auth".into()), ..Default::default() },
+        ),
         ("status", Filter { status: Some(StatusFilter::Class(4)), ..Default::default() }),
+        ("q", Filter { q: Some("orders".into()), ..Default::default() }),
+        (
+            "q+from",
+            Filter { q: Some("ord-1".into()), from: Some(Millis(mid)), ..Default::default() },
+        ),
         (
             "q+role",
             Filter { q: Some("orders".into()), role: Some("admin".into()), ..Default::default() },
         ),
         ("nothing", Filter { user: Some("nobody".into()), ..Default::default() }),
     ];
+    let mut spans: BTreeMap<&str, (Millis, Millis)> = BTreeMap::new();
+    for r in &world.records {
+        let span = spans.entry(&r.session_id).or_insert((r.ts, r.ts));
+        *span = (span.0.min(r.ts), span.1.max(r.ts));
+    }
+    let inside = spans.values().filter(|(first, last)| from <= *first && *last <= to).count();
+    let across = spans
+        .values()
+        .filter(|(first, last)| *first <= to && from <= *last)
+        .filter(|(first, last)| *first < from || to < *last)
+        .count();
+    assert!(
+        inside > 0 && across > 0,
+        "sessions inside the range ({inside}) and across it ({across})"
+    );
     for (name, filter) in &filters {
         let mut expected = world.expected(filter);
         expected.sort_by(|a, b| a.id.cmp(&b.id));

@@ -4,15 +4,17 @@
 //! aggregated at ingest and indexed, so a page is an index walk from the cursor and the total a
 //! count of `sessions` rows. With them, a session's key and its presence depend on which of its
 //! requests are selected: the selected requests are walked once, counted per session, and the
-//! sessions ranked in memory; the same walk gives the exact total.
+//! sessions ranked in memory; the same walk gives the exact total. A time range alone walks
+//! the sessions that overlap it instead, and only counts the requests of those that straddle
+//! one of its ends.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection};
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
-use super::query::{summary, Driver, Selection};
+use super::query::{summary, Driver, Predicates, Selection};
 use super::schema;
 use super::values::{self, Reach};
 use crate::store::{Aggregates, ListQuery, Result, SessionKey, SessionPage, SortKey};
@@ -39,7 +41,11 @@ pub fn list(conn: &Connection, query: &ListQuery, floor: i64) -> Result<SessionP
             (query.window(conditions.page(&tx, query)?), conditions.count(&tx)?)
         }
         Some(selection) => {
-            let counted = count_selected(&tx, query, selection, floor)?;
+            let counted = if selection.predicates.only_time {
+                count_in_range(&tx, query, &selection.predicates, floor)?
+            } else {
+                count_selected(&tx, query, selection, floor)?
+            };
             let total = counted.len() as u64;
             let keyed = counted
                 .into_iter()
@@ -167,13 +173,14 @@ impl<'c> SessionCheck<'c> {
     }
 }
 
-/// The selected requests of every session that passes the session-level filters, counted.
+/// The selected requests of every session that passes the session-level filters, counted; the
+/// attacks only when the list is sorted by them.
 fn count_selected(
     conn: &Connection,
     query: &ListQuery,
     selection: &mut Selection,
     floor: i64,
-) -> Result<HashMap<i64, Aggregates>> {
+) -> Result<Vec<(i64, Aggregates)>> {
     let mut check = SessionCheck::new(conn, &query.filter, floor)?;
     // The risk is the session's, not its selected requests': read once per session.
     let mut risk = match query.sort.key {
@@ -182,7 +189,8 @@ fn count_selected(
     };
     // `None` for a session the session-level filters reject.
     let mut counted: HashMap<i64, Option<Aggregates>> = HashMap::new();
-    for_each_selected(conn, selection, |session, ts, malicious| {
+    let attacks = query.sort.key == SortKey::Attacks;
+    for_each_selected(conn, selection, attacks, |session, ts, malicious| {
         let counts = match counted.entry(session) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -208,11 +216,109 @@ fn count_selected(
     Ok(counted.into_iter().filter_map(|(id, counts)| Some((id, counts?))).collect())
 }
 
+/// The sessions with requests in the time range, counted, when the range is the only
+/// request-level predicate. A session that lies wholly inside the range has all its requests
+/// selected, so the aggregates of its row are the selected ones; only the sessions that
+/// straddle an end of the range count theirs, along the session index within the range's ids.
+fn count_in_range(
+    conn: &Connection,
+    query: &ListQuery,
+    predicates: &Predicates,
+    floor: i64,
+) -> Result<Vec<(i64, Aggregates)>> {
+    let (from, to) = (predicates.from, predicates.to.unwrap_or(i64::MAX));
+    let mut sql = "SELECT s.id, s.first_ts, s.last_ts, s.requests, s.attacks, s.risk \
+                   FROM sessions s WHERE s.last_ts >= ? AND s.first_ts <= ?"
+        .to_owned();
+    let mut params = vec![Value::Integer(from), Value::Integer(to)];
+    push_session_conditions(&mut sql, &mut params, &query.filter, floor, Reach::Set);
+    let mut counted = Vec::new();
+    let mut straddling = Vec::new();
+    {
+        let mut select = conn.prepare_cached(&sql)?;
+        let mut rows = select.query(params_from_iter(params))?;
+        while let Some(row) = rows.next()? {
+            let id = row.get(0)?;
+            let (first_ts, last_ts) = (row.get(1)?, row.get(2)?);
+            let risk = row.get::<_, i64>(5)?.clamp(0, 100) as u8;
+            if from <= first_ts && last_ts <= to {
+                let (requests, attacks) = (row.get::<_, i64>(3)?, row.get::<_, i64>(4)?);
+                counted.push((
+                    id,
+                    Aggregates {
+                        first_ts,
+                        last_ts,
+                        requests: requests as u64,
+                        attacks: attacks as u64,
+                        risk,
+                    },
+                ));
+            } else {
+                straddling.push((id, risk));
+            }
+        }
+    }
+    if straddling.is_empty() {
+        return Ok(counted);
+    }
+    // Ids are in time order (see `schema::ID_SHIFT`): the range's requests are a range of ids.
+    let ids = (schema::first_id(from), schema::last_id(to));
+    let mut count = conn.prepare_cached(
+        "SELECT count(*), min(r.id), max(r.id) FROM requests r INDEXED BY requests_session \
+         WHERE r.session = ? AND r.id BETWEEN ? AND ?",
+    )?;
+    let mut time = conn.prepare_cached("SELECT ts FROM requests WHERE id = ?")?;
+    // Attacks are rare: those of the whole range, by session, cost less than reading every
+    // request of the straddling sessions.
+    let attacks = match query.sort.key {
+        SortKey::Attacks => attacks_in_range(conn, from, to)?,
+        _ => HashMap::new(),
+    };
+    for (id, risk) in straddling {
+        let (requests, first, last): (i64, Option<i64>, Option<i64>) = count
+            .query_row((id, ids.0, ids.1), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let (Some(first), Some(last)) = (first, last) else { continue };
+        let mut ts = |request: i64| time.query_row([request], |row| row.get::<_, i64>(0));
+        counted.push((
+            id,
+            Aggregates {
+                first_ts: ts(first)?,
+                last_ts: ts(last)?,
+                requests: requests as u64,
+                attacks: attacks.get(&id).copied().unwrap_or(0),
+                risk,
+            },
+        ));
+    }
+    Ok(counted)
+}
+
+/// The number of malicious requests of each session within `from..=to`, along the attack
+/// index.
+fn attacks_in_range(conn: &Connection, from: i64, to: i64) -> Result<HashMap<i64, u64>> {
+    let mut select = conn.prepare_cached(
+        "SELECT r.session FROM requests r INDEXED BY requests_attack \
+         WHERE r.hour BETWEEN ? AND ? AND r.attack IS NOT NULL AND r.id BETWEEN ? AND ?",
+    )?;
+    let mut rows = select.query((
+        schema::hour(from),
+        schema::hour(to),
+        schema::first_id(from),
+        schema::last_id(to),
+    ))?;
+    let mut attacks = HashMap::new();
+    while let Some(row) = rows.next()? {
+        *attacks.entry(row.get::<_, i64>(0)?).or_insert(0) += 1;
+    }
+    Ok(attacks)
+}
+
 /// Calls `visit(session, ts, malicious)` for every selected request, along the most selective
-/// index the predicates offer.
+/// index the predicates offer; `malicious` may be false for all of them unless `attacks`.
 fn for_each_selected(
     conn: &Connection,
     selection: &mut Selection,
+    attacks: bool,
     mut visit: impl FnMut(i64, i64, bool) -> Result<()>,
 ) -> Result<()> {
     let Selection { predicates, scan } = selection;
@@ -237,14 +343,38 @@ fn for_each_selected(
                 "SELECT r.attack IS NOT NULL FROM requests r WHERE r.id = ?{}",
                 predicates.sql
             ))?;
+            // With no predicate but those the index tests itself, a hit is selected unless
+            // it was purged, and purges delete the oldest requests: the hits from the oldest
+            // stored request on need no check, unless their attacks are counted.
+            let unchecked = if predicates.only_time_and_text && !attacks {
+                oldest(conn)?.unwrap_or(i64::MAX)
+            } else {
+                i64::MAX
+            };
             for hour in scan.candidates().to_vec() {
                 for hit in scan.hits(conn, hour)? {
+                    if hit.id >= unchecked {
+                        visit(hit.session, hit.ts, false)?;
+                        continue;
+                    }
                     let params = predicates.bind([Value::Integer(hit.id)]);
                     let mut rows = check.query(params_from_iter(params))?;
                     if let Some(row) = rows.next()? {
                         visit(hit.session, hit.ts, row.get(0)?)?;
                     }
                 }
+            }
+        }
+        (Driver::Attacks, _) => {
+            let sql = format!(
+                "SELECT r.session, r.ts, r.attack IS NOT NULL FROM requests r \
+                 INDEXED BY requests_session_attack WHERE 1{}",
+                predicates.sql
+            );
+            let mut select = conn.prepare_cached(&sql)?;
+            let mut rows = select.query(params_from_iter(predicates.bind([])))?;
+            while let Some(row) = rows.next()? {
+                visit(row.get(0)?, row.get(1)?, row.get(2)?)?;
             }
         }
         // Hour by hour along an index that leads with the hour and a selective value.
@@ -284,6 +414,15 @@ fn newest(conn: &Connection, to: Option<i64>) -> Result<Option<i64>> {
         .prepare_cached("SELECT max(ts) FROM (SELECT ts FROM requests ORDER BY id DESC LIMIT 1)")?
         .query_row([], |row| row.get(0))?;
     Ok(newest.map(|newest| to.map_or(newest, |to| newest.min(to))))
+}
+
+/// The id of the oldest stored request; `None` when there are none.
+fn oldest(conn: &Connection) -> Result<Option<i64>> {
+    let oldest = conn
+        .prepare_cached("SELECT id FROM requests ORDER BY id LIMIT 1")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(oldest)
 }
 
 /// The times of the oldest stored request and of the newest one up to `to`; `None` when there

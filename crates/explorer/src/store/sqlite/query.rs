@@ -23,6 +23,9 @@ pub(super) enum Driver {
     Time,
     /// Hour by hour along an index that leads with `hour` and a selective value.
     Hourly(&'static str),
+    /// Along the index of the malicious requests, which holds the session and time of each:
+    /// they are few, and read without the table when nothing else is asked of them.
+    Attacks,
 }
 
 /// The request-level predicates of a filter as SQL over `requests r`, each `AND ...`.
@@ -30,6 +33,14 @@ pub(super) struct Predicates {
     pub(super) sql: String,
     params: Vec<Value>,
     pub(super) driver: Driver,
+    /// The index that walks the selected requests of one session.
+    pub(super) session_index: &'static str,
+    /// Whether the time range is the only predicate: a session that lies wholly inside it then
+    /// has every request selected.
+    pub(super) only_time: bool,
+    /// Whether the time range and `q` are the only predicates, which the search index tests
+    /// itself.
+    pub(super) only_time_and_text: bool,
     /// The time range, retention included.
     pub(super) from: i64,
     pub(super) to: Option<i64>,
@@ -37,7 +48,7 @@ pub(super) struct Predicates {
 
 impl Predicates {
     /// The walk uses the most selective index a predicate offers: request id, then IP, then
-    /// attack, then status code.
+    /// attack, then status code, then endpoint.
     fn new(conn: &Connection, filter: &Filter, floor: i64) -> Result<Self> {
         let mut sql = String::new();
         let mut params = Vec::new();
@@ -80,6 +91,8 @@ impl Predicates {
                 );
             }
         }
+        // Stated for every attack filter, so that the partial indexes of the malicious
+        // requests serve them.
         match &filter.attack {
             None => {}
             Some(AttackFilter::Any) => add("r.attack IS NOT NULL", &[]),
@@ -93,11 +106,11 @@ impl Predicates {
                 }
                 let marks = vec!["?"; spellings.len()].join(", ");
                 let spellings: Vec<Value> = spellings.into_iter().map(Value::Text).collect();
-                add(&format!("r.attack IN ({marks})"), &spellings);
+                add(&format!("r.attack IS NOT NULL AND r.attack IN ({marks})"), &spellings);
             }
         }
         if filter.attack.is_some() {
-            driver = Driver::Hourly("requests_attack");
+            driver = Driver::Attacks;
         }
         if let Some(ip) = &filter.ip {
             add("r.ip = ?", &[text(ip)]);
@@ -108,7 +121,7 @@ impl Predicates {
                 "r.endpoint IN (SELECT id FROM endpoints WHERE method = ? AND template = ?)",
                 &[text(endpoint.0), text(endpoint.1)],
             );
-            if !matches!(driver, Driver::Hourly(_)) {
+            if matches!(driver, Driver::Time) {
                 driver = Driver::Hourly("requests_endpoint");
             }
         }
@@ -116,7 +129,27 @@ impl Predicates {
             add("r.request_id = ?", &[text(request_id)]);
             driver = Driver::Hourly("requests_request_id");
         }
-        Ok(Predicates { sql, params, driver, from, to: filter.to.map(|to| to.0) })
+        let only_time_and_text = filter.method.is_none()
+            && filter.status.is_none()
+            && filter.attack.is_none()
+            && filter.ip.is_none()
+            && filter.endpoint.is_none()
+            && filter.request_id.is_none();
+        // A session's malicious requests are few: their own index reads only them.
+        let session_index = match filter.attack {
+            Some(_) => "requests_session_attack",
+            None => "requests_session",
+        };
+        Ok(Predicates {
+            sql,
+            params,
+            driver,
+            session_index,
+            only_time: only_time_and_text && filter.q.is_none(),
+            only_time_and_text,
+            from,
+            to: filter.to.map(|to| to.0),
+        })
     }
 
     /// The predicate parameters after `leading` ones.
@@ -195,8 +228,9 @@ fn tally_into(
     mut tally: Tally,
 ) -> Result<Tally> {
     let sql = format!(
-        "SELECT {} FROM requests r INDEXED BY requests_session WHERE r.session = ?{}",
+        "SELECT {} FROM requests r INDEXED BY {} WHERE r.session = ?{}",
         tally::COLUMNS,
+        predicates.session_index,
         predicates.sql
     );
     let mut select = conn.prepare_cached(&sql)?;
@@ -243,6 +277,14 @@ impl Selection {
         Ok(Some(Selection { predicates, scan }))
     }
 
+    /// Whether every request of a session whose requests lie within `first..=last` is selected.
+    pub(super) fn covers(&self, first: i64, last: i64) -> bool {
+        let predicates = &self.predicates;
+        predicates.only_time
+            && predicates.from <= first
+            && predicates.to.is_none_or(|to| last <= to)
+    }
+
     /// Counts the selected requests of a session whose requests lie within `first..=last`.
     fn tally(&mut self, conn: &Connection, session: i64, first: i64, last: i64) -> Result<Tally> {
         let Some(scan) = &mut self.scan else {
@@ -269,7 +311,8 @@ impl Selection {
 }
 
 /// The list entry of one session: counted over the selected requests, or straight from the
-/// session row when nothing selects requests and none of them has expired.
+/// session row when all its requests are selected (or nothing selects requests) and none of
+/// them has expired.
 pub(super) fn summary(
     conn: &Connection,
     id: i64,
@@ -281,14 +324,20 @@ pub(super) fn summary(
     };
     // Every request of the session lies within these, expired ones included.
     let (first, last) = (row.summary.first_ts.0, row.summary.last_ts.0);
+    // A selection that takes every request of the session counts what ingest aggregated.
+    let selecting = selection.is_some();
+    let selection = selection.filter(|selection| !selection.covers(first, last));
     if first < floor {
         forget_expired(conn, &mut row, floor)?;
     } else if selection.is_none() {
         load_session_parts(conn, &mut row)?;
     }
     values::load(conn, id, floor, &mut row.summary)?;
-    if let Some(selection) = selection {
-        selection.tally(conn, id, first, last)?.apply_to(&mut row.summary);
+    match selection {
+        Some(selection) => selection.tally(conn, id, first, last)?.apply_to(&mut row.summary),
+        // In the order a tally lists them, rather than the order of arrival.
+        None if selecting => row.summary.nodes.sort_unstable(),
+        None => {}
     }
     Ok(Some(row.summary))
 }
@@ -331,9 +380,8 @@ pub fn session(
     let mut requests = request_page(&tx, row.id, &predicates, after, limit)?;
     if let Some(cursor) = after {
         let sql = format!(
-            "SELECT count(*) FROM requests r INDEXED BY requests_session \
-             WHERE r.session = ?{} AND r.id <= ?",
-            predicates.sql
+            "SELECT count(*) FROM requests r INDEXED BY {} WHERE r.session = ?{} AND r.id <= ?",
+            predicates.session_index, predicates.sql
         );
         let mut params = predicates.bind([Value::Integer(row.id)]);
         params.push(Value::Integer(cursor.id));
@@ -400,9 +448,8 @@ fn request_page(
     limit: usize,
 ) -> Result<RequestPage> {
     let mut sql = format!(
-        "SELECT r.id, r.ts, r.json FROM requests r INDEXED BY requests_session \
-         WHERE r.session = ?{}",
-        predicates.sql
+        "SELECT r.id, r.ts, r.json FROM requests r INDEXED BY {} WHERE r.session = ?{}",
+        predicates.session_index, predicates.sql
     );
     let mut params = predicates.bind([Value::Integer(session)]);
     // Ids are in time order: the next page starts after the last id shown.

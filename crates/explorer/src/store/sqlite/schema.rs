@@ -206,6 +206,13 @@ const MIGRATIONS: &[Migration] = &[
     // 7: every user, role, flow, attack type and User-Agent seen in each session, for the
     // filters and suggestions (see `values`), filled from the stored requests.
     Migration::Code(super::values::migrate),
+    // 8: the malicious requests of each session, which the attack filters select: the list
+    // ranks their sessions from the index alone, and a listed session reads its few attacks
+    // rather than all its requests. Ingest adds an entry for a malicious request only.
+    Migration::Sql(
+        "CREATE INDEX requests_session_attack ON requests (session, attack, ts)
+         WHERE attack IS NOT NULL;",
+    ),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
