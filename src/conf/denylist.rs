@@ -135,7 +135,8 @@ pub extern "C" fn cmd_denylist(
             }
         };
 
-        let zone = amcf.denylist.insert(DenylistZone { source, interval, list: None, generation: 0 });
+        let zone =
+            amcf.denylist.insert(DenylistZone { source, interval, list: None, generation: 0 });
         // SAFETY: the DenylistZone lives in the main conf for the life of the cycle.
         let added =
             unsafe { add_zone(cf, name, size, Some(init_zone), core::ptr::from_mut(zone).cast()) };

@@ -85,7 +85,8 @@ pub(super) fn parse_zone(
 ) -> Result<(ngx_str_t, usize), *mut c_char> {
     let colon = value.iter().rposition(|&b| b == b':');
     let parsed = colon.and_then(|c| {
-        let mut s = ngx_str_t { len: value.len() - c - 1, data: value[c + 1..].as_ptr().cast_mut() };
+        let mut s =
+            ngx_str_t { len: value.len() - c - 1, data: value[c + 1..].as_ptr().cast_mut() };
         // SAFETY: s points into the argument.
         let n = unsafe { nginx_sys::ngx_parse_size(&mut s) };
         (c > 0 && n != NGX_ERROR as isize).then_some((c, n as usize))
@@ -239,8 +240,9 @@ pub extern "C" fn cmd_zone(
 
         let zone = amcf.zone.insert(SessionZone { policy, table: None });
         // SAFETY: the SessionZone lives in the main conf for the life of the cycle.
-        let added =
-            unsafe { add_zone(cf, name, size, Some(init_session_zone), core::ptr::from_mut(zone).cast()) };
+        let added = unsafe {
+            add_zone(cf, name, size, Some(init_session_zone), core::ptr::from_mut(zone).cast())
+        };
         if let Err(e) = added {
             return e;
         }
