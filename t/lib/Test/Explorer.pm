@@ -60,12 +60,15 @@ sub explorer_binary {
 sub explorer_start {
 	my ($t, $port, @args) = @_;
 
+	# Taken before the fork, so that the test and the explorer agree on it.
+	my $listen = '127.0.0.1:' . port($port);
+
 	my $pid = fork() // die "fork: $!\n";
 	if ($pid == 0) {
 		open STDERR, '>', $t->testdir() . '/explorer.log';
 		exec(explorer_binary(), 'serve',
 			'--db', $t->testdir() . '/sessions.db',
-			'--listen', '127.0.0.1:' . port($port), @args)
+			'--listen', $listen, @args)
 			or POSIX::_exit(1);
 	}
 	push @children, $pid;
