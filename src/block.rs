@@ -70,17 +70,19 @@ fn request_key_hash(
     secret: &Secret,
     worker: &Worker,
 ) -> Option<KeyHash> {
-    // Variable keys up to the first with a value: later ones cannot win.
-    let mut values: Vec<Option<&[u8]>> = vec![None; profile.keys.len()];
-    for (slot, key) in values.iter_mut().zip(lcf.keys()) {
+    // Variable keys up to the first with a value: later ones cannot win. Only that one is
+    // kept, without a vector of them all: this runs on every request of a blocking location.
+    let mut first: Option<(usize, &[u8])> = None;
+    for (i, key) in lcf.keys().iter().enumerate().take(profile.keys.len()) {
         if let Some(source) = key.value {
             let value = req.source_value(source);
             if !value.is_empty() {
-                *slot = Some(value);
+                first = Some((i, value));
                 break;
             }
         }
     }
+    let variable = |i: usize| first.filter(|&(at, _)| at == i).map(|(_, value)| value);
     let has_request_body_keys =
         profile.keys.iter().any(|k| matches!(k.source, Source::RequestBody(_)));
     let bodies = if has_request_body_keys {
@@ -93,7 +95,7 @@ fn request_key_hash(
         Vec::new()
     };
     let body = |slot: usize| bodies.get(slot).and_then(|v| v.as_deref());
-    if let Some(key) = choose_key(profile, |i| values[i], body, None) {
+    if let Some(key) = choose_key(profile, variable, body, None) {
         return Some(worker.key_hashes().key_hash(secret, key.space.as_bytes(), key.value));
     }
     if !profile.builtin_keys {

@@ -20,41 +20,19 @@ use Time::HiRes qw/ sleep time /;
 
 use Test::Nginx;
 use Test::ApiSessions;
+use Test::Explorer;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $explorer = $ENV{TEST_API_SESSIONS_EXPLORER}
-	// "$FindBin::Bin/../build/api-sessions";
-
-# A missing explorer fails the test: only an explicit request skips it.
-unless (-x $explorer) {
-	plan(skip_all => "no $explorer, API_SESSIONS_SKIP_EXPLORER=1")
-		if ($ENV{API_SESSIONS_SKIP_EXPLORER} // '') eq '1';
-	plan(tests => 1);
-	fail("$explorer is needed (scripts/build, or set TEST_API_SESSIONS_EXPLORER); "
-		. "API_SESSIONS_SKIP_EXPLORER=1 skips this test");
-	exit;
-}
+explorer_binary();
 
 my $t = Test::Nginx->new()->has(qw/http proxy api_sessions/)->plan(17);
 
 my $follow = $t->testdir() . '/follow.ndjson';
-my $listen = '127.0.0.1:' . port(8707);
-
-my $pid = fork() // die "fork: $!\n";
-if ($pid == 0) {
-	open STDERR, '>', $t->testdir() . '/explorer.log';
-	exec($explorer, 'serve', '--db', $t->testdir() . '/sessions.db',
-		'--listen', $listen, '--token', 's3cret',
-		'--follow', $follow) or POSIX::_exit(1);
-}
-END { if ($pid) { kill 'TERM', $pid; waitpid($pid, 0); } }
-
-my $deadline = time() + 10;
-sleep(0.05) until time() > $deadline || http_get('/api/sessions', port => 8707);
+explorer_start($t, 8707, '--token', 's3cret', '--follow', $follow);
 
 $t->write_file('secret', 'e2e-secret-0123456789abcdef0123456789');
 $t->write_file_expand('nginx.conf', <<'EOF');

@@ -8,7 +8,6 @@
 //! event loop.
 
 use core::ffi::{c_char, c_void};
-use core::ptr::NonNull;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use nginx_sys::{
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 
 use super::export::{parse_header, parse_time};
-use super::zone::{pagesize, tag, zone_root};
+use super::zone::{add_zone, parse_zone, zone_root};
 use super::{conf_error, MainConf, DUPLICATE};
 use crate::log::Log;
 use crate::util::{args, conf_str, guard_conf};
@@ -29,7 +28,6 @@ use crate::util::{args, conf_str, guard_conf};
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct DenylistZone {
-    pub shm: NonNull<ngx_shm_zone_t>,
     pub source: Source,
     pub interval: Duration,
     /// Attached when nginx initialises the zone.
@@ -88,27 +86,13 @@ pub extern "C" fn cmd_denylist(
                 None => (bytes, &b""[..]),
             };
             let ok = match name {
-                b"zone" if zone.is_none() => {
-                    let colon = value.iter().rposition(|&b| b == b':');
-                    let parsed = colon.and_then(|c| {
-                        let mut s = ngx_str_t {
-                            len: value.len() - c - 1,
-                            data: value[c + 1..].as_ptr().cast_mut(),
-                        };
-                        // SAFETY: s points into the argument.
-                        let n = unsafe { nginx_sys::ngx_parse_size(&mut s) };
-                        (c > 0 && n != NGX_ERROR as isize).then_some((c, n as usize))
-                    });
-                    let Some((c, n)) = parsed else {
-                        return conf_error(cf, format_args!("invalid zone size \"{arg}\""));
-                    };
-                    if n < 8 * pagesize() {
-                        let name = String::from_utf8_lossy(&value[..c]);
-                        return conf_error(cf, format_args!("zone \"{name}\" is too small"));
+                b"zone" if zone.is_none() => match parse_zone(cf, arg, value) {
+                    Ok(parsed) => {
+                        zone = Some(parsed);
+                        true
                     }
-                    zone = Some((ngx_str_t { len: c, data: value.as_ptr().cast_mut() }, n));
-                    true
-                }
+                    Err(e) => return e,
+                },
                 b"url" if url.is_none() && file.is_none() => {
                     let text = conf_str(value);
                     if let Err(reason) = validate_url(&text) {
@@ -136,7 +120,7 @@ pub extern "C" fn cmd_denylist(
             }
         }
 
-        let Some((mut name, size)) = zone else {
+        let Some((name, size)) = zone else {
             return conf_error(cf, format_args!("\"{directive}\" must have \"zone\" parameter"));
         };
         let source = match (url, file) {
@@ -151,22 +135,13 @@ pub extern "C" fn cmd_denylist(
             }
         };
 
-        // SAFETY: cf is valid during configuration; nginx copies the name.
-        let shm = unsafe { nginx_sys::ngx_shared_memory_add(cf, &mut name, size, tag()) };
-        let Some(shm) = NonNull::new(shm) else {
-            return NGX_CONF_ERROR;
-        };
-        // SAFETY: a zone nginx just registered; data non-null means another directive of
-        // this module claimed the same zone already.
-        if !unsafe { (*shm.as_ptr()).data }.is_null() {
-            return conf_error(cf, format_args!("duplicate zone \"{name}\""));
-        }
         let zone =
-            amcf.denylist.insert(DenylistZone { shm, source, interval, list: None, generation: 0 });
+            amcf.denylist.insert(DenylistZone { source, interval, list: None, generation: 0 });
         // SAFETY: the DenylistZone lives in the main conf for the life of the cycle.
-        unsafe {
-            (*shm.as_ptr()).init = Some(init_zone);
-            (*shm.as_ptr()).data = core::ptr::from_mut(zone).cast();
+        let added =
+            unsafe { add_zone(cf, name, size, Some(init_zone), core::ptr::from_mut(zone).cast()) };
+        if let Err(e) = added {
+            return e;
         }
         NGX_CONF_OK
     })

@@ -11,8 +11,8 @@ use core::ptr::NonNull;
 use api_sessions_core::counters::CounterBoard;
 use api_sessions_core::session_table::{SessionTable, SplitPolicy};
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_pool_t, ngx_str_t, NGX_ERROR,
-    NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_int_t, ngx_shm_zone_init_pt, ngx_shm_zone_t, ngx_slab_pool_t,
+    ngx_str_t, NGX_ERROR, NGX_OK,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 
@@ -22,7 +22,6 @@ use crate::util::{args, guard_conf};
 
 /// `api_sessions_zone`: where the table lives and how it splits sessions.
 pub struct SessionZone {
-    pub shm: NonNull<ngx_shm_zone_t>,
     pub policy: SplitPolicy,
     /// Attached when nginx initialises the zone.
     pub table: Option<SessionTable>,
@@ -37,11 +36,11 @@ pub struct CountersZone {
 /// Name of the counters zone; an unlikely name for a user zone.
 const COUNTERS_ZONE: &str = "ngx_http_api_sessions_counters";
 
-pub(super) fn tag() -> *mut c_void {
+fn tag() -> *mut c_void {
     core::ptr::addr_of!(crate::ngx_http_api_sessions_module).cast_mut().cast()
 }
 
-pub(super) fn pagesize() -> usize {
+fn pagesize() -> usize {
     // SAFETY: set by nginx at startup, read-only afterwards.
     unsafe { nginx_sys::ngx_pagesize }
 }
@@ -75,6 +74,62 @@ pub(super) unsafe fn zone_root(
     // SAFETY: as above.
     unsafe { (*shpool).data = root };
     Some((root.cast(), size, false))
+}
+
+/// The value of a `zone=NAME:SIZE` parameter: the name, pointing into the argument, and the
+/// size, at least eight pages. The error is the directive's `[emerg]`.
+pub(super) fn parse_zone(
+    cf: &mut ngx_conf_t,
+    arg: &ngx_str_t,
+    value: &[u8],
+) -> Result<(ngx_str_t, usize), *mut c_char> {
+    let colon = value.iter().rposition(|&b| b == b':');
+    let parsed = colon.and_then(|c| {
+        let mut s =
+            ngx_str_t { len: value.len() - c - 1, data: value[c + 1..].as_ptr().cast_mut() };
+        // SAFETY: s points into the argument.
+        let n = unsafe { nginx_sys::ngx_parse_size(&mut s) };
+        (c > 0 && n != NGX_ERROR as isize).then_some((c, n as usize))
+    });
+    let Some((c, size)) = parsed else {
+        return Err(conf_error(cf, format_args!("invalid zone size \"{arg}\"")));
+    };
+    if size < 8 * pagesize() {
+        let name = String::from_utf8_lossy(&value[..c]);
+        return Err(conf_error(cf, format_args!("zone \"{name}\" is too small")));
+    }
+    Ok((ngx_str_t { len: c, data: value.as_ptr().cast_mut() }, size))
+}
+
+/// Registers the zone `name` of `size` bytes for this module, with `init` to set it up and
+/// `data` for it to find, refusing a zone that another directive of this module claimed.
+///
+/// # Safety
+///
+/// `data` must live for the cycle, and be what `init` expects.
+pub(super) unsafe fn add_zone(
+    cf: &mut ngx_conf_t,
+    mut name: ngx_str_t,
+    size: usize,
+    init: ngx_shm_zone_init_pt,
+    data: *mut c_void,
+) -> Result<(), *mut c_char> {
+    // SAFETY: cf is valid during configuration; nginx copies the name.
+    let shm = unsafe { nginx_sys::ngx_shared_memory_add(cf, &mut name, size, tag()) };
+    let Some(shm) = NonNull::new(shm) else {
+        return Err(NGX_CONF_ERROR);
+    };
+    // SAFETY: a zone nginx just registered; data non-null means another directive of this
+    // module claimed the same zone already.
+    if !unsafe { (*shm.as_ptr()).data }.is_null() {
+        return Err(conf_error(cf, format_args!("duplicate zone \"{name}\"")));
+    }
+    // SAFETY: the zone lives in the cycle; the caller vouches for data.
+    unsafe {
+        (*shm.as_ptr()).init = init;
+        (*shm.as_ptr()).data = data;
+    }
+    Ok(())
 }
 
 extern "C" fn init_session_zone(shm_zone: *mut ngx_shm_zone_t, _data: *mut c_void) -> ngx_int_t {
@@ -158,25 +213,10 @@ pub extern "C" fn cmd_zone(
         for arg in &args(cf)[1..] {
             let bytes = arg.as_bytes();
             if let Some(value) = bytes.strip_prefix(b"zone=") {
-                let colon = value.iter().rposition(|&b| b == b':');
-                let parsed = colon.and_then(|c| {
-                    let mut s = ngx_str_t {
-                        len: value.len() - c - 1,
-                        data: arg.data.wrapping_add(5 + c + 1),
-                    };
-                    // SAFETY: s points into the argument.
-                    let n = unsafe { nginx_sys::ngx_parse_size(&mut s) };
-                    (c > 0 && n != NGX_ERROR as isize).then_some((c, n as usize))
-                });
-                let Some((c, n)) = parsed else {
-                    return conf_error(cf, format_args!("invalid zone size \"{arg}\""));
-                };
-                if n < 8 * pagesize() {
-                    let zone = String::from_utf8_lossy(&value[..c]);
-                    return conf_error(cf, format_args!("zone \"{zone}\" is too small"));
+                match parse_zone(cf, arg, value) {
+                    Ok((n, s)) => (name, size) = (Some(n), s),
+                    Err(e) => return e,
                 }
-                name = Some(ngx_str_t { len: c, data: arg.data.wrapping_add(5) });
-                size = n;
             } else if let Some(value) = bytes.strip_prefix(b"idle=") {
                 match parse_ms(value) {
                     Some(ms) => policy.idle_ms = ms,
@@ -192,27 +232,19 @@ pub extern "C" fn cmd_zone(
             }
         }
 
-        let Some(mut name) = name else {
+        let Some(name) = name else {
             // SAFETY: nginx passes the command being parsed.
             let directive = unsafe { (*cmd).name };
             return conf_error(cf, format_args!("\"{directive}\" must have \"zone\" parameter"));
         };
 
-        // SAFETY: cf is valid during configuration; nginx copies the name.
-        let shm = unsafe { nginx_sys::ngx_shared_memory_add(cf, &mut name, size, tag()) };
-        let Some(shm) = NonNull::new(shm) else {
-            return NGX_CONF_ERROR;
-        };
-        // SAFETY: a zone nginx just registered; data non-null means another directive of
-        // this module claimed the same zone already.
-        if !unsafe { (*shm.as_ptr()).data }.is_null() {
-            return conf_error(cf, format_args!("duplicate zone \"{name}\""));
-        }
-        let zone = amcf.zone.insert(SessionZone { shm, policy, table: None });
+        let zone = amcf.zone.insert(SessionZone { policy, table: None });
         // SAFETY: the SessionZone lives in the main conf for the life of the cycle.
-        unsafe {
-            (*shm.as_ptr()).init = Some(init_session_zone);
-            (*shm.as_ptr()).data = core::ptr::from_mut(zone).cast();
+        let added = unsafe {
+            add_zone(cf, name, size, Some(init_session_zone), core::ptr::from_mut(zone).cast())
+        };
+        if let Err(e) = added {
+            return e;
         }
         NGX_CONF_OK
     })

@@ -398,17 +398,11 @@ impl<'a> WorkerCounters<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm_testing::Region;
 
-    struct Region(Vec<u64>);
-
-    impl Region {
-        fn new() -> Region {
-            Region(vec![0; CounterBoard::SIZE.div_ceil(8)])
-        }
-        fn board(&mut self) -> CounterBoard {
-            // SAFETY: the Vec outlives the board within each test.
-            unsafe { CounterBoard::init(self.0.as_mut_ptr().cast()) }
-        }
+    fn board(region: &mut Region) -> CounterBoard {
+        // SAFETY: the region, of the board's size, outlives the board within each test.
+        unsafe { CounterBoard::init(region.ptr()) }
     }
 
     fn identity(v: &CounterValues) -> bool {
@@ -417,8 +411,8 @@ mod tests {
 
     #[test]
     fn every_record_is_somewhere() {
-        let mut region = Region::new();
-        let board = region.board();
+        let mut region = Region::new(CounterBoard::SIZE);
+        let board = board(&mut region);
         let w = board.attach_worker(std::process::id()).unwrap();
         for _ in 0..10 {
             w.captured();
@@ -451,8 +445,8 @@ mod tests {
 
     #[test]
     fn exited_workers_fold_into_the_total() {
-        let mut region = Region::new();
-        let board = region.board();
+        let mut region = Region::new(CounterBoard::SIZE);
+        let board = board(&mut region);
         let a = board.attach_worker(std::process::id()).unwrap();
         for _ in 0..5 {
             a.captured();
@@ -482,8 +476,8 @@ mod tests {
 
     #[test]
     fn adopting_a_spool_from_a_previous_run_counts_it_as_captured() {
-        let mut region = Region::new();
-        let board = region.board();
+        let mut region = Region::new(CounterBoard::SIZE);
+        let board = board(&mut region);
         let w = board.attach_worker(std::process::id()).unwrap();
         w.adopt_spooled(7);
         let snap = board.snapshot();
@@ -493,8 +487,8 @@ mod tests {
 
     #[test]
     fn dead_workers_are_reaped_and_their_queue_counted_as_lost() {
-        let mut region = Region::new();
-        let board = region.board();
+        let mut region = Region::new(CounterBoard::SIZE);
+        let board = board(&mut region);
         let dead = 4_194_305; // above PID_MAX_LIMIT: never a live process
         let w = board.attach_worker(dead).unwrap();
         for _ in 0..4 {
@@ -515,8 +509,8 @@ mod tests {
         // Fewer under Miri, which runs a thousand times slower.
         const WRITES: u64 = if cfg!(miri) { 200 } else { 100_000 };
         const READS: u64 = if cfg!(miri) { 10 } else { 20_000 };
-        let mut region = Region::new();
-        let board = region.board();
+        let mut region = Region::new(CounterBoard::SIZE);
+        let board = board(&mut region);
         let w = board.attach_worker(std::process::id()).unwrap();
         std::thread::scope(|s| {
             let (tx, rx) = crossbeam_channel::bounded::<()>(64);
@@ -570,8 +564,8 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "a million slot reads take hours; other tests walk the slots")]
     fn runs_out_of_slots_cleanly() {
-        let mut region = Region::new();
-        let board = region.board();
+        let mut region = Region::new(CounterBoard::SIZE);
+        let board = board(&mut region);
         let me = std::process::id();
         let slots: Vec<_> = (0..SLOTS).map(|_| board.attach_worker(me).unwrap()).collect();
         assert!(board.attach_worker(me).is_none());

@@ -17,6 +17,8 @@ pub mod profile;
 pub mod record;
 pub mod session_table;
 pub mod shm_lock;
+#[cfg(test)]
+mod shm_testing;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;

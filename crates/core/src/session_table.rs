@@ -420,20 +420,13 @@ impl<'a> Locked<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm_testing::{in_children, Region, SharedMapping};
 
     const MIN: i64 = 60_000;
 
-    struct Region(Vec<u64>);
-
-    impl Region {
-        fn new(bytes: usize) -> Region {
-            Region(vec![0u64; bytes.div_ceil(8)])
-        }
-        fn table(&mut self) -> SessionTable {
-            let len = self.0.len() * 8;
-            // SAFETY: the Vec outlives the table in each test and is 8-aligned.
-            unsafe { SessionTable::init(self.0.as_mut_ptr().cast(), len) }.unwrap()
-        }
+    fn table(region: &mut Region) -> SessionTable {
+        // SAFETY: the region outlives the table in each test.
+        unsafe { SessionTable::init(region.ptr(), region.len()) }.unwrap()
     }
 
     fn key(n: u32) -> ZoneKey {
@@ -450,7 +443,7 @@ mod tests {
     #[test]
     fn idle_gap_starts_a_new_session() {
         let mut region = Region::new(64 * 1024);
-        let t = region.table();
+        let t = table(&mut region);
         let k = key(1);
         assert_eq!(t.touch(&k, Millis(0), policy()), Millis(0));
         assert_eq!(t.touch(&k, Millis(29 * MIN), policy()), Millis(0));
@@ -463,7 +456,7 @@ mod tests {
     #[test]
     fn maximum_duration_caps_a_busy_session() {
         let mut region = Region::new(64 * 1024);
-        let t = region.table();
+        let t = table(&mut region);
         let k = key(7);
         let p = SplitPolicy { idle_ms: 10 * MIN, max_ms: 60 * MIN };
         let mut start = Millis(0);
@@ -476,7 +469,7 @@ mod tests {
     #[test]
     fn out_of_order_requests_stay_in_the_session() {
         let mut region = Region::new(64 * 1024);
-        let t = region.table();
+        let t = table(&mut region);
         let k = key(3);
         t.touch(&k, Millis(10 * MIN), policy());
         assert_eq!(t.touch(&k, Millis(9 * MIN), policy()), Millis(10 * MIN));
@@ -486,7 +479,7 @@ mod tests {
     #[test]
     fn peek_does_not_record() {
         let mut region = Region::new(64 * 1024);
-        let t = region.table();
+        let t = table(&mut region);
         let k = key(5);
         assert_eq!(t.peek(&k, Millis(100), policy()), Millis(100));
         assert_eq!(t.stats().entries, 0);
@@ -499,7 +492,7 @@ mod tests {
     #[test]
     fn full_table_evicts_the_least_recently_used() {
         let mut region = Region::new(4096);
-        let t = region.table();
+        let t = table(&mut region);
         let cap = t.stats().capacity as u32;
         assert!(cap >= 8);
         for n in 0..cap {
@@ -519,7 +512,7 @@ mod tests {
     #[test]
     fn churn_keeps_the_structure_consistent() {
         let mut region = Region::new(8192);
-        let t = region.table();
+        let t = table(&mut region);
         let cap = t.stats().capacity as u32;
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         // Fewer under Miri, which runs a thousand times slower: still several evictions per
@@ -563,24 +556,24 @@ mod tests {
     #[test]
     fn attach_sees_the_same_table_and_rejects_garbage() {
         let mut region = Region::new(64 * 1024);
-        let t = region.table();
+        let t = table(&mut region);
         t.touch(&key(9), Millis(5), policy());
-        let ptr = region.0.as_mut_ptr().cast::<u8>();
+        let ptr = region.ptr();
         // SAFETY: the region was formatted above.
         let again = unsafe { SessionTable::attach(ptr) }.unwrap();
         assert_eq!(again.peek(&key(9), Millis(6), policy()), Millis(5));
 
         let mut junk = Region::new(4096);
         // SAFETY: valid memory, just not a table.
-        assert!(unsafe { SessionTable::attach(junk.0.as_mut_ptr().cast()) }.is_none());
+        assert!(unsafe { SessionTable::attach(junk.ptr()) }.is_none());
         // SAFETY: as above.
-        assert!(unsafe { SessionTable::init(junk.0.as_mut_ptr().cast(), 64) }.is_none());
+        assert!(unsafe { SessionTable::init(junk.ptr(), 64) }.is_none());
     }
 
     #[test]
     fn dirty_table_is_cleared_after_recovering_the_lock() {
         let mut region = Region::new(64 * 1024);
-        let t = region.table();
+        let t = table(&mut region);
         t.touch(&key(1), Millis(5), policy());
         // Simulate a worker killed mid-update: lock held by a dead pid, dirty flag set.
         // SAFETY: exclusive access in this test.
@@ -596,48 +589,18 @@ mod tests {
     #[cfg_attr(miri, ignore = "Miri does not emulate fork")]
     fn shared_between_processes() {
         // The real deployment: an anonymous shared mapping and forked workers.
-        let len = 256 * 1024;
-        // SAFETY: plain anonymous shared mapping.
-        let ptr = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: fresh mapping of len bytes, page aligned.
-        let t = unsafe { SessionTable::init(ptr.cast(), len) }.unwrap();
-        let children: Vec<_> = (0..3)
-            .map(|c| {
-                // SAFETY: the child only touches the table and exits without unwinding.
-                match unsafe { libc::fork() } {
-                    0 => {
-                        for n in 0..2000u32 {
-                            t.touch(&key(n), Millis(i64::from(c)), policy());
-                        }
-                        // SAFETY: leave the child without running the test harness's atexit.
-                        unsafe { libc::_exit(0) };
-                    }
-                    pid => pid,
-                }
-            })
-            .collect();
-        for pid in children {
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            assert_eq!(status, 0);
-        }
+        let shm = SharedMapping::new(256 * 1024);
+        // SAFETY: a fresh mapping, which outlives the table.
+        let t = unsafe { SessionTable::init(shm.ptr(), shm.len()) }.unwrap();
+        in_children(3, |c| {
+            for n in 0..2000u32 {
+                t.touch(&key(n), Millis(c as i64), policy());
+            }
+        });
         assert_eq!(t.stats().entries, 2000);
         for n in 0..2000u32 {
             let start = t.peek(&key(n), Millis(3), policy());
             assert!((0..3).contains(&start.0), "one start per key, from whichever came first");
         }
-        // SAFETY: unmapping what we mapped; t is not used afterwards.
-        unsafe { libc::munmap(ptr, len) };
     }
 }

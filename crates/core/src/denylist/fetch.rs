@@ -278,13 +278,14 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm_testing::Region;
 
     const HASH: &str = "00112233445566778899aabbccddeeff";
 
-    fn region() -> (Vec<u64>, Denylist) {
-        let mut region = vec![0u64; 2048];
-        // SAFETY: the Vec is returned with the list and outlives it in each test.
-        let list = unsafe { Denylist::init(region.as_mut_ptr().cast(), 2048 * 8) }.unwrap();
+    fn region() -> (Region, Denylist) {
+        let mut region = Region::new(16 * 1024);
+        // SAFETY: the region is returned with the list and outlives it in each test.
+        let list = unsafe { Denylist::init(region.ptr(), region.len()) }.unwrap();
         (region, list)
     }
 

@@ -1,17 +1,10 @@
 use super::*;
+use crate::shm_testing::{in_children, Region, SharedMapping};
 use proptest::prelude::*;
 
-struct Region(Vec<u64>);
-
-impl Region {
-    fn new(bytes: usize) -> Region {
-        Region(vec![0u64; bytes.div_ceil(8)])
-    }
-    fn list(&mut self) -> Denylist {
-        let len = self.0.len() * 8;
-        // SAFETY: the Vec outlives the list in each test and is 8-aligned.
-        unsafe { Denylist::init(self.0.as_mut_ptr().cast(), len) }.unwrap()
-    }
+fn list(region: &mut Region) -> Denylist {
+    // SAFETY: the region outlives the list in each test.
+    unsafe { Denylist::init(region.ptr(), region.len()) }.unwrap()
 }
 
 fn key(n: u64) -> KeyHash {
@@ -30,7 +23,7 @@ const NOW: Millis = Millis(1_700_000_000_000);
 #[test]
 fn finds_what_is_listed_until_it_expires() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     assert!(!d.contains(&key(1), NOW));
     let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(3, [(1, None), (2, Some(NOW.0 + 1000))])).unwrap();
@@ -48,7 +41,7 @@ fn finds_what_is_listed_until_it_expires() {
 #[test]
 fn a_new_list_replaces_the_old_one_whole() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(1, [(1, None), (2, None)])).unwrap();
     guard.replace(&list_of(2, [(2, None), (3, None)])).unwrap();
@@ -64,7 +57,7 @@ fn a_new_list_replaces_the_old_one_whole() {
 #[test]
 fn a_list_too_large_is_refused_and_the_old_one_stays() {
     let mut region = Region::new(4096);
-    let d = region.list();
+    let d = list(&mut region);
     let capacity = d.capacity();
     assert_eq!(capacity, Denylist::capacity_for(4096));
     assert!(capacity >= 6);
@@ -83,7 +76,7 @@ fn a_list_too_large_is_refused_and_the_old_one_stays() {
 #[test]
 fn one_fetcher_at_a_time_and_only_when_due() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     let guard = d.try_fetch(NOW, 0).unwrap();
     assert!(d.try_fetch(NOW, 0).is_none(), "locked");
     guard.schedule(Millis(NOW.0 + 5000));
@@ -95,7 +88,7 @@ fn one_fetcher_at_a_time_and_only_when_due() {
 #[test]
 fn only_the_current_configuration_fetches() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     let old = d.new_generation();
     assert!(d.try_fetch(NOW, old).is_some());
     let new = d.new_generation();
@@ -107,7 +100,7 @@ fn only_the_current_configuration_fetches() {
 #[test]
 fn the_lock_of_a_dead_fetcher_is_taken_over() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     // A pid that cannot exist on Linux (above PID_MAX_LIMIT).
     d.header().fetch_lock.store(4_194_305, Ordering::Relaxed);
     assert!(d.try_fetch(NOW, 0).is_some());
@@ -116,7 +109,7 @@ fn the_lock_of_a_dead_fetcher_is_taken_over() {
 #[test]
 fn a_writer_that_died_mid_rewrite_leaves_readers_on_the_good_half() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     let guard = d.try_fetch(NOW, 0).unwrap();
     guard.replace(&list_of(1, [(1, None)])).unwrap();
     // The inactive half left odd, as by a writer killed half-way.
@@ -132,7 +125,7 @@ fn a_writer_that_died_mid_rewrite_leaves_readers_on_the_good_half() {
 #[test]
 fn validators_belong_to_their_source() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     let guard = d.try_fetch(NOW, 0).unwrap();
     assert_eq!(guard.validator(7), None);
     guard.set_validator(7, Some(b"\"v1-abcdefgh\""));
@@ -147,18 +140,18 @@ fn validators_belong_to_their_source() {
 #[test]
 fn attach_sees_the_same_list_and_rejects_garbage() {
     let mut region = Region::new(16 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     d.try_fetch(NOW, 0).unwrap().replace(&list_of(4, [(9, None)])).unwrap();
     d.count_blocked();
     // SAFETY: the region was formatted above.
-    let again = unsafe { Denylist::attach(region.0.as_mut_ptr().cast()) }.unwrap();
+    let again = unsafe { Denylist::attach(region.ptr()) }.unwrap();
     assert!(again.contains(&key(9), NOW));
     assert_eq!(again.stats().blocked, 1);
     let mut junk = Region::new(4096);
     // SAFETY: valid memory, just not a denylist.
-    assert!(unsafe { Denylist::attach(junk.0.as_mut_ptr().cast()) }.is_none());
+    assert!(unsafe { Denylist::attach(junk.ptr()) }.is_none());
     // SAFETY: as above.
-    assert!(unsafe { Denylist::init(junk.0.as_mut_ptr().cast(), 64) }.is_none());
+    assert!(unsafe { Denylist::init(junk.ptr(), 64) }.is_none());
 }
 
 #[test]
@@ -166,7 +159,7 @@ fn readers_never_see_a_half_written_list() {
     // Each list holds keys [v*100, v*100+50): a reader that finds key v*100 must find all
     // of that list's keys in the same look-ups, or the list it saw was torn.
     let mut region = Region::new(64 * 1024);
-    let d = region.list();
+    let d = list(&mut region);
     let rounds = if cfg!(miri) { 20 } else { 2000 };
     std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -274,7 +267,7 @@ proptest! {
         ),
     ) {
         let mut region = Region::new(16 * 1024);
-        let d = region.list();
+        let d = list(&mut region);
         let guard = d.try_fetch(NOW, 0).unwrap();
         let mut last = Vec::new();
         for (v, entries) in lists.iter().enumerate() {
@@ -312,41 +305,16 @@ proptest! {
 #[test]
 #[cfg_attr(miri, ignore = "Miri does not emulate fork")]
 fn shared_between_processes() {
-    let len = 256 * 1024;
-    // SAFETY: plain anonymous shared mapping.
-    let ptr = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(ptr, libc::MAP_FAILED);
-    // SAFETY: fresh mapping of len bytes, page aligned.
-    let d = unsafe { Denylist::init(ptr.cast(), len) }.unwrap();
-    // SAFETY: the child only uses the list and exits without unwinding.
-    match unsafe { libc::fork() } {
-        0 => {
-            let guard = d.try_fetch(NOW, 0).unwrap();
-            guard.replace(&list_of(5, (0..1000).map(|n| (n, None)))).unwrap();
-            // SAFETY: leave the child without running the test harness's atexit.
-            unsafe { libc::_exit(0) };
-        }
-        pid => {
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            assert_eq!(status, 0);
-        }
-    }
+    let shm = SharedMapping::new(256 * 1024);
+    // SAFETY: a fresh mapping, which outlives the list.
+    let d = unsafe { Denylist::init(shm.ptr(), shm.len()) }.unwrap();
+    in_children(1, |_| {
+        let guard = d.try_fetch(NOW, 0).unwrap();
+        guard.replace(&list_of(5, (0..1000).map(|n| (n, None)))).unwrap();
+    });
     assert_eq!(d.stats().version, 5);
     assert!((0..1000).all(|n| d.contains(&key(n), NOW)));
     assert!(!d.contains(&key(1000), NOW));
-    // SAFETY: unmapping what we mapped; d is not used afterwards.
-    unsafe { libc::munmap(ptr, len) };
 }
 
 #[test]
