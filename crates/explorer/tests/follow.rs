@@ -192,6 +192,13 @@ impl Store for Counting {
     fn endpoints(&self, range: &store::EndpointRange) -> store::Result<Vec<Measured>> {
         self.inner.endpoints(range)
     }
+    fn endpoint_ranking(
+        &self,
+        range: &store::EndpointRange,
+        pick: &mut Pick<'_>,
+    ) -> store::Result<(Vec<Counted>, Vec<Measured>)> {
+        self.inner.endpoint_ranking(range, pick)
+    }
     fn request_endpoints(
         &self,
         id: &str,

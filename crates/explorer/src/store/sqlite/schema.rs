@@ -206,6 +206,9 @@ const MIGRATIONS: &[Migration] = &[
     // 7: every user, role, flow, attack type and User-Agent seen in each session, for the
     // filters and suggestions (see `values`), filled from the stored requests.
     Migration::Code(super::values::migrate),
+    // 8: the totals of each endpoint-hour in columns, rollups per endpoint and day, and the
+    // hours whose statistics wait in the writer (see `endpoints`).
+    Migration::Code(super::endpoints::migrate_rollups),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
