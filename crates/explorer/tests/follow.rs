@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
 use api_sessions::store::denylist;
-use api_sessions::store::endpoints::{EndpointKey, Measured};
+use api_sessions::store::endpoints::{Counted, EndpointKey, Measured, Pick};
 use api_sessions::store::{
     self, Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage,
     SessionDetail, SessionPage, Store,

@@ -192,6 +192,8 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
     conn.execute_batch(
         "DROP TABLE endpoint_days;
          DROP TABLE endpoint_dirty;
+         DROP INDEX endpoint_hours_hour;
+         CREATE INDEX endpoint_hours_hour ON endpoint_hours (hour);
          ALTER TABLE endpoint_hours DROP COLUMN requests;
          ALTER TABLE endpoint_hours DROP COLUMN errors;
          ALTER TABLE endpoint_hours DROP COLUMN attacks;
