@@ -12,7 +12,7 @@ use api_sessions_core::time::Millis;
 
 use crate::batch::Batch;
 use crate::store::denylist::{self, Action, AuditEntry, Change, Changed, Denylist, Entry};
-use crate::store::endpoints::{EndpointKey, Measured};
+use crate::store::endpoints::{Counted, EndpointKey, Measured, Pick};
 use crate::store::values::ValueKind;
 use crate::store::{
     Cursor, EndpointRange, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts,
@@ -161,6 +161,14 @@ impl Store for AutoBlocking {
 
     fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>> {
         self.inner.endpoints(range)
+    }
+
+    fn endpoint_ranking(
+        &self,
+        range: &EndpointRange,
+        pick: &mut Pick<'_>,
+    ) -> Result<(Vec<Counted>, Vec<Measured>)> {
+        self.inner.endpoint_ranking(range, pick)
     }
 
     fn request_endpoints(

@@ -29,7 +29,7 @@ use self::signals::{Detection, SessionSignals};
 use self::values::ValueKind;
 use crate::batch::Batch;
 use crate::endpoints::Endpoints;
-use endpoints::{EndpointKey, Measured};
+use endpoints::{Counted, EndpointKey, Measured, Pick, Totals};
 
 /// Slices of a session's timeline.
 pub const TIMELINE_BINS: usize = 60;
@@ -521,6 +521,27 @@ pub trait Store: Send + Sync + 'static {
     /// The endpoints called within `range`, with their statistics over exactly that range,
     /// in the order of their keys.
     fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>>;
+
+    /// The [`Totals`] of every endpoint called within `range` (`range.only` is ignored), in
+    /// the order of their keys, and the full statistics of the endpoints `pick` chooses among
+    /// them, read from the same state of the store: so a page ordered by the totals shows
+    /// figures that agree with its order. This default measures everything; a store that keeps
+    /// the totals apart reads them without touching the sketches.
+    fn endpoint_ranking(
+        &self,
+        range: &EndpointRange,
+        pick: &mut Pick<'_>,
+    ) -> Result<(Vec<Counted>, Vec<Measured>)> {
+        let all_range = EndpointRange { only: None, ..range.clone() };
+        let all = self.endpoints(&all_range)?;
+        let counted: Vec<Counted> = all
+            .iter()
+            .map(|m| Counted { endpoint: m.endpoint.clone(), totals: Totals::of(&m.stats) })
+            .collect();
+        let wanted: std::collections::HashSet<EndpointKey> = pick(&counted).into_iter().collect();
+        let measured = all.into_iter().filter(|m| wanted.contains(&m.endpoint)).collect();
+        Ok((counted, measured))
+    }
 
     /// The endpoints of some requests of a session, given by their positions, in the same
     /// order; `None` for a request stored without one (or not found).

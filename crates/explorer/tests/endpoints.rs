@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use api_sessions::app::{router, AppState};
+use api_sessions::endpoints::list::{page_of, summaries, EndpointParams};
 use api_sessions::endpoints::openapi::OpenApi;
 use api_sessions::endpoints::stats::{Observation, Stats};
 use api_sessions::endpoints::Endpoints;
@@ -389,9 +390,90 @@ fn endpoints_per_server_are_capped(kind: Kind) {
     assert_eq!(first.stats.requests, 2);
 }
 
+/// Pages read from the totals, measuring only their endpoints, are the pages of the full
+/// sort of every endpoint measured in full: for each sort, order, filter and range, page after
+/// page.
+fn pages_follow_the_full_sort(kind: Kind) {
+    let place = Place::new(kind);
+    let endpoints = documented();
+    let store = place.open(&endpoints);
+    let b = base() - base() % HOUR - 30 * HOUR;
+    let mut records = Vec::new();
+    for n in 0..1500u64 {
+        // Endpoints with different counts, spread unevenly over a day and a half.
+        let e = (n * n) % 23;
+        let ts = b + (n as i64 * 7_919_113) % (36 * HOUR) + 17;
+        let session = format!("s{}", n % (5 + e));
+        let (method, path) = match e {
+            0 => ("GET", "/orders/12".to_owned()),
+            1 => ("DELETE", "/orders/7".to_owned()),
+            _ => (["GET", "POST"][(e % 2) as usize], format!("/svc{e}/{n}")),
+        };
+        let mut r = request(&session, n, ts, method, &path);
+        r.duration_ms = ((n * 7 + e * 13) % 97) as f64 * 1.3;
+        r.response_bytes = (n * 31 + e * 1000) % 9000;
+        r.status = [200, 404, 500, 302, 201][((n + e) % 5) as usize];
+        if e % 4 == 0 {
+            r.flows = vec!["billing".into()];
+        }
+        if (n + e) % 17 == 0 {
+            r.attack = attack("sqli", "GET /x HTTP/1.1", &[], "");
+        }
+        records.push(r);
+    }
+    for chunk in records.chunks(111) {
+        ingest(&*store, chunk);
+    }
+    let ranges = [
+        String::new(),
+        format!("&from={}&to={}", Millis(b + 3 * HOUR + 5), Millis(b + 29 * HOUR + 7)),
+    ];
+    let filters = ["", "&flow=billing", "&method=post", "&q=svc1", "&spec=shadow"];
+    for sort in
+        ["requests", "sessions", "attacks", "errors", "duration", "size", "last", "endpoint"]
+    {
+        for order in ["desc", "asc"] {
+            for range in &ranges {
+                for filter in filters {
+                    let text = format!("sort={sort}&order={order}{range}{filter}");
+                    let params = |extra: &str| {
+                        let uri: axum::http::Uri = format!("/?{text}{extra}").parse().unwrap();
+                        axum::extract::Query::<EndpointParams>::try_from_uri(&uri)
+                            .unwrap()
+                            .0
+                            .query()
+                            .unwrap()
+                    };
+                    let all = params("&limit=10000");
+                    let reference =
+                        all.page(summaries(&endpoints, store.endpoints(&all.range()).unwrap()));
+                    assert!(reference.total > 0 || !filter.is_empty(), "{text}");
+                    let mut paged = Vec::new();
+                    let mut cursor = String::new();
+                    loop {
+                        let query = params(&format!("&limit=4{cursor}"));
+                        let page = page_of(&*store, &endpoints, &query).unwrap();
+                        assert_eq!(page.total, reference.total, "{text}");
+                        paged.extend(page.endpoints);
+                        match page.next_cursor {
+                            Some(next) => cursor = format!("&cursor={next}"),
+                            None => break,
+                        }
+                    }
+                    assert_eq!(paged, reference.endpoints, "{text}");
+                }
+            }
+        }
+    }
+}
+
 mod sync_tests {
     use super::*;
-    on_every_store!(ranges_are_counted_exactly, endpoints_per_server_are_capped);
+    on_every_store!(
+        ranges_are_counted_exactly,
+        endpoints_per_server_are_capped,
+        pages_follow_the_full_sort
+    );
 }
 
 on_every_store!(

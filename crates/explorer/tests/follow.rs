@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
 use api_sessions::store::denylist;
-use api_sessions::store::endpoints::{EndpointKey, Measured};
+use api_sessions::store::endpoints::{Counted, EndpointKey, Measured, Pick};
 use api_sessions::store::{
     self, Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage,
     SessionDetail, SessionPage, Store,
@@ -191,6 +191,13 @@ impl Store for Counting {
     }
     fn endpoints(&self, range: &store::EndpointRange) -> store::Result<Vec<Measured>> {
         self.inner.endpoints(range)
+    }
+    fn endpoint_ranking(
+        &self,
+        range: &store::EndpointRange,
+        pick: &mut Pick<'_>,
+    ) -> store::Result<(Vec<Counted>, Vec<Measured>)> {
+        self.inner.endpoint_ranking(range, pick)
     }
     fn request_endpoints(
         &self,

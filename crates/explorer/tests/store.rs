@@ -180,15 +180,27 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
     use api_sessions::store::sqlite::SqliteStore;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    {
+    let endpoints = {
         let store = SqliteStore::open(&path, WEEK).unwrap();
         ingest(&store, &dana_then_alice(base()));
-    }
+        store.endpoints(&Default::default()).unwrap()
+    };
+    assert!(!endpoints.is_empty());
     // Back to schema version 6, the one before the values were kept (and the index of each
-    // session's malicious requests).
+    // session's malicious requests, the endpoint totals and days).
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP INDEX requests_session_attack;
+         DROP TABLE endpoint_days;
+         DROP TABLE endpoint_dirty;
+         DROP INDEX endpoint_hours_hour;
+         CREATE INDEX endpoint_hours_hour ON endpoint_hours (hour);
+         ALTER TABLE endpoint_hours DROP COLUMN requests;
+         ALTER TABLE endpoint_hours DROP COLUMN errors;
+         ALTER TABLE endpoint_hours DROP COLUMN attacks;
+         ALTER TABLE endpoint_hours DROP COLUMN first_ts;
+         ALTER TABLE endpoint_hours DROP COLUMN last_ts;
+         ALTER TABLE endpoint_hours DROP COLUMN flows;
          DROP TABLE session_values;
          CREATE INDEX sessions_user ON sessions (user, last_ts, id) WHERE user IS NOT NULL;
          CREATE INDEX sessions_role ON sessions (role, last_ts, id) WHERE role IS NOT NULL;
@@ -198,6 +210,20 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
     .unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, WEEK).unwrap();
+    assert_eq!(store.endpoints(&Default::default()).unwrap(), endpoints);
+    let page = |store: &SqliteStore| {
+        let uri: axum::http::Uri = "/?sort=errors".parse().unwrap();
+        let query =
+            axum::extract::Query::<api_sessions::endpoints::list::EndpointParams>::try_from_uri(
+                &uri,
+            )
+            .unwrap()
+            .0
+            .query()
+            .unwrap();
+        api_sessions::endpoints::list::page_of(store, &Default::default(), &query).unwrap()
+    };
+    assert_eq!(page(&store).total, endpoints.len() as u64);
     upgraded_store_knows_the_values(&store);
 }
 

@@ -40,7 +40,6 @@ pub async fn list(
 
 /// The page `query` asks for; the `/endpoints` page shows the same.
 pub async fn page(app: &AppState, query: &ListQuery) -> Result<EndpointPage, Error> {
-    let range = query.range();
-    let measured = app.with_store(move |store| store.endpoints(&range)).await?;
-    Ok(query.page(list::summaries(&app.endpoints, measured)))
+    let (endpoints, query) = (app.endpoints.clone(), query.clone());
+    app.with_store(move |store| list::page_of(store, &endpoints, &query)).await
 }

@@ -2,8 +2,11 @@
 //! store measured over a time range, with their spec status and suggested flows, the
 //! documented operations nobody called, filtered, sorted and cut into pages.
 //!
-//! A store returns every endpoint of the range (at most its cap per server), so filtering and
-//! sorting happen here, the same way whichever store measured them.
+//! A store gives the [`Totals`] of every endpoint of the range (at most its cap per server),
+//! which are plain sums a store keeps in columns; filtering and sorting happen here, the same
+//! way whichever store counted them. Sorted by a total, only the endpoints of the page are
+//! measured in full (their sketches merged); sorted by sessions or a quantile, which only the
+//! sketches give, every endpoint that passes the filters is.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,8 +18,8 @@ use super::auto_flows::{self, AutoFlow};
 use super::openapi::Operation;
 use super::stats::{Quantiles, Stats};
 use super::{Endpoints, SpecStatus};
-use crate::store::endpoints::Measured;
-use crate::store::EndpointRange;
+use crate::store::endpoints::{Counted, EndpointKey, Measured, Totals};
+use crate::store::{EndpointRange, Result as StoreResult, Store};
 
 /// How many endpoints a page holds when `limit` does not say, and at most.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -82,6 +85,11 @@ impl Sort {
 
     pub fn name(self) -> &'static str {
         Sort::ALL.iter().find(|(sort, _)| *sort == self).map_or("requests", |(_, name)| name)
+    }
+
+    /// Whether the sort key comes from the sketches rather than the [`Totals`].
+    fn needs_sketches(self) -> bool {
+        matches!(self, Sort::Sessions | Sort::Duration | Sort::Size)
     }
 }
 
@@ -212,13 +220,6 @@ pub struct Summary {
     pub spec: Option<SpecStatus>,
 }
 
-impl Summary {
-    fn errors(&self) -> u64 {
-        self.statuses.get("4xx").copied().unwrap_or(0)
-            + self.statuses.get("5xx").copied().unwrap_or(0)
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EndpointPage {
     pub endpoints: Vec<Summary>,
@@ -265,45 +266,74 @@ impl<'a> SpecIndex<'a> {
     }
 }
 
-fn quantiles(stats: &Stats) -> (Option<Quantiles>, Option<Quantiles>) {
-    (stats.duration_quantiles(), stats.response_bytes_quantiles())
+/// A called endpoint as listed, from its full statistics.
+fn summary(index: &SpecIndex<'_>, endpoint: EndpointKey, stats: Stats) -> Summary {
+    let mut listed = listed(index, endpoint);
+    listed.requests = stats.requests;
+    listed.sessions = stats.sessions.count();
+    listed.statuses = stats.statuses.to_map();
+    listed.duration_ms = stats.duration_quantiles();
+    listed.response_bytes = stats.response_bytes_quantiles();
+    listed.flows = stats.flows;
+    listed.attacks = stats.attacks;
+    listed.first_ts = Some(Millis(stats.first_ts));
+    listed.last_ts = Some(Millis(stats.last_ts));
+    listed
 }
 
-/// Every endpoint of `measured`, and the unused operations, as listed.
-pub fn summaries(endpoints: &Endpoints, measured: Vec<Measured>) -> Vec<Summary> {
-    let index = SpecIndex::new(endpoints);
-    let mut called: HashSet<(String, String)> = HashSet::new();
-    let mut all: Vec<Summary> = measured
-        .into_iter()
-        .map(|Measured { endpoint, stats }| {
-            let operation = index.operation(&endpoint.method, &endpoint.template);
-            let parameters = operation.map_or(&[][..], |op| op.parameters.as_slice());
-            let (duration_ms, response_bytes) = quantiles(&stats);
-            called.insert((endpoint.method.clone(), endpoint.template.clone()));
-            Summary {
-                endpoint: endpoint.key(),
-                auto_flows: auto_flows::suggest(&endpoint.template, parameters),
-                spec: index.status(&endpoint.method, &endpoint.template),
-                server: Some(endpoint.server),
-                method: endpoint.method,
-                template: endpoint.template,
-                requests: stats.requests,
-                sessions: stats.sessions.count(),
-                statuses: stats.statuses.to_map(),
-                duration_ms,
-                response_bytes,
-                flows: stats.flows,
-                attacks: stats.attacks,
-                first_ts: Some(Millis(stats.first_ts)),
-                last_ts: Some(Millis(stats.last_ts)),
-            }
-        })
-        .collect();
-    let unused: Vec<&Operation> = endpoints
-        .unused(|method, template| called.contains(&(method.to_owned(), template.to_owned())))
-        .collect();
-    for op in unused {
-        all.push(Summary {
+/// An endpoint with its spec status and suggested flows, and no statistics yet.
+fn listed(index: &SpecIndex<'_>, endpoint: EndpointKey) -> Summary {
+    let operation = index.operation(&endpoint.method, &endpoint.template);
+    let parameters = operation.map_or(&[][..], |op| op.parameters.as_slice());
+    Summary {
+        endpoint: endpoint.key(),
+        auto_flows: auto_flows::suggest(&endpoint.template, parameters),
+        spec: index.status(&endpoint.method, &endpoint.template),
+        server: Some(endpoint.server),
+        method: endpoint.method,
+        template: endpoint.template,
+        requests: 0,
+        sessions: 0,
+        statuses: BTreeMap::new(),
+        duration_ms: None,
+        response_bytes: None,
+        flows: BTreeMap::new(),
+        attacks: 0,
+        first_ts: None,
+        last_ts: None,
+    }
+}
+
+/// An endpoint as the list filters and sorts it. From the totals alone, `summary` lacks what
+/// only the sketches give (sessions, quantiles, counts of flows and status classes), until it
+/// is measured in full; `errors` is its 4xx and 5xx requests either way.
+#[derive(Clone, Debug)]
+struct Entry {
+    summary: Summary,
+    errors: u64,
+    measured: bool,
+}
+
+impl Entry {
+    fn full(summary: Summary) -> Entry {
+        let errors = summary.statuses.get("4xx").copied().unwrap_or(0)
+            + summary.statuses.get("5xx").copied().unwrap_or(0);
+        Entry { summary, errors, measured: true }
+    }
+
+    fn of_totals(index: &SpecIndex<'_>, endpoint: EndpointKey, totals: &Totals) -> Entry {
+        let mut summary = listed(index, endpoint);
+        summary.requests = totals.requests;
+        summary.attacks = totals.attacks;
+        summary.flows = totals.flows.iter().map(|flow| (flow.clone(), 0)).collect();
+        summary.first_ts = Some(Millis(totals.first_ts));
+        summary.last_ts = Some(Millis(totals.last_ts));
+        Entry { summary, errors: totals.errors, measured: false }
+    }
+
+    /// A documented operation nobody called.
+    fn unused(op: &Operation) -> Entry {
+        Entry::full(Summary {
             server: None,
             method: op.method.clone(),
             template: op.template.clone(),
@@ -319,9 +349,78 @@ pub fn summaries(endpoints: &Endpoints, measured: Vec<Measured>) -> Vec<Summary>
             first_ts: None,
             last_ts: None,
             spec: Some(SpecStatus::Unused),
-        });
+        })
     }
+
+    fn key(&self) -> Option<EndpointKey> {
+        Some(EndpointKey {
+            server: self.summary.server.clone()?,
+            method: self.summary.method.clone(),
+            template: self.summary.template.clone(),
+        })
+    }
+}
+
+/// The operations of the documents nobody called, given the endpoints that were.
+fn unused<'e>(
+    endpoints: &'e Endpoints,
+    called: impl IntoIterator<Item = &'e EndpointKey> + 'e,
+) -> impl Iterator<Item = Entry> + 'e {
+    let called: HashSet<(&str, &str)> =
+        called.into_iter().map(|k| (k.method.as_str(), k.template.as_str())).collect();
+    endpoints
+        .unused(move |method, template| called.contains(&(method, template)))
+        .map(Entry::unused)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Every endpoint of `measured`, and the unused operations, as listed.
+pub fn summaries(endpoints: &Endpoints, measured: Vec<Measured>) -> Vec<Summary> {
+    let index = SpecIndex::new(endpoints);
+    let keys: Vec<EndpointKey> = measured.iter().map(|m| m.endpoint.clone()).collect();
+    let mut all: Vec<Summary> = measured
+        .into_iter()
+        .map(|Measured { endpoint, stats }| summary(&index, endpoint, stats))
+        .collect();
+    all.extend(unused(endpoints, &keys).map(|entry| entry.summary));
     all
+}
+
+/// The page `query` asks for, read from `store`: see the module's documentation.
+pub fn page_of(
+    store: &dyn Store,
+    endpoints: &Endpoints,
+    query: &ListQuery,
+) -> StoreResult<EndpointPage> {
+    let index = SpecIndex::new(endpoints);
+    let mut selected: Vec<Entry> = Vec::new();
+    let mut pick = |counted: &[Counted]| -> Vec<EndpointKey> {
+        selected = counted
+            .iter()
+            .map(|c| Entry::of_totals(&index, c.endpoint.clone(), &c.totals))
+            .chain(unused(endpoints, counted.iter().map(|c| &c.endpoint)))
+            .filter(|entry| query.selects(&entry.summary))
+            .collect();
+        if query.sort.needs_sketches() {
+            selected.iter().filter_map(Entry::key).collect()
+        } else {
+            selected.sort_by(|a, b| query.compare(a, b));
+            query.window(&selected).iter().filter_map(Entry::key).collect()
+        }
+    };
+    let (_, measured) = store.endpoint_ranking(&query.range(), &mut pick)?;
+    let mut full: HashMap<EndpointKey, Stats> =
+        measured.into_iter().map(|m| (m.endpoint, m.stats)).collect();
+    for entry in &mut selected {
+        if let Some(stats) = entry.key().and_then(|key| full.remove_entry(&key)) {
+            *entry = Entry::full(summary(&index, stats.0, stats.1));
+        }
+    }
+    if query.sort.needs_sketches() {
+        selected.sort_by(|a, b| query.compare(a, b));
+    }
+    Ok(query.paged(selected))
 }
 
 impl ListQuery {
@@ -337,13 +436,15 @@ impl ListQuery {
             })
     }
 
-    fn compare(&self, a: &Summary, b: &Summary) -> Ordering {
+    fn compare(&self, a: &Entry, b: &Entry) -> Ordering {
         let p95 = |q: &Option<Quantiles>| q.map_or(-1.0, |q| q.p95);
+        let (errors_a, errors_b) = (a.errors, b.errors);
+        let (a, b) = (&a.summary, &b.summary);
         let by = match self.sort {
             Sort::Requests => a.requests.cmp(&b.requests),
             Sort::Sessions => a.sessions.cmp(&b.sessions),
             Sort::Attacks => a.attacks.cmp(&b.attacks),
-            Sort::Errors => a.errors().cmp(&b.errors()),
+            Sort::Errors => errors_a.cmp(&errors_b),
             Sort::Duration => p95(&a.duration_ms).total_cmp(&p95(&b.duration_ms)),
             Sort::Size => p95(&a.response_bytes).total_cmp(&p95(&b.response_bytes)),
             Sort::Last => a.last_ts.cmp(&b.last_ts),
@@ -356,14 +457,32 @@ impl ListQuery {
         })
     }
 
-    /// The page of `all` this query asks for.
+    /// The page of `all` this query asks for, all measured in full.
     pub fn page(&self, all: Vec<Summary>) -> EndpointPage {
-        let mut selected: Vec<Summary> = all.into_iter().filter(|s| self.selects(s)).collect();
+        let mut selected: Vec<Entry> =
+            all.into_iter().filter(|s| self.selects(s)).map(Entry::full).collect();
         selected.sort_by(|a, b| self.compare(a, b));
+        self.paged(selected)
+    }
+
+    /// The part of the sorted `selected` the page shows.
+    fn window<'a>(&self, selected: &'a [Entry]) -> &'a [Entry] {
+        let end = self.offset.saturating_add(self.limit).min(selected.len());
+        &selected[self.offset.min(end)..end]
+    }
+
+    /// The page of the sorted `selected`.
+    fn paged(&self, selected: Vec<Entry>) -> EndpointPage {
         let total = selected.len();
         let end = self.offset.saturating_add(self.limit).min(total);
-        let endpoints: Vec<Summary> =
-            selected.into_iter().skip(self.offset).take(end.saturating_sub(self.offset)).collect();
+        let endpoints: Vec<Summary> = self
+            .window(&selected)
+            .iter()
+            .map(|entry| {
+                debug_assert!(entry.measured, "a listed endpoint is measured in full");
+                entry.summary.clone()
+            })
+            .collect();
         EndpointPage {
             endpoints,
             total: total as u64,

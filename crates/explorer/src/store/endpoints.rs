@@ -3,7 +3,7 @@
 //! and which hours of a time range are read from those statistics and which are counted from
 //! the requests themselves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::batch::{Batch, RecordRef};
 use crate::endpoints::registry::{Admission, Registry};
@@ -31,6 +31,66 @@ pub struct Measured {
     pub endpoint: EndpointKey,
     pub stats: Stats,
 }
+
+/// What the endpoints list sorts and filters on without the sketches: the plain figures of an
+/// endpoint over a time range, which a store can add up from columns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: u64,
+    /// Requests answered 4xx or 5xx.
+    pub errors: u64,
+    pub attacks: u64,
+    /// Times of the first and last request; meaningless while `requests` is 0.
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// The names of the configured flows (the keys of [`Stats::flows`]).
+    pub flows: BTreeSet<String>,
+}
+
+impl Totals {
+    pub fn of(stats: &Stats) -> Totals {
+        Totals {
+            requests: stats.requests,
+            errors: stats.statuses.get("4xx") + stats.statuses.get("5xx"),
+            attacks: stats.attacks,
+            first_ts: stats.first_ts,
+            last_ts: stats.last_ts,
+            flows: stats.flows.keys().cloned().collect(),
+        }
+    }
+
+    /// Adds the figures of other requests of the same endpoint.
+    pub fn merge(&mut self, other: &Totals) {
+        if other.requests == 0 {
+            return;
+        }
+        if self.requests == 0 {
+            (self.first_ts, self.last_ts) = (other.first_ts, other.last_ts);
+        } else {
+            self.first_ts = self.first_ts.min(other.first_ts);
+            self.last_ts = self.last_ts.max(other.last_ts);
+        }
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.attacks = self.attacks.saturating_add(other.attacks);
+        for flow in &other.flows {
+            if !self.flows.contains(flow) {
+                self.flows.insert(flow.clone());
+            }
+        }
+    }
+}
+
+/// An endpoint and its [`Totals`] over a time range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counted {
+    pub endpoint: EndpointKey,
+    pub totals: Totals,
+}
+
+/// Chooses, from the totals of every endpoint of a range, the endpoints whose full statistics
+/// are wanted (see [`Store::endpoint_ranking`](crate::store::Store::endpoint_ranking)).
+pub type Pick<'a> = dyn FnMut(&[Counted]) -> Vec<EndpointKey> + 'a;
 
 /// The endpoint a record's method and path give, before the cap: computed on the sender's
 /// thread, so the one writer only looks the template up.

@@ -23,7 +23,7 @@ use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
 use super::denylist::{AuditEntry, Change, Changed, Denylist};
-use super::endpoints::{EndpointKey, Measured};
+use super::endpoints::{Counted, EndpointKey, Measured, Pick};
 use super::signals::Detection;
 use super::values::ValueKind;
 use super::EndpointRange;
@@ -178,6 +178,15 @@ impl Store for SqliteStore {
     fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>> {
         let floor = self.floor();
         self.with_reader(|conn| endpoints::measure(conn, range, floor))
+    }
+
+    fn endpoint_ranking(
+        &self,
+        range: &EndpointRange,
+        pick: &mut Pick<'_>,
+    ) -> Result<(Vec<Counted>, Vec<Measured>)> {
+        let floor = self.floor();
+        self.with_reader(|conn| endpoints::ranking(conn, range, floor, pick))
     }
 
     fn request_endpoints(

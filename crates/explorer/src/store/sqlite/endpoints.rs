@@ -1,13 +1,31 @@
-//! Endpoints in SQLite: each request row names its endpoint by a small integer id, and
-//! `endpoint_hours` keeps the encoded [`Stats`] of each endpoint and hour, read, merged with what
-//! a transaction adds, and written back by the writer.
+//! Endpoints in SQLite: each request row names its endpoint by a small integer id;
+//! `endpoint_hours` keeps the encoded [`Stats`] of each endpoint and hour and `endpoint_days`
+//! those of each endpoint and day, each row with its [`Totals`] in plain columns beside the
+//! blob.
+//!
+//! The list of endpoints sorts and filters on the totals: a range reads the columns of whole
+//! days, of the whole hours around them and counts the hours it cuts from the requests, and
+//! decodes the blobs only of the endpoints it shows (or of all of them when it sorts by a
+//! sketch: sessions or a quantile). Days keep that to about seven rows per endpoint over the
+//! retention, where hours would be 168.
+//!
+//! Writing behind: the writer does not rewrite an endpoint-hour at every batch. It adds what
+//! the batches count to statistics in memory and writes them out (hours and days, read, merged
+//! and written back) when ingest pauses, every few seconds while it does not, when they grow
+//! large, before a purge and when the store closes. Every batch's transaction marks its hours
+//! in `endpoint_dirty`, and the flush clears the marks in the transaction that writes the
+//! statistics: so a reader counts a marked hour from its requests, like the hours a range
+//! cuts, and a writer that starts on marked hours (the last one was killed) rebuilds them from
+//! their requests. Either way the figures are those of the stored requests, exactly.
 //!
 //! The writer keeps the cap's [`Registry`] and the ids of the endpoints in memory; both are
 //! rebuilt from the tables when the writer starts, after a purge (which frees the places of
 //! endpoints no longer called) and after a failed transaction (whose new endpoints were rolled
-//! back).
+//! back). The statistics waiting to be written are of committed transactions only, so they
+//! survive a reload.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Transaction};
@@ -15,9 +33,9 @@ use rusqlite::{params, params_from_iter, Connection, Transaction};
 use super::schema;
 use super::tally;
 use crate::endpoints::registry::{Limits, Registry};
-use crate::endpoints::stats::{hour, Stats};
+use crate::endpoints::stats::{hour, Observation, Stats, HOUR_MS};
 use crate::store::endpoints::{
-    admit, Assignment, EndpointKey, HourPlan, HourStats, Measured, Merged,
+    admit, Assignment, Counted, EndpointKey, HourPlan, HourStats, Measured, Merged, Pick, Totals,
 };
 use crate::store::{Cursor, EndpointRange, Result, StoreError};
 
@@ -48,15 +66,93 @@ pub const SCHEMA: &str = "
     CREATE INDEX endpoint_hours_hour ON endpoint_hours (hour);
 ";
 
+/// The schema's migration for the rollups (see `schema`): the totals of each endpoint-hour in
+/// columns, the same per endpoint and day, and the hours whose statistics lag behind their
+/// requests. The columns and days of an existing database are filled from its hours.
+pub fn migrate_rollups(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE endpoint_hours ADD COLUMN requests INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE endpoint_hours ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE endpoint_hours ADD COLUMN attacks INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE endpoint_hours ADD COLUMN first_ts INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE endpoint_hours ADD COLUMN last_ts INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE endpoint_hours ADD COLUMN flows TEXT NOT NULL DEFAULT '';
+         CREATE TABLE endpoint_days (
+             endpoint INTEGER NOT NULL,
+             day      INTEGER NOT NULL,
+             requests INTEGER NOT NULL,
+             errors   INTEGER NOT NULL,
+             attacks  INTEGER NOT NULL,
+             first_ts INTEGER NOT NULL,
+             last_ts  INTEGER NOT NULL,
+             flows    TEXT    NOT NULL,
+             stats    BLOB    NOT NULL,
+             PRIMARY KEY (endpoint, day)
+         ) WITHOUT ROWID;
+         CREATE TABLE endpoint_dirty (hour INTEGER PRIMARY KEY);",
+    )?;
+    let mut days = BTreeSet::new();
+    {
+        let mut select = tx.prepare("SELECT endpoint, hour, stats FROM endpoint_hours")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let (endpoint, h): (i64, i64) = (row.get(0)?, row.get(1)?);
+            write_row(tx, Table::Hours, endpoint, h, &decode(&row.get::<_, Vec<u8>>(2)?)?)?;
+            days.insert(day_of(h));
+        }
+    }
+    // The indexes by time hold the totals, so that the list reads them without visiting the
+    // rows and their blobs.
+    tx.execute_batch(
+        "DROP INDEX endpoint_hours_hour;
+         CREATE INDEX endpoint_hours_hour ON endpoint_hours
+             (hour, endpoint, requests, errors, attacks, first_ts, last_ts, flows);
+         CREATE INDEX endpoint_days_day ON endpoint_days
+             (day, endpoint, requests, errors, attacks, first_ts, last_ts, flows);",
+    )?;
+    for day in days {
+        rebuild_day(tx, day)?;
+    }
+    Ok(())
+}
+
+/// Hours in a day: days are UTC days, as the hours are UTC hours.
+const DAY_HOURS: i64 = 24;
+
+fn day_of(h: i64) -> i64 {
+    h.div_euclid(DAY_HOURS)
+}
+
+/// How long statistics wait in memory at most, while ingest goes on.
+const FLUSH_AFTER: Duration = Duration::from_secs(5);
+/// Endpoint-hours in memory at most; past them the writer writes them out.
+const MAX_PENDING: usize = 50_000;
+/// A pause in ingest this long writes the statistics out.
+pub const FLUSH_IDLE: Duration = Duration::from_millis(200);
+
 /// The writer's view of the endpoints.
 pub struct Writer {
     registry: Registry,
     ids: HashMap<EndpointKey, i64>,
+    /// Statistics of committed batches not yet written, by endpoint id and hour.
+    pending: HashMap<(i64, i64), Stats>,
+    /// The hours marked in `endpoint_dirty` by committed transactions.
+    marked: HashSet<i64>,
+    /// When the oldest of `pending` was added.
+    since: Option<Instant>,
 }
 
 impl Writer {
+    /// Reads the endpoints and rebuilds the hours a writer left marked.
     pub fn load(conn: &Connection) -> Result<Writer> {
-        let mut writer = Writer { registry: Registry::default(), ids: HashMap::new() };
+        let mut writer = Writer {
+            registry: Registry::default(),
+            ids: HashMap::new(),
+            pending: HashMap::new(),
+            marked: HashSet::new(),
+            since: None,
+        };
+        recover(conn)?;
         writer.reload(conn)?;
         Ok(writer)
     }
@@ -97,40 +193,259 @@ impl Writer {
         self.ids.insert(key, id);
         Ok(id)
     }
+
+    /// Marks, within a batch's transaction, the hours it adds to; returns the newly marked
+    /// ones, for [`Writer::keep`] once the transaction is committed.
+    pub fn mark(&self, tx: &Transaction<'_>, added: &HourStats<i64>) -> Result<Vec<i64>> {
+        let hours: BTreeSet<i64> =
+            added.hours.keys().map(|(_, h)| *h).filter(|h| !self.marked.contains(h)).collect();
+        let mut insert =
+            tx.prepare_cached("INSERT OR IGNORE INTO endpoint_dirty (hour) VALUES (?)")?;
+        for h in &hours {
+            insert.execute([h])?;
+        }
+        Ok(hours.into_iter().collect())
+    }
+
+    /// Takes the statistics of a committed transaction, to be written later.
+    pub fn keep(&mut self, added: HourStats<i64>, marked: Vec<i64>) {
+        self.marked.extend(marked);
+        if added.hours.is_empty() {
+            return;
+        }
+        self.since.get_or_insert_with(Instant::now);
+        for (key, stats) in added.hours {
+            match self.pending.get_mut(&key) {
+                Some(kept) => kept.merge(&stats),
+                None => {
+                    self.pending.insert(key, stats);
+                }
+            }
+        }
+    }
+
+    /// Whether statistics wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Whether the statistics waiting should be written now although ingest goes on.
+    pub fn flush_due(&self) -> bool {
+        self.pending.len() >= MAX_PENDING
+            || self.since.is_some_and(|since| since.elapsed() >= FLUSH_AFTER)
+    }
+
+    /// Writes the statistics waiting, hours and days, and clears the marks, in one
+    /// transaction; on failure they stay waiting (and marked), to be written with the next.
+    pub fn flush(&mut self, conn: &mut Connection) -> Result<()> {
+        if self.pending.is_empty() && self.marked.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut days: HashMap<(i64, i64), Stats> = HashMap::new();
+        for (&(endpoint, h), stats) in &self.pending {
+            add_to_row(&tx, Table::Hours, endpoint, h, stats)?;
+            days.entry((endpoint, day_of(h))).or_default().merge(stats);
+        }
+        for ((endpoint, day), stats) in &days {
+            add_to_row(&tx, Table::Days, *endpoint, *day, stats)?;
+        }
+        tx.execute("DELETE FROM endpoint_dirty", [])?;
+        tx.commit()?;
+        self.pending.clear();
+        self.marked.clear();
+        self.since = None;
+        Ok(())
+    }
 }
 
-/// Adds what a transaction counted to the stored hours.
-pub fn save_hours(tx: &Transaction<'_>, added: &HourStats<i64>) -> Result<()> {
-    let mut select =
-        tx.prepare_cached("SELECT stats FROM endpoint_hours WHERE endpoint = ? AND hour = ?")?;
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO endpoint_hours (endpoint, hour, stats) VALUES (?, ?, ?)
-         ON CONFLICT (endpoint, hour) DO UPDATE SET stats = excluded.stats",
-    )?;
-    for ((endpoint, hour), stats) in &added.hours {
-        let mut rows = select.query(params![endpoint, hour])?;
-        let merged = match rows.next()? {
-            Some(row) => {
-                let mut stored = decode(&row.get::<_, Vec<u8>>(0)?)?;
-                stored.merge(stats);
-                stored
+/// The two tables of statistics, which have the same columns but the name of their time.
+#[derive(Clone, Copy)]
+enum Table {
+    Hours,
+    Days,
+}
+
+impl Table {
+    fn select(self) -> &'static str {
+        match self {
+            Table::Hours => "SELECT stats FROM endpoint_hours WHERE endpoint = ? AND hour = ?",
+            Table::Days => "SELECT stats FROM endpoint_days WHERE endpoint = ? AND day = ?",
+        }
+    }
+
+    fn upsert(self) -> &'static str {
+        match self {
+            Table::Hours => {
+                "INSERT INTO endpoint_hours
+                   (endpoint, hour, requests, errors, attacks, first_ts, last_ts, flows, stats)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (endpoint, hour) DO UPDATE SET requests = excluded.requests,
+                   errors = excluded.errors, attacks = excluded.attacks,
+                   first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+                   flows = excluded.flows, stats = excluded.stats"
             }
-            None => stats.clone(),
-        };
-        drop(rows);
-        upsert.execute(params![endpoint, hour, merged.encode()])?;
+            Table::Days => {
+                "INSERT INTO endpoint_days
+                   (endpoint, day, requests, errors, attacks, first_ts, last_ts, flows, stats)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (endpoint, day) DO UPDATE SET requests = excluded.requests,
+                   errors = excluded.errors, attacks = excluded.attacks,
+                   first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+                   flows = excluded.flows, stats = excluded.stats"
+            }
+        }
+    }
+}
+
+/// Writes the statistics of an endpoint-hour or day, with their totals.
+fn write_row(
+    tx: &Transaction<'_>,
+    table: Table,
+    endpoint: i64,
+    at: i64,
+    stats: &Stats,
+) -> Result<()> {
+    let totals = Totals::of(stats);
+    let flows = tally::join_list(totals.flows.iter().map(String::as_str));
+    tx.prepare_cached(table.upsert())?.execute(params![
+        endpoint,
+        at,
+        totals.requests as i64,
+        totals.errors as i64,
+        totals.attacks as i64,
+        totals.first_ts,
+        totals.last_ts,
+        flows,
+        stats.encode(),
+    ])?;
+    Ok(())
+}
+
+/// Adds statistics to those stored for an endpoint-hour or day.
+fn add_to_row(
+    tx: &Transaction<'_>,
+    table: Table,
+    endpoint: i64,
+    at: i64,
+    stats: &Stats,
+) -> Result<()> {
+    let stored: Option<Vec<u8>> = {
+        let mut select = tx.prepare_cached(table.select())?;
+        let mut rows = select.query(params![endpoint, at])?;
+        match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        }
+    };
+    match stored {
+        Some(bytes) => {
+            let mut merged = decode(&bytes)?;
+            merged.merge(stats);
+            write_row(tx, table, endpoint, at, &merged)
+        }
+        None => write_row(tx, table, endpoint, at, stats),
+    }
+}
+
+/// Rebuilds the hours a writer left marked from their requests, and their days from their
+/// hours.
+fn recover(conn: &Connection) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    let marked: Vec<i64> = tx
+        .prepare("SELECT hour FROM endpoint_dirty")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if marked.is_empty() {
+        return Ok(());
+    }
+    let mut days = BTreeSet::new();
+    for h in marked {
+        tx.execute("DELETE FROM endpoint_hours WHERE hour = ?", [h])?;
+        let mut counted: HashMap<i64, Stats> = HashMap::new();
+        each_request(&tx, (h * HOUR_MS, (h + 1) * HOUR_MS - 1), |endpoint, request, flows| {
+            counted.entry(endpoint).or_default().add(request, flows.iter().copied());
+        })?;
+        for (endpoint, stats) in &counted {
+            write_row(&tx, Table::Hours, *endpoint, h, stats)?;
+        }
+        days.insert(day_of(h));
+    }
+    for day in days {
+        rebuild_day(&tx, day)?;
+    }
+    tx.execute("DELETE FROM endpoint_dirty", [])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Replaces the rows of a day by the merge of its hours.
+fn rebuild_day(tx: &Transaction<'_>, day: i64) -> Result<()> {
+    tx.execute("DELETE FROM endpoint_days WHERE day = ?", [day])?;
+    let mut merged: HashMap<i64, Stats> = HashMap::new();
+    {
+        let mut select = tx.prepare_cached(
+            "SELECT endpoint, stats FROM endpoint_hours INDEXED BY endpoint_hours_hour
+             WHERE hour BETWEEN ? AND ?",
+        )?;
+        let mut rows = select.query([day * DAY_HOURS, day * DAY_HOURS + DAY_HOURS - 1])?;
+        while let Some(row) = rows.next()? {
+            let stats = decode(&row.get::<_, Vec<u8>>(1)?)?;
+            merged.entry(row.get(0)?).or_default().merge(&stats);
+        }
+    }
+    for (endpoint, stats) in &merged {
+        write_row(tx, Table::Days, *endpoint, day, stats)?;
     }
     Ok(())
+}
+
+/// Calls `f` with every request of a millisecond range that has an endpoint.
+fn each_request(
+    tx: &Connection,
+    (start, end): (i64, i64),
+    mut f: impl FnMut(i64, &Observation<'_>, &[&str]),
+) -> Result<()> {
+    let mut select = tx.prepare_cached(
+        "SELECT r.endpoint, r.ts, r.status, r.duration_ms, r.response_bytes,
+                r.attack IS NOT NULL, r.flows, s.session_id
+         FROM requests r JOIN sessions s ON s.id = r.session
+         WHERE r.id BETWEEN ? AND ? AND r.ts BETWEEN ? AND ? AND r.endpoint IS NOT NULL",
+    )?;
+    let bounds = [schema::first_id(start), schema::last_id(end), start, end];
+    let mut rows = select.query(params_from_iter(bounds.iter().map(|v| Value::Integer(*v))))?;
+    while let Some(row) = rows.next()? {
+        let session_id = text(row, 7)?;
+        let request = Observation {
+            ts: row.get(1)?,
+            status: row.get(2)?,
+            duration_ms: row.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+            response_bytes: row.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
+            attack: row.get(5)?,
+            session_id,
+        };
+        let flows: Vec<&str> = tally::split_list(text(row, 6)?).collect();
+        f(row.get(0)?, &request, &flows);
+    }
+    Ok(())
+}
+
+/// A text column, borrowed from the row.
+fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> Result<&'r str> {
+    Ok(row.get_ref(column)?.as_str().map_err(rusqlite::Error::from)?)
 }
 
 fn decode(bytes: &[u8]) -> Result<Stats> {
     Stats::decode(bytes).map_err(|_| StoreError::new("unreadable endpoint statistics"))
 }
 
-/// After the requests older than `cutoff` are gone: the hours before the cutoff's, and the
-/// endpoints left without any hour.
+/// After the requests older than `cutoff` are gone (and the statistics waiting were written):
+/// the hours and days before the cutoff's, and the endpoints left without any hour. The day of
+/// the cutoff keeps the hours before it in its rollup; no range reads it whole again, as
+/// ranges start at or after the cutoff.
 pub fn purge(conn: &Connection, cutoff: i64) -> Result<()> {
     conn.execute("DELETE FROM endpoint_hours WHERE hour < ?", [hour(cutoff)])?;
+    conn.execute("DELETE FROM endpoint_days WHERE day < ?", [day_of(hour(cutoff))])?;
     conn.execute(
         "DELETE FROM endpoints WHERE NOT EXISTS
            (SELECT 1 FROM endpoint_hours h WHERE h.endpoint = endpoints.id)",
@@ -151,71 +466,246 @@ fn all(conn: &Connection) -> Result<HashMap<i64, EndpointKey>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn measure(conn: &Connection, range: &EndpointRange, floor: i64) -> Result<Vec<Measured>> {
-    let tx = conn.unchecked_transaction()?;
-    let from = range.from.map_or(floor, |from| from.0.max(floor));
-    let plan = HourPlan::new(from, range.to.map(|to| to.0));
-    let mut names = all(&tx)?;
-    if let Some(only) = &range.only {
-        names.retain(|_, key| only.contains(key));
-    }
-    let mut merged = Merged::default();
-    if let Some((first, last)) = plan.hours {
-        let last = last.unwrap_or(i64::MAX);
-        let mut add = |rows: &mut rusqlite::Rows<'_>| -> Result<()> {
-            while let Some(row) = rows.next()? {
-                if let Some(key) = names.get(&row.get::<_, i64>(0)?) {
-                    merged.add(key.clone(), &decode(&row.get::<_, Vec<u8>>(1)?)?);
+/// Where each part of a range is read from: rollups of whole days, rows of whole hours, and the
+/// requests of the hours the range cuts or that are marked.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Parts {
+    /// Inclusive ranges of days.
+    days: Vec<(i64, i64)>,
+    /// Inclusive ranges of hours; the marked ones among them are skipped.
+    hours: Vec<(i64, i64)>,
+    /// Inclusive millisecond ranges.
+    requests: Vec<(i64, i64)>,
+    marked: HashSet<i64>,
+}
+
+/// The last hour of a range open at its end: far beyond any request, and far from overflows.
+const OPEN_END: i64 = 1 << 40;
+
+impl Parts {
+    fn new(plan: &HourPlan, marked: HashSet<i64>) -> Parts {
+        let mut parts = Parts { requests: plan.edges.clone(), ..Parts::default() };
+        if let Some((first, last)) = plan.hours {
+            let last = last.unwrap_or(OPEN_END);
+            let first_day = (first + DAY_HOURS - 1).div_euclid(DAY_HOURS);
+            let last_day = (last + 1).div_euclid(DAY_HOURS) - 1;
+            if first_day > last_day {
+                parts.hours.push((first, last));
+            } else {
+                if first < first_day * DAY_HOURS {
+                    parts.hours.push((first, first_day * DAY_HOURS - 1));
                 }
+                if last > last_day * DAY_HOURS + DAY_HOURS - 1 {
+                    parts.hours.push(((last_day + 1) * DAY_HOURS, last));
+                }
+                // A day with a marked hour is read hour by hour.
+                let marked_days: BTreeSet<i64> = marked
+                    .iter()
+                    .map(|h| day_of(*h))
+                    .filter(|d| (first_day..=last_day).contains(d))
+                    .collect();
+                let mut next = first_day;
+                for day in marked_days {
+                    if next < day {
+                        parts.days.push((next, day - 1));
+                    }
+                    parts.hours.push((day * DAY_HOURS, day * DAY_HOURS + DAY_HOURS - 1));
+                    next = day + 1;
+                }
+                if next <= last_day {
+                    parts.days.push((next, last_day));
+                }
+            }
+            for &h in &marked {
+                if h >= first && h <= last {
+                    parts.requests.push((h * HOUR_MS, (h + 1) * HOUR_MS - 1));
+                }
+            }
+        }
+        parts.marked = marked;
+        parts
+    }
+
+    fn read(conn: &Connection, range: &EndpointRange, floor: i64) -> Result<Parts> {
+        let from = range.from.map_or(floor, |from| from.0.max(floor));
+        let plan = HourPlan::new(from, range.to.map(|to| to.0));
+        let marked: HashSet<i64> = conn
+            .prepare_cached("SELECT hour FROM endpoint_dirty")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Parts::new(&plan, marked))
+    }
+
+    /// The rows of the days and hours; `only` limits them to some endpoints, read by the
+    /// primary key.
+    fn each_row(
+        &self,
+        conn: &Connection,
+        columns: &str,
+        only: Option<&[i64]>,
+        mut f: impl FnMut(i64, &rusqlite::Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let tables =
+            [("endpoint_days", "day", &self.days), ("endpoint_hours", "hour", &self.hours)];
+        for (table, time, ranges) in tables {
+            let is_hours = time == "hour";
+            let mut visit = |rows: &mut rusqlite::Rows<'_>| -> Result<()> {
+                while let Some(row) = rows.next()? {
+                    if is_hours && self.marked.contains(&row.get::<_, i64>(1)?) {
+                        continue;
+                    }
+                    f(row.get(0)?, row)?;
+                }
+                Ok(())
+            };
+            for (first, last) in ranges {
+                match only {
+                    None => {
+                        let mut select = conn.prepare_cached(&format!(
+                            "SELECT endpoint, {time}, {columns} FROM {table}
+                             INDEXED BY {table}_{time} WHERE {time} BETWEEN ? AND ?"
+                        ))?;
+                        visit(&mut select.query(params![first, last])?)?;
+                    }
+                    Some(ids) => {
+                        let mut select = conn.prepare_cached(&format!(
+                            "SELECT endpoint, {time}, {columns} FROM {table}
+                             WHERE endpoint = ? AND {time} BETWEEN ? AND ?"
+                        ))?;
+                        for id in ids {
+                            visit(&mut select.query(params![id, first, last])?)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The totals of every endpoint, by id.
+    fn totals(&self, conn: &Connection) -> Result<HashMap<i64, Totals>> {
+        let mut by_id: HashMap<i64, Totals> = HashMap::new();
+        self.each_row(
+            conn,
+            "requests, errors, attacks, first_ts, last_ts, flows",
+            None,
+            |id, row| {
+                let totals = by_id.entry(id).or_default();
+                let flows = text(row, 7)?;
+                totals.merge(&Totals {
+                    requests: row.get::<_, i64>(2)? as u64,
+                    errors: row.get::<_, i64>(3)? as u64,
+                    attacks: row.get::<_, i64>(4)? as u64,
+                    first_ts: row.get(5)?,
+                    last_ts: row.get(6)?,
+                    flows: BTreeSet::new(),
+                });
+                for flow in tally::split_list(flows) {
+                    if !totals.flows.contains(flow) {
+                        totals.flows.insert(flow.to_owned());
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        for range in &self.requests {
+            each_request(conn, *range, |id, request, flows| {
+                let totals = by_id.entry(id).or_default();
+                totals.merge(&Totals {
+                    requests: 1,
+                    errors: u64::from((400..600).contains(&request.status)),
+                    attacks: u64::from(request.attack),
+                    first_ts: request.ts,
+                    last_ts: request.ts,
+                    flows: BTreeSet::new(),
+                });
+                for flow in flows {
+                    if !totals.flows.contains(*flow) {
+                        totals.flows.insert((*flow).to_owned());
+                    }
+                }
+            })?;
+        }
+        Ok(by_id)
+    }
+
+    /// The statistics of every endpoint, or of `only`, by id.
+    fn stats(&self, conn: &Connection, only: Option<&HashSet<i64>>) -> Result<HashMap<i64, Stats>> {
+        let mut by_id: HashMap<i64, Stats> = HashMap::new();
+        // A few endpoints are read by the primary key, many by scanning the range.
+        let few: Option<Vec<i64>> =
+            only.filter(|ids| ids.len() <= FEW_ENDPOINTS).map(|ids| ids.iter().copied().collect());
+        self.each_row(conn, "stats", few.as_deref(), |id, row| {
+            if only.is_none_or(|ids| ids.contains(&id)) {
+                let stats = decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                by_id.entry(id).or_default().merge(&stats);
             }
             Ok(())
-        };
-        match &range.only {
-            None => {
-                let mut select = tx.prepare_cached(
-                    "SELECT endpoint, stats FROM endpoint_hours INDEXED BY endpoint_hours_hour
-                     WHERE hour BETWEEN ? AND ?",
-                )?;
-                add(&mut select.query(params![first, last])?)?;
-            }
-            // A few endpoints: each one's hours, by the primary key.
-            Some(_) => {
-                let mut select = tx.prepare_cached(
-                    "SELECT endpoint, stats FROM endpoint_hours
-                     WHERE endpoint = ? AND hour BETWEEN ? AND ?",
-                )?;
-                for id in names.keys() {
-                    add(&mut select.query(params![id, first, last])?)?;
+        })?;
+        for range in &self.requests {
+            each_request(conn, *range, |id, request, flows| {
+                if only.is_none_or(|ids| ids.contains(&id)) {
+                    by_id.entry(id).or_default().add(request, flows.iter().copied());
                 }
-            }
+            })?;
+        }
+        Ok(by_id)
+    }
+}
+
+/// Endpoints up to which their statistics are read one by one rather than by a scan.
+const FEW_ENDPOINTS: usize = 2000;
+
+fn measured(names: &HashMap<i64, EndpointKey>, by_id: HashMap<i64, Stats>) -> Vec<Measured> {
+    let mut merged = Merged::default();
+    for (id, stats) in by_id {
+        if let Some(key) = names.get(&id) {
+            merged.add(key.clone(), &stats);
         }
     }
-    let mut edge = tx.prepare_cached(
-        "SELECT r.endpoint, r.ts, r.status, r.duration_ms, r.response_bytes,
-                r.attack IS NOT NULL, r.flows, s.session_id
-         FROM requests r JOIN sessions s ON s.id = r.session
-         WHERE r.id BETWEEN ? AND ? AND r.ts BETWEEN ? AND ? AND r.endpoint IS NOT NULL",
-    )?;
-    for (start, end) in &plan.edges {
-        let bounds = [schema::first_id(*start), schema::last_id(*end), *start, *end];
-        let mut rows = edge.query(params_from_iter(bounds.iter().map(|v| Value::Integer(*v))))?;
-        while let Some(row) = rows.next()? {
-            let Some(key) = names.get(&row.get::<_, i64>(0)?) else { continue };
-            let session_id: String = row.get(7)?;
-            let request = crate::endpoints::stats::Observation {
-                ts: row.get(1)?,
-                status: row.get(2)?,
-                duration_ms: row.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-                response_bytes: row.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
-                attack: row.get(5)?,
-                session_id: &session_id,
-            };
-            let flows: String = row.get(6)?;
-            let flows: Vec<&str> = tally::split_list(&flows).collect();
-            merged.add_request(key.clone(), &request, &flows);
+    merged.finish()
+}
+
+pub fn measure(conn: &Connection, range: &EndpointRange, floor: i64) -> Result<Vec<Measured>> {
+    let tx = conn.unchecked_transaction()?;
+    let parts = Parts::read(&tx, range, floor)?;
+    let names = all(&tx)?;
+    let by_id = match &range.only {
+        None => parts.stats(&tx, None)?,
+        Some(keys) => {
+            let ids: HashSet<i64> =
+                names.iter().filter(|(_, key)| keys.contains(key)).map(|(id, _)| *id).collect();
+            parts.stats(&tx, Some(&ids))?
         }
-    }
-    Ok(merged.finish())
+    };
+    Ok(measured(&names, by_id))
+}
+
+pub fn ranking(
+    conn: &Connection,
+    range: &EndpointRange,
+    floor: i64,
+    pick: &mut Pick<'_>,
+) -> Result<(Vec<Counted>, Vec<Measured>)> {
+    let tx = conn.unchecked_transaction()?;
+    let parts = Parts::read(&tx, range, floor)?;
+    let names = all(&tx)?;
+    let mut counted: Vec<Counted> = parts
+        .totals(&tx)?
+        .into_iter()
+        .filter(|(_, totals)| totals.requests > 0)
+        .filter_map(|(id, totals)| Some(Counted { endpoint: names.get(&id)?.clone(), totals }))
+        .collect();
+    counted.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+    let wanted: HashSet<EndpointKey> = pick(&counted).into_iter().collect();
+    let ids: HashSet<i64> =
+        names.iter().filter(|(_, key)| wanted.contains(key)).map(|(id, _)| *id).collect();
+    let by_id = if ids.len() == counted.len() {
+        parts.stats(&tx, None)?
+    } else {
+        parts.stats(&tx, Some(&ids))?
+    };
+    Ok((counted, measured(&names, by_id)))
 }
 
 pub fn of_requests(conn: &Connection, requests: &[Cursor]) -> Result<Vec<Option<EndpointKey>>> {
@@ -237,4 +727,205 @@ pub fn of_requests(conn: &Connection, requests: &[Cursor]) -> Result<Vec<Option<
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use api_sessions_core::record::Record;
+    use api_sessions_core::time::Millis;
+
+    use super::*;
+    use crate::batch::Batch;
+    use crate::endpoints::Endpoints;
+    use crate::store::signals::Detection;
+    use crate::store::sqlite::write::{self, IngestJob};
+
+    const DAY_MS: i64 = DAY_HOURS * HOUR_MS;
+
+    /// Requests of a few endpoints and sessions over three days from `start`.
+    fn records(start: i64) -> Vec<Record> {
+        (0..900u64)
+            .map(|n| {
+                let ts = start + (n as i64 * 7_919_113) % (3 * DAY_MS);
+                let session = format!("s{}", n % 41);
+                Record {
+                    v: 1,
+                    ts: Millis(ts),
+                    request_id: format!("r{n}"),
+                    node: "web-1".into(),
+                    pid: 1,
+                    seq: n,
+                    session_id: session.clone(),
+                    session_key: "cookie:sid".into(),
+                    session_key_builtin: true,
+                    key_hash: format!("key-{session}"),
+                    session_start: Millis(start),
+                    server: "api.example.com".into(),
+                    method: ["GET", "POST"][(n % 2) as usize].into(),
+                    path: format!("/x{}/{}", n % 3, n),
+                    status: [200, 404, 500, 302][(n % 4) as usize],
+                    duration_ms: (n % 101) as f64 * 1.7,
+                    request_bytes: 10,
+                    response_bytes: n * 31 % 9000,
+                    ip: "192.0.2.1".into(),
+                    user_agent: None,
+                    user: None,
+                    role: None,
+                    flows: if n % 13 == 0 { vec!["billing".into()] } else { vec![] },
+                    params: vec![],
+                    attack: None,
+                    truncated: vec![],
+                    blocked: None,
+                }
+            })
+            .collect()
+    }
+
+    fn expected(records: &[Record], from: i64, to: i64) -> Vec<(String, Stats)> {
+        let mut all: BTreeMap<String, Stats> = BTreeMap::new();
+        for r in records.iter().filter(|r| r.ts.0 >= from && r.ts.0 <= to) {
+            let observation = Observation {
+                ts: r.ts.0,
+                status: r.status,
+                duration_ms: r.duration_ms,
+                response_bytes: r.response_bytes,
+                session_id: &r.session_id,
+                attack: false,
+            };
+            let key = format!("{} {}/{{id}}", r.method, r.path.rsplit_once('/').unwrap().0);
+            all.entry(key).or_default().add(&observation, r.flows.iter().map(String::as_str));
+        }
+        all.into_iter().collect()
+    }
+
+    fn got(conn: &Connection, from: i64, to: i64) -> Vec<(String, Stats)> {
+        let range = EndpointRange { from: Some(Millis(from)), to: Some(Millis(to)), only: None };
+        let mut all: Vec<(String, Stats)> = measure(conn, &range, 0)
+            .unwrap()
+            .into_iter()
+            .map(|m| (format!("{} {}", m.endpoint.method, m.endpoint.template), m.stats))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn marked(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM endpoint_dirty", [], |row| row.get(0)).unwrap()
+    }
+
+    /// Ranges across days, cut inside hours and days, and whole ones.
+    fn ranges(start: i64) -> Vec<(i64, i64)> {
+        let day = start - start.rem_euclid(DAY_MS) + DAY_MS;
+        vec![
+            (start, start + 3 * DAY_MS),
+            (day, day + DAY_MS - 1),
+            (day - 5 * HOUR_MS - 17, day + DAY_MS + 2 * HOUR_MS + 5),
+            (day + 3 * HOUR_MS + 1, day + 3 * HOUR_MS + 7 * 60_000),
+        ]
+    }
+
+    /// Statistics held back by the writer are counted from the requests while their hours are
+    /// marked; a writer that died before writing them rebuilds them from the requests; both
+    /// give exactly the statistics of the requests, and so do the written rows.
+    #[test]
+    fn held_back_statistics_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("e.db")).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let start = 1_700_000_000_000;
+        let records = records(start);
+        let mut writer = Writer::load(&conn).unwrap();
+        let mut ids = write::Ids::default();
+        for chunk in records.chunks(128) {
+            let mut batch = Batch::default();
+            for record in chunk {
+                let mut line = Vec::new();
+                record.write_ndjson(&mut line);
+                line.pop();
+                batch.push_line(&line).unwrap();
+            }
+            let job = IngestJob::new(batch, None, &Endpoints::default());
+            write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
+        }
+        // Nothing written yet: every hour with requests is marked and read from them.
+        assert!(writer.has_pending());
+        let hours: i64 = conn
+            .query_row("SELECT count(DISTINCT hour) FROM requests", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(marked(&conn), hours);
+        let rows: i64 =
+            conn.query_row("SELECT count(*) FROM endpoint_hours", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 0);
+        for (from, to) in ranges(start) {
+            assert_eq!(got(&conn, from, to), expected(&records, from, to), "{from}..{to}");
+        }
+
+        // The process dies: what the writer held is lost; the next one rebuilds it.
+        drop(writer);
+        let writer = Writer::load(&conn).unwrap();
+        assert!(!writer.has_pending());
+        assert_eq!(marked(&conn), 0);
+        let days: i64 =
+            conn.query_row("SELECT count(*) FROM endpoint_days", [], |row| row.get(0)).unwrap();
+        assert!(days > 0);
+        for (from, to) in ranges(start) {
+            assert_eq!(got(&conn, from, to), expected(&records, from, to), "{from}..{to}");
+        }
+    }
+
+    /// A flush writes hours and days that add up to the requests, and clears the marks.
+    #[test]
+    fn flushed_statistics_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("e.db")).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let start = 1_700_000_000_000 + 5 * HOUR_MS + 123;
+        let records = records(start);
+        let mut writer = Writer::load(&conn).unwrap();
+        let mut ids = write::Ids::default();
+        for (i, chunk) in records.chunks(100).enumerate() {
+            let mut batch = Batch::default();
+            for record in chunk {
+                let mut line = Vec::new();
+                record.write_ndjson(&mut line);
+                line.pop();
+                batch.push_line(&line).unwrap();
+            }
+            let job = IngestJob::new(batch, None, &Endpoints::default());
+            write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
+            // Flushes between some batches: the rows are read, added to and written back.
+            if i % 3 == 1 {
+                writer.flush(&mut conn).unwrap();
+                assert_eq!(marked(&conn), 0);
+            }
+        }
+        writer.flush(&mut conn).unwrap();
+        assert!(!writer.has_pending());
+        assert_eq!(marked(&conn), 0);
+        for (from, to) in ranges(start) {
+            assert_eq!(got(&conn, from, to), expected(&records, from, to), "{from}..{to}");
+        }
+        // The totals in the columns are those of the blobs.
+        for table in ["endpoint_hours", "endpoint_days"] {
+            let mut select = conn
+                .prepare(&format!(
+                    "SELECT requests, errors, attacks, first_ts, last_ts, flows, stats FROM {table}"
+                ))
+                .unwrap();
+            let mut rows = select.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                let stats = decode(&row.get::<_, Vec<u8>>(6).unwrap()).unwrap();
+                let totals = Totals::of(&stats);
+                assert_eq!(row.get::<_, i64>(0).unwrap() as u64, totals.requests);
+                assert_eq!(row.get::<_, i64>(1).unwrap() as u64, totals.errors);
+                assert_eq!(row.get::<_, i64>(2).unwrap() as u64, totals.attacks);
+                assert_eq!(row.get::<_, i64>(3).unwrap(), totals.first_ts);
+                assert_eq!(row.get::<_, i64>(4).unwrap(), totals.last_ts);
+                let flows: String = row.get(5).unwrap();
+                assert_eq!(flows, tally::join_list(totals.flows.iter().map(String::as_str)));
+            }
+        }
+    }
 }

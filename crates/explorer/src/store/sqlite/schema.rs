@@ -213,6 +213,9 @@ const MIGRATIONS: &[Migration] = &[
         "CREATE INDEX requests_session_attack ON requests (session, attack, ts)
          WHERE attack IS NOT NULL;",
     ),
+    // 9: the totals of each endpoint-hour in columns, rollups per endpoint and day, and the
+    // hours whose statistics wait in the writer (see `endpoints`).
+    Migration::Code(super::endpoints::migrate_rollups),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,

@@ -282,7 +282,8 @@ pub fn ingest(
 ) -> Result<Vec<IngestCounts>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut all_counts = Vec::with_capacity(jobs.len());
-    {
+    let mut endpoint_hours = HourStats::default();
+    let marked = {
         let mut sessions: HashMap<&str, SessionAcc<'_>> = HashMap::new();
         let mut insert_request = tx.prepare_cached(
             "INSERT OR IGNORE INTO requests (id, session, ts, hour, request_id, node, pid, seq,
@@ -295,7 +296,6 @@ pub fn ingest(
         let mut search_index = search::Pending::default();
         let mut detected = signals::Pending::default();
         let mut flows = String::new();
-        let mut endpoint_hours = HourStats::default();
 
         for job in jobs {
             let mut counts = IngestCounts::default();
@@ -388,10 +388,12 @@ pub fn ingest(
             acc.save(&tx)?;
         }
         search_index.save(&tx)?;
-        endpoints::save_hours(&tx, &endpoint_hours)?;
         signals::apply(&tx, detected, detection)?;
-    }
+        // The statistics are written later (see `endpoints`); the marks say so to readers.
+        endpoints.mark(&tx, &endpoint_hours)?
+    };
     tx.commit()?;
+    endpoints.keep(endpoint_hours, marked);
     Ok(all_counts)
 }
 
@@ -414,7 +416,14 @@ pub fn follow_position(conn: &Connection, path: &str) -> Result<Option<FollowPos
 
 /// Deletes requests older than `cutoff`, the sessions left without requests, and recounts the
 /// sessions that had requests on both sides of it.
-pub fn purge(conn: &mut Connection, cutoff: i64) -> Result<PurgeCounts> {
+pub fn purge(
+    conn: &mut Connection,
+    endpoints: &mut endpoints::Writer,
+    cutoff: i64,
+) -> Result<PurgeCounts> {
+    // The endpoint statistics waiting are written first, so that the purge sees every
+    // endpoint's hours.
+    endpoints.flush(conn)?;
     let mut counts = PurgeCounts::default();
 
     // Ids are in time order: the expired requests are the first ones.

@@ -129,7 +129,7 @@ fn run(
     while let Some(job) = next.take() {
         match job {
             Job::Purge(cutoff, reply) => {
-                let purged = write::purge(&mut conn, cutoff);
+                let purged = write::purge(&mut conn, &mut endpoints, cutoff);
                 // Endpoints no longer called free their places under the cap.
                 reload(&mut endpoints, &conn);
                 let _ = reply.send(purged);
@@ -194,12 +194,39 @@ fn run(
             // The WAL was restarted from its beginning.
             signalled_at = size;
         }
+        if endpoints.flush_due() {
+            flush(&mut endpoints, &mut conn);
+        }
         if next.is_none() {
-            next = queue.recv().ok();
+            next = next_job(queue, &mut endpoints, &mut conn);
         }
     }
+    flush(&mut endpoints, &mut conn);
     drop(wake);
     let _ = checkpoints.join();
+}
+
+/// The next job; the endpoint statistics waiting are written out if none comes for a moment,
+/// so that they are not held back by a pause in ingest.
+fn next_job(
+    queue: &mpsc::Receiver<Job>,
+    endpoints: &mut endpoints::Writer,
+    conn: &mut Connection,
+) -> Option<Job> {
+    if endpoints.has_pending() {
+        match queue.recv_timeout(endpoints::FLUSH_IDLE) {
+            Ok(job) => return Some(job),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => flush(endpoints, conn),
+        }
+    }
+    queue.recv().ok()
+}
+
+fn flush(endpoints: &mut endpoints::Writer, conn: &mut Connection) {
+    if let Err(err) = endpoints.flush(conn) {
+        tracing::warn!("cannot write the endpoint statistics: {err}");
+    }
 }
 
 fn reload(endpoints: &mut endpoints::Writer, conn: &Connection) {
