@@ -874,7 +874,10 @@ fn main() {
     }
     let temp;
     let dir = match dir {
-        Some(dir) => dir,
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).expect("create --dir");
+            dir
+        }
         None => {
             temp = tempfile::tempdir().expect("temp dir");
             temp.path().to_owned()
