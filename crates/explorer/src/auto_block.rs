@@ -12,7 +12,7 @@ use api_sessions_core::time::Millis;
 
 use crate::batch::Batch;
 use crate::store::denylist::{self, Action, AuditEntry, Change, Changed, Denylist, Entry};
-use crate::store::endpoints::{Counted, EndpointKey, Measured, Pick};
+use crate::store::endpoints::{EndpointKey, Measured, Rank};
 use crate::store::values::ValueKind;
 use crate::store::{
     Cursor, EndpointRange, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts,
@@ -166,9 +166,9 @@ impl Store for AutoBlocking {
     fn endpoint_ranking(
         &self,
         range: &EndpointRange,
-        pick: &mut Pick<'_>,
-    ) -> Result<(Vec<Counted>, Vec<Measured>)> {
-        self.inner.endpoint_ranking(range, pick)
+        rank: &mut dyn Rank,
+    ) -> Result<Vec<Measured>> {
+        self.inner.endpoint_ranking(range, rank)
     }
 
     fn request_endpoints(

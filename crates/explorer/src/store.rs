@@ -28,8 +28,9 @@ pub use self::list::{
 use self::signals::{Detection, SessionSignals};
 use self::values::ValueKind;
 use crate::batch::Batch;
+use crate::endpoints::stats::Part;
 use crate::endpoints::Endpoints;
-use endpoints::{Counted, EndpointKey, Measured, Pick, Totals};
+use endpoints::{Counted, EndpointKey, Measured, Rank, Totals};
 
 /// Slices of a session's timeline.
 pub const TIMELINE_BINS: usize = 60;
@@ -522,25 +523,31 @@ pub trait Store: Send + Sync + 'static {
     /// in the order of their keys.
     fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>>;
 
-    /// The [`Totals`] of every endpoint called within `range` (`range.only` is ignored), in
-    /// the order of their keys, and the full statistics of the endpoints `pick` chooses among
-    /// them, read from the same state of the store: so a page ordered by the totals shows
-    /// figures that agree with its order. This default measures everything; a store that keeps
-    /// the totals apart reads them without touching the sketches.
+    /// The full statistics of the endpoints `rank` chooses among those called within `range`
+    /// (`range.only` is ignored), from the [`Totals`] of all of them and the part of their
+    /// statistics it asks for, all read from the same state of the store: so a page ordered by
+    /// the totals or by that part shows figures that agree with its order. This default
+    /// measures everything in full; a store that keeps the totals apart reads them without
+    /// touching the sketches, or only the one asked for.
     fn endpoint_ranking(
         &self,
         range: &EndpointRange,
-        pick: &mut Pick<'_>,
-    ) -> Result<(Vec<Counted>, Vec<Measured>)> {
+        rank: &mut dyn Rank,
+    ) -> Result<Vec<Measured>> {
         let all_range = EndpointRange { only: None, ..range.clone() };
         let all = self.endpoints(&all_range)?;
+        let part = rank.part();
         let counted: Vec<Counted> = all
             .iter()
-            .map(|m| Counted { endpoint: m.endpoint.clone(), totals: Totals::of(&m.stats) })
+            .map(|m| Counted {
+                endpoint: m.endpoint.clone(),
+                totals: Totals::of(&m.stats),
+                part: if part == Part::All { Default::default() } else { m.stats.clone() },
+            })
             .collect();
-        let wanted: std::collections::HashSet<EndpointKey> = pick(&counted).into_iter().collect();
-        let measured = all.into_iter().filter(|m| wanted.contains(&m.endpoint)).collect();
-        Ok((counted, measured))
+        let wanted: std::collections::HashSet<EndpointKey> =
+            rank.pick(&counted).into_iter().collect();
+        Ok(all.into_iter().filter(|m| wanted.contains(&m.endpoint)).collect())
     }
 
     /// The endpoints of some requests of a session, given by their positions, in the same

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use api_sessions::batch::Batch;
 use api_sessions::follow::{Follower, Options};
 use api_sessions::store::denylist;
-use api_sessions::store::endpoints::{Counted, EndpointKey, Measured, Pick};
+use api_sessions::store::endpoints::{EndpointKey, Measured, Rank};
 use api_sessions::store::{
     self, Cursor, Filter, FollowPosition, IngestCounts, ListQuery, PurgeCounts, RequestPage,
     SessionDetail, SessionPage, Store,
@@ -195,9 +195,9 @@ impl Store for Counting {
     fn endpoint_ranking(
         &self,
         range: &store::EndpointRange,
-        pick: &mut Pick<'_>,
-    ) -> store::Result<(Vec<Counted>, Vec<Measured>)> {
-        self.inner.endpoint_ranking(range, pick)
+        rank: &mut dyn Rank,
+    ) -> store::Result<Vec<Measured>> {
+        self.inner.endpoint_ranking(range, rank)
     }
     fn request_endpoints(
         &self,

@@ -6,7 +6,8 @@
 //! which are plain sums a store keeps in columns; filtering and sorting happen here, the same
 //! way whichever store counted them. Sorted by a total, only the endpoints of the page are
 //! measured in full (their sketches merged); sorted by sessions or a quantile, which only the
-//! sketches give, every endpoint that passes the filters is.
+//! sketches give, every endpoint that passes the filters has that one sketch merged, and then
+//! the endpoints of the page are measured in full.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::auto_flows::{self, AutoFlow};
 use super::openapi::Operation;
-use super::stats::{Quantiles, Stats};
+use super::stats::{Part, Quantiles, Stats};
 use super::{Endpoints, SpecStatus};
-use crate::store::endpoints::{Counted, EndpointKey, Measured, Totals};
+use crate::store::endpoints::{Counted, EndpointKey, Measured, Rank, Totals};
 use crate::store::{EndpointRange, Result as StoreResult, Store};
 
 /// How many endpoints a page holds when `limit` does not say, and at most.
@@ -87,9 +88,14 @@ impl Sort {
         Sort::ALL.iter().find(|(sort, _)| *sort == self).map_or("requests", |(_, name)| name)
     }
 
-    /// Whether the sort key comes from the sketches rather than the [`Totals`].
-    fn needs_sketches(self) -> bool {
-        matches!(self, Sort::Sessions | Sort::Duration | Sort::Size)
+    /// The sketch the sort key comes from; [`Part::All`] when it is one of the [`Totals`].
+    fn sketch(self) -> Part {
+        match self {
+            Sort::Sessions => Part::Sessions,
+            Sort::Duration => Part::Duration,
+            Sort::Size => Part::Size,
+            _ => Part::All,
+        }
     }
 }
 
@@ -268,7 +274,7 @@ impl<'a> SpecIndex<'a> {
 
 /// A called endpoint as listed, from its full statistics.
 fn summary(index: &SpecIndex<'_>, endpoint: EndpointKey, stats: Stats) -> Summary {
-    let mut listed = listed(index, endpoint);
+    let mut listed = listed(index, endpoint, true);
     listed.requests = stats.requests;
     listed.sessions = stats.sessions.count();
     listed.statuses = stats.statuses.to_map();
@@ -281,13 +287,18 @@ fn summary(index: &SpecIndex<'_>, endpoint: EndpointKey, stats: Stats) -> Summar
     listed
 }
 
-/// An endpoint with its spec status and suggested flows, and no statistics yet.
-fn listed(index: &SpecIndex<'_>, endpoint: EndpointKey) -> Summary {
+/// An endpoint with its spec status, its suggested flows unless `with_flows` is false, and no
+/// statistics yet.
+fn listed(index: &SpecIndex<'_>, endpoint: EndpointKey, with_flows: bool) -> Summary {
     let operation = index.operation(&endpoint.method, &endpoint.template);
     let parameters = operation.map_or(&[][..], |op| op.parameters.as_slice());
     Summary {
         endpoint: endpoint.key(),
-        auto_flows: auto_flows::suggest(&endpoint.template, parameters),
+        auto_flows: if with_flows {
+            auto_flows::suggest(&endpoint.template, parameters)
+        } else {
+            Vec::new()
+        },
         spec: index.status(&endpoint.method, &endpoint.template),
         server: Some(endpoint.server),
         method: endpoint.method,
@@ -305,8 +316,9 @@ fn listed(index: &SpecIndex<'_>, endpoint: EndpointKey) -> Summary {
 }
 
 /// An endpoint as the list filters and sorts it. From the totals alone, `summary` lacks what
-/// only the sketches give (sessions, quantiles, counts of flows and status classes), until it
-/// is measured in full; `errors` is its 4xx and 5xx requests either way.
+/// only the sketches give (sessions, quantiles, counts of flows and status classes) but the
+/// one the list sorts by, and the suggested flows unless the list is filtered by flow, until
+/// it is measured in full; `errors` is its 4xx and 5xx requests either way.
 #[derive(Clone, Debug)]
 struct Entry {
     summary: Summary,
@@ -321,14 +333,30 @@ impl Entry {
         Entry { summary, errors, measured: true }
     }
 
-    fn of_totals(index: &SpecIndex<'_>, endpoint: EndpointKey, totals: &Totals) -> Entry {
-        let mut summary = listed(index, endpoint);
+    /// From the totals alone; `with_flows` works out the suggested flows.
+    fn of_totals(
+        index: &SpecIndex<'_>,
+        endpoint: EndpointKey,
+        totals: &Totals,
+        with_flows: bool,
+    ) -> Entry {
+        let mut summary = listed(index, endpoint, with_flows);
         summary.requests = totals.requests;
         summary.attacks = totals.attacks;
         summary.flows = totals.flows.iter().map(|flow| (flow.clone(), 0)).collect();
         summary.first_ts = Some(Millis(totals.first_ts));
         summary.last_ts = Some(Millis(totals.last_ts));
         Entry { summary, errors: totals.errors, measured: false }
+    }
+
+    /// Takes the figure the list sorts by from the `sketch` of `stats`.
+    fn rank_by(&mut self, stats: &Stats, sketch: Part) {
+        match sketch {
+            Part::All => {}
+            Part::Sessions => self.summary.sessions = stats.sessions.count(),
+            Part::Duration => self.summary.duration_ms = stats.duration_quantiles(),
+            Part::Size => self.summary.response_bytes = stats.response_bytes_quantiles(),
+        }
     }
 
     /// A documented operation nobody called.
@@ -393,23 +421,10 @@ pub fn page_of(
     endpoints: &Endpoints,
     query: &ListQuery,
 ) -> StoreResult<EndpointPage> {
-    let index = SpecIndex::new(endpoints);
-    let mut selected: Vec<Entry> = Vec::new();
-    let mut pick = |counted: &[Counted]| -> Vec<EndpointKey> {
-        selected = counted
-            .iter()
-            .map(|c| Entry::of_totals(&index, c.endpoint.clone(), &c.totals))
-            .chain(unused(endpoints, counted.iter().map(|c| &c.endpoint)))
-            .filter(|entry| query.selects(&entry.summary))
-            .collect();
-        if query.sort.needs_sketches() {
-            selected.iter().filter_map(Entry::key).collect()
-        } else {
-            selected.sort_by(|a, b| query.compare(a, b));
-            query.window(&selected).iter().filter_map(Entry::key).collect()
-        }
-    };
-    let (_, measured) = store.endpoint_ranking(&query.range(), &mut pick)?;
+    let mut ranker =
+        Ranker { index: SpecIndex::new(endpoints), endpoints, query, selected: Vec::new() };
+    let measured = store.endpoint_ranking(&query.range(), &mut ranker)?;
+    let Ranker { index, mut selected, .. } = ranker;
     let mut full: HashMap<EndpointKey, Stats> =
         measured.into_iter().map(|m| (m.endpoint, m.stats)).collect();
     for entry in &mut selected {
@@ -417,23 +432,81 @@ pub fn page_of(
             *entry = Entry::full(summary(&index, stats.0, stats.1));
         }
     }
-    if query.sort.needs_sketches() {
-        selected.sort_by(|a, b| query.compare(a, b));
-    }
     Ok(query.paged(selected))
+}
+
+/// Filters and sorts the endpoints for a store's [`Store::endpoint_ranking`], keeping them
+/// sorted in `selected`.
+struct Ranker<'a> {
+    index: SpecIndex<'a>,
+    endpoints: &'a Endpoints,
+    query: &'a ListQuery,
+    selected: Vec<Entry>,
+}
+
+impl Rank for Ranker<'_> {
+    fn part(&self) -> Part {
+        self.query.sort.sketch()
+    }
+
+    fn considers(&self, endpoint: &EndpointKey) -> bool {
+        self.query.selects_by_key(
+            Some(&endpoint.server),
+            &endpoint.method,
+            &endpoint.template,
+            || self.index.status(&endpoint.method, &endpoint.template),
+        )
+    }
+
+    fn pick(&mut self, counted: &[Counted]) -> Vec<EndpointKey> {
+        let (index, query) = (&self.index, self.query);
+        // Suggested flows are only worked out here when the list is filtered by flow: the
+        // endpoints of the page get theirs when they are measured in full.
+        let with_flows = query.flow.is_some();
+        self.selected = counted
+            .iter()
+            .map(|c| {
+                let mut entry = Entry::of_totals(index, c.endpoint.clone(), &c.totals, with_flows);
+                entry.rank_by(&c.part, query.sort.sketch());
+                entry
+            })
+            .chain(unused(self.endpoints, counted.iter().map(|c| &c.endpoint)))
+            .filter(|entry| query.selects(&entry.summary))
+            .collect();
+        // In place: no buffer the size of thousands of entries (ties are broken by the key).
+        self.selected.sort_unstable_by(|a, b| query.compare(a, b));
+        query.window(&self.selected).iter().filter_map(Entry::key).collect()
+    }
 }
 
 impl ListQuery {
     fn selects(&self, summary: &Summary) -> bool {
-        self.server.as_ref().is_none_or(|server| {
-            summary.server.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(server))
-        }) && self.method.as_ref().is_none_or(|method| summary.method == *method)
-            && self.q.as_ref().is_none_or(|q| summary.endpoint.to_lowercase().contains(q))
-            && self.spec.is_none_or(|spec| summary.spec == Some(spec))
+        let (server, method, template) =
+            (summary.server.as_deref(), &summary.method, &summary.template);
+        self.selects_by_key(server, method, template, || summary.spec)
             && self.flow.as_ref().is_none_or(|flow| {
                 summary.flows.keys().any(|f| f.to_lowercase() == *flow)
                     || summary.auto_flows.iter().any(|f| f.flow == flow)
             })
+    }
+
+    /// What [`ListQuery::selects`] judges from the endpoint's key and spec status alone.
+    fn selects_by_key(
+        &self,
+        server: Option<&str>,
+        method: &str,
+        template: &str,
+        spec: impl FnOnce() -> Option<SpecStatus>,
+    ) -> bool {
+        self.server
+            .as_ref()
+            .is_none_or(|wanted| server.is_some_and(|s| s.eq_ignore_ascii_case(wanted)))
+            && self.method.as_ref().is_none_or(|wanted| method == wanted)
+            && self
+                .q
+                .as_ref()
+                .is_none_or(|q| super::key(method, template).to_lowercase().contains(q))
+            && self.spec.is_none_or(|wanted| spec() == Some(wanted))
     }
 
     fn compare(&self, a: &Entry, b: &Entry) -> Ordering {
@@ -461,7 +534,7 @@ impl ListQuery {
     pub fn page(&self, all: Vec<Summary>) -> EndpointPage {
         let mut selected: Vec<Entry> =
             all.into_iter().filter(|s| self.selects(s)).map(Entry::full).collect();
-        selected.sort_by(|a, b| self.compare(a, b));
+        selected.sort_unstable_by(|a, b| self.compare(a, b));
         self.paged(selected)
     }
 

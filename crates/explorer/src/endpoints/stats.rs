@@ -96,6 +96,20 @@ impl StatusClasses {
     }
 }
 
+/// What a reader of many [`Stats`] needs of each: everything, or the counters and times with
+/// one sketch. Ranking thousands of endpoints by one sketch decodes and merges only that one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Part {
+    #[default]
+    All,
+    /// The sessions sketch; no flows.
+    Sessions,
+    /// The duration histogram; no flows.
+    Duration,
+    /// The response size histogram; no flows.
+    Size,
+}
+
 /// The statistics of an endpoint over some time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -199,6 +213,12 @@ impl Stats {
 
     /// Reads what [`Stats::encode`] wrote.
     pub fn decode(bytes: &[u8]) -> Result<Stats, DecodeError> {
+        Stats::decode_part(bytes, Part::All)
+    }
+
+    /// Reads what [`Stats::encode`] wrote, leaving out what `part` does not need: the
+    /// sections are length-prefixed, so the others are skipped without being decoded.
+    pub fn decode_part(bytes: &[u8], part: Part) -> Result<Stats, DecodeError> {
         let (&version, mut bytes) = bytes.split_first().ok_or(DecodeError)?;
         if version != ENCODING_VERSION {
             return Err(DecodeError);
@@ -218,11 +238,21 @@ impl Stats {
         for _ in 0..flows {
             let name = std::str::from_utf8(take_bytes(bytes)?).map_err(|_| DecodeError)?;
             let count = take_varint(bytes)?;
-            stats.flows.insert(name.to_owned(), count);
+            if part == Part::All {
+                stats.flows.insert(name.to_owned(), count);
+            }
         }
-        stats.duration_ms = Histogram::decode(take_bytes(bytes)?)?;
-        stats.response_bytes = Histogram::decode(take_bytes(bytes)?)?;
-        stats.sessions = Distinct::decode(take_bytes(bytes)?)?;
+        let (duration_ms, response_bytes, sessions) =
+            (take_bytes(bytes)?, take_bytes(bytes)?, take_bytes(bytes)?);
+        if matches!(part, Part::All | Part::Duration) {
+            stats.duration_ms = Histogram::decode(duration_ms)?;
+        }
+        if matches!(part, Part::All | Part::Size) {
+            stats.response_bytes = Histogram::decode(response_bytes)?;
+        }
+        if matches!(part, Part::All | Part::Sessions) {
+            stats.sessions = Distinct::decode(sessions)?;
+        }
         if !bytes.is_empty() {
             return Err(DecodeError);
         }
@@ -434,6 +464,34 @@ mod tests {
         assert_eq!(Stats::decode(&[2]), Err(DecodeError));
         assert_eq!(Stats::decode(&bytes[..bytes.len() - 1]), Err(DecodeError));
         assert_eq!(Stats::decode(&[bytes.as_slice(), &[0]].concat()), Err(DecodeError));
+    }
+
+    #[test]
+    fn a_part_is_the_whole_without_the_rest() {
+        let mut s = Stats::new();
+        for i in 0..200 {
+            s.add(&observation(i), flows(i));
+        }
+        let bytes = s.encode();
+        let without = |part| {
+            let mut s = s.clone();
+            s.flows.clear();
+            if part != Part::Duration {
+                s.duration_ms = Histogram::new();
+            }
+            if part != Part::Size {
+                s.response_bytes = Histogram::new();
+            }
+            if part != Part::Sessions {
+                s.sessions = Distinct::new();
+            }
+            s
+        };
+        for part in [Part::Sessions, Part::Duration, Part::Size] {
+            assert_eq!(Stats::decode_part(&bytes, part), Ok(without(part)), "{part:?}");
+        }
+        assert_eq!(Stats::decode_part(&bytes, Part::All), Ok(s.clone()));
+        assert_eq!(Stats::decode_part(&bytes[..bytes.len() - 1], Part::Duration), Err(DecodeError));
     }
 
     #[test]

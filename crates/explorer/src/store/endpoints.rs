@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::batch::{Batch, RecordRef};
 use crate::endpoints::registry::{Admission, Registry};
-use crate::endpoints::stats::{hour, Observation, Stats, HOUR_MS};
+use crate::endpoints::stats::{hour, Observation, Part, Stats, HOUR_MS};
 use crate::endpoints::Endpoints;
 
 /// An endpoint as stored: the server it was called on, its method and template.
@@ -86,11 +86,25 @@ impl Totals {
 pub struct Counted {
     pub endpoint: EndpointKey,
     pub totals: Totals,
+    /// The part of its statistics that [`Rank::part`] asked for (at least); empty when that
+    /// was [`Part::All`], as the totals are then enough.
+    pub part: Stats,
 }
 
-/// Chooses, from the totals of every endpoint of a range, the endpoints whose full statistics
-/// are wanted (see [`Store::endpoint_ranking`](crate::store::Store::endpoint_ranking)).
-pub type Pick<'a> = dyn FnMut(&[Counted]) -> Vec<EndpointKey> + 'a;
+/// How a list chooses, from what a store counts, the few endpoints it measures in full (see
+/// [`Store::endpoint_ranking`](crate::store::Store::endpoint_ranking)).
+pub trait Rank {
+    /// What the choice needs besides the totals: one sketch, or [`Part::All`] for nothing.
+    fn part(&self) -> Part;
+
+    /// Whether an endpoint may be picked, judged from its key alone: a store may give those
+    /// that may not with nothing but their number of requests.
+    fn considers(&self, endpoint: &EndpointKey) -> bool;
+
+    /// The endpoints to measure in full, from every endpoint called within the range, in the
+    /// order of their keys.
+    fn pick(&mut self, counted: &[Counted]) -> Vec<EndpointKey>;
+}
 
 /// The endpoint a record's method and path give, before the cap: computed on the sender's
 /// thread, so the one writer only looks the template up.

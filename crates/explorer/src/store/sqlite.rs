@@ -23,7 +23,7 @@ use api_sessions_core::time::Millis;
 use rusqlite::Connection;
 
 use super::denylist::{AuditEntry, Change, Changed, Denylist};
-use super::endpoints::{Counted, EndpointKey, Measured, Pick};
+use super::endpoints::{EndpointKey, Measured, Rank};
 use super::signals::Detection;
 use super::values::ValueKind;
 use super::EndpointRange;
@@ -183,10 +183,10 @@ impl Store for SqliteStore {
     fn endpoint_ranking(
         &self,
         range: &EndpointRange,
-        pick: &mut Pick<'_>,
-    ) -> Result<(Vec<Counted>, Vec<Measured>)> {
+        rank: &mut dyn Rank,
+    ) -> Result<Vec<Measured>> {
         let floor = self.floor();
-        self.with_reader(|conn| endpoints::ranking(conn, range, floor, pick))
+        self.with_reader(|conn| endpoints::ranking(conn, range, floor, rank))
     }
 
     fn request_endpoints(

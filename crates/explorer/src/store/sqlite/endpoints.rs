@@ -29,13 +29,14 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Transaction};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::schema;
 use super::tally;
 use crate::endpoints::registry::{Limits, Registry};
-use crate::endpoints::stats::{hour, Observation, Stats, HOUR_MS};
+use crate::endpoints::stats::{hour, Observation, Part, Stats, HOUR_MS};
 use crate::store::endpoints::{
-    admit, Assignment, Counted, EndpointKey, HourPlan, HourStats, Measured, Merged, Pick, Totals,
+    admit, Assignment, Counted, EndpointKey, HourPlan, HourStats, Measured, Rank, Totals,
 };
 use crate::store::{Cursor, EndpointRange, Result, StoreError};
 
@@ -97,7 +98,13 @@ pub fn migrate_rollups(tx: &Transaction<'_>) -> Result<()> {
         let mut rows = select.query([])?;
         while let Some(row) = rows.next()? {
             let (endpoint, h): (i64, i64) = (row.get(0)?, row.get(1)?);
-            write_row(tx, Table::Hours, endpoint, h, &decode(&row.get::<_, Vec<u8>>(2)?)?)?;
+            write_row(
+                tx,
+                Table::Hours,
+                endpoint,
+                h,
+                &decode(&row.get::<_, Vec<u8>>(2)?, Part::All)?,
+            )?;
             days.insert(day_of(h));
         }
     }
@@ -115,6 +122,17 @@ pub fn migrate_rollups(tx: &Transaction<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The schema's migration that adds the statistics to the indexes by time (see `schema`).
+/// They are small (tens of bytes for most endpoint-hours), so the indexes grow little.
+pub const COVERING_INDEXES: &str = "
+    DROP INDEX endpoint_hours_hour;
+    CREATE INDEX endpoint_hours_hour ON endpoint_hours
+        (hour, endpoint, requests, errors, attacks, first_ts, last_ts, flows, stats);
+    DROP INDEX endpoint_days_day;
+    CREATE INDEX endpoint_days_day ON endpoint_days
+        (day, endpoint, requests, errors, attacks, first_ts, last_ts, flows, stats);
+";
 
 /// Hours in a day: days are UTC days, as the hours are UTC hours.
 const DAY_HOURS: i64 = 24;
@@ -340,7 +358,7 @@ fn add_to_row(
     };
     match stored {
         Some(bytes) => {
-            let mut merged = decode(&bytes)?;
+            let mut merged = decode(&bytes, Part::All)?;
             merged.merge(stats);
             write_row(tx, table, endpoint, at, &merged)
         }
@@ -390,7 +408,7 @@ fn rebuild_day(tx: &Transaction<'_>, day: i64) -> Result<()> {
         )?;
         let mut rows = select.query([day * DAY_HOURS, day * DAY_HOURS + DAY_HOURS - 1])?;
         while let Some(row) = rows.next()? {
-            let stats = decode(&row.get::<_, Vec<u8>>(1)?)?;
+            let stats = decode(&row.get::<_, Vec<u8>>(1)?, Part::All)?;
             merged.entry(row.get(0)?).or_default().merge(&stats);
         }
     }
@@ -435,8 +453,8 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> Result<&'r str> {
     Ok(row.get_ref(column)?.as_str().map_err(rusqlite::Error::from)?)
 }
 
-fn decode(bytes: &[u8]) -> Result<Stats> {
-    Stats::decode(bytes).map_err(|_| StoreError::new("unreadable endpoint statistics"))
+fn decode(bytes: &[u8], part: Part) -> Result<Stats> {
+    Stats::decode_part(bytes, part).map_err(|_| StoreError::new("unreadable endpoint statistics"))
 }
 
 /// After the requests older than `cutoff` are gone (and the statistics waiting were written):
@@ -455,7 +473,7 @@ pub fn purge(conn: &Connection, cutoff: i64) -> Result<()> {
 }
 
 /// Every stored endpoint by id.
-fn all(conn: &Connection) -> Result<HashMap<i64, EndpointKey>> {
+fn all(conn: &Connection) -> Result<FxHashMap<i64, EndpointKey>> {
     let mut select = conn.prepare_cached("SELECT id, server, method, template FROM endpoints")?;
     let rows = select.query_map([], |row| {
         Ok((
@@ -583,8 +601,9 @@ impl Parts {
     }
 
     /// The totals of every endpoint, by id.
-    fn totals(&self, conn: &Connection) -> Result<HashMap<i64, Totals>> {
-        let mut by_id: HashMap<i64, Totals> = HashMap::new();
+    fn totals(&self, conn: &Connection, endpoints: usize) -> Result<FxHashMap<i64, Totals>> {
+        let mut by_id: FxHashMap<i64, Totals> =
+            FxHashMap::with_capacity_and_hasher(endpoints, Default::default());
         self.each_row(
             conn,
             "requests, errors, attacks, first_ts, last_ts, flows",
@@ -629,15 +648,53 @@ impl Parts {
         Ok(by_id)
     }
 
+    /// The statistics of every endpoint, by id, as much as `part` needs of them, with the
+    /// names of their flows; of those not `considered`, only the number of requests.
+    fn counted(
+        &self,
+        conn: &Connection,
+        part: Part,
+        endpoints: usize,
+        considered: &FxHashSet<i64>,
+    ) -> Result<FxHashMap<i64, (Stats, BTreeSet<String>)>> {
+        let mut by_id: FxHashMap<i64, (Stats, BTreeSet<String>)> =
+            FxHashMap::with_capacity_and_hasher(endpoints, Default::default());
+        self.each_row(conn, "requests, flows, stats", None, |id, row| {
+            let (stats, flows) = by_id.entry(id).or_default();
+            if !considered.contains(&id) {
+                stats.requests += row.get::<_, i64>(2)? as u64;
+                return Ok(());
+            }
+            stats.merge(&decode(row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?, part)?);
+            for flow in tally::split_list(text(row, 3)?) {
+                if !flows.contains(flow) {
+                    flows.insert(flow.to_owned());
+                }
+            }
+            Ok(())
+        })?;
+        for range in &self.requests {
+            each_request(conn, *range, |id, request, flows| {
+                by_id.entry(id).or_default().0.add(request, flows.iter().copied());
+            })?;
+        }
+        Ok(by_id)
+    }
+
     /// The statistics of every endpoint, or of `only`, by id.
-    fn stats(&self, conn: &Connection, only: Option<&HashSet<i64>>) -> Result<HashMap<i64, Stats>> {
-        let mut by_id: HashMap<i64, Stats> = HashMap::new();
+    fn stats(
+        &self,
+        conn: &Connection,
+        only: Option<&HashSet<i64>>,
+    ) -> Result<FxHashMap<i64, Stats>> {
+        let mut by_id: FxHashMap<i64, Stats> = FxHashMap::default();
         // A few endpoints are read by the primary key, many by scanning the range.
         let few: Option<Vec<i64>> =
             only.filter(|ids| ids.len() <= FEW_ENDPOINTS).map(|ids| ids.iter().copied().collect());
         self.each_row(conn, "stats", few.as_deref(), |id, row| {
             if only.is_none_or(|ids| ids.contains(&id)) {
-                let stats = decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                let stats =
+                    decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?, Part::All)?;
                 by_id.entry(id).or_default().merge(&stats);
             }
             Ok(())
@@ -656,14 +713,15 @@ impl Parts {
 /// Endpoints up to which their statistics are read one by one rather than by a scan.
 const FEW_ENDPOINTS: usize = 2000;
 
-fn measured(names: &HashMap<i64, EndpointKey>, by_id: HashMap<i64, Stats>) -> Vec<Measured> {
-    let mut merged = Merged::default();
-    for (id, stats) in by_id {
-        if let Some(key) = names.get(&id) {
-            merged.add(key.clone(), &stats);
-        }
-    }
-    merged.finish()
+fn measured(names: &FxHashMap<i64, EndpointKey>, by_id: FxHashMap<i64, Stats>) -> Vec<Measured> {
+    // An endpoint has one id: its statistics move into the answer as they are.
+    let mut all: Vec<Measured> = by_id
+        .into_iter()
+        .filter(|(_, stats)| stats.requests > 0)
+        .filter_map(|(id, stats)| Some(Measured { endpoint: names.get(&id)?.clone(), stats }))
+        .collect();
+    all.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+    all
 }
 
 pub fn measure(conn: &Connection, range: &EndpointRange, floor: i64) -> Result<Vec<Measured>> {
@@ -672,11 +730,7 @@ pub fn measure(conn: &Connection, range: &EndpointRange, floor: i64) -> Result<V
     let names = all(&tx)?;
     let by_id = match &range.only {
         None => parts.stats(&tx, None)?,
-        Some(keys) => {
-            let ids: HashSet<i64> =
-                names.iter().filter(|(_, key)| keys.contains(key)).map(|(id, _)| *id).collect();
-            parts.stats(&tx, Some(&ids))?
-        }
+        Some(keys) => parts.stats(&tx, Some(&ids_of(&names, keys.iter())))?,
     };
     Ok(measured(&names, by_id))
 }
@@ -685,27 +739,53 @@ pub fn ranking(
     conn: &Connection,
     range: &EndpointRange,
     floor: i64,
-    pick: &mut Pick<'_>,
-) -> Result<(Vec<Counted>, Vec<Measured>)> {
+    rank: &mut dyn Rank,
+) -> Result<Vec<Measured>> {
     let tx = conn.unchecked_transaction()?;
     let parts = Parts::read(&tx, range, floor)?;
     let names = all(&tx)?;
-    let mut counted: Vec<Counted> = parts
-        .totals(&tx)?
-        .into_iter()
-        .filter(|(_, totals)| totals.requests > 0)
-        .filter_map(|(id, totals)| Some(Counted { endpoint: names.get(&id)?.clone(), totals }))
-        .collect();
-    counted.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
-    let wanted: HashSet<EndpointKey> = pick(&counted).into_iter().collect();
-    let ids: HashSet<i64> =
-        names.iter().filter(|(_, key)| wanted.contains(key)).map(|(id, _)| *id).collect();
-    let by_id = if ids.len() == counted.len() {
-        parts.stats(&tx, None)?
+    let part = rank.part();
+    let counted: Vec<Counted> = if part == Part::All {
+        let mut totals = parts.totals(&tx, names.len())?;
+        in_key_order(&names)
+            .filter_map(|(id, endpoint)| {
+                let totals = totals.remove(&id).filter(|totals| totals.requests > 0)?;
+                Some(Counted { endpoint: endpoint.clone(), totals, part: Stats::new() })
+            })
+            .collect()
     } else {
-        parts.stats(&tx, Some(&ids))?
+        let considered: FxHashSet<i64> =
+            names.iter().filter(|(_, key)| rank.considers(key)).map(|(id, _)| *id).collect();
+        let mut counted = parts.counted(&tx, part, names.len(), &considered)?;
+        in_key_order(&names)
+            .filter_map(|(id, endpoint)| {
+                let (stats, flows) = counted.remove(&id).filter(|(s, _)| s.requests > 0)?;
+                let mut totals = Totals::of(&stats);
+                totals.flows.extend(flows);
+                Some(Counted { endpoint: endpoint.clone(), totals, part: stats })
+            })
+            .collect()
     };
-    Ok((counted, measured(&names, by_id)))
+    let ids = ids_of(&names, rank.pick(&counted).iter());
+    // When all of them are wanted, the range is scanned without looking each one up.
+    let some = ids.len() < counted.len();
+    Ok(measured(&names, parts.stats(&tx, some.then_some(&ids))?))
+}
+
+/// The endpoints in the order of their keys.
+fn in_key_order(names: &FxHashMap<i64, EndpointKey>) -> impl Iterator<Item = (i64, &EndpointKey)> {
+    let mut ordered: Vec<(i64, &EndpointKey)> = names.iter().map(|(id, key)| (*id, key)).collect();
+    ordered.sort_unstable_by(|a, b| a.1.cmp(b.1));
+    ordered.into_iter()
+}
+
+/// The ids of some endpoints.
+fn ids_of<'k>(
+    names: &FxHashMap<i64, EndpointKey>,
+    keys: impl IntoIterator<Item = &'k EndpointKey>,
+) -> HashSet<i64> {
+    let keys: HashSet<&EndpointKey> = keys.into_iter().collect();
+    names.iter().filter(|(_, key)| keys.contains(key)).map(|(id, _)| *id).collect()
 }
 
 pub fn of_requests(conn: &Connection, requests: &[Cursor]) -> Result<Vec<Option<EndpointKey>>> {
@@ -916,7 +996,7 @@ mod tests {
                 .unwrap();
             let mut rows = select.query([]).unwrap();
             while let Some(row) = rows.next().unwrap() {
-                let stats = decode(&row.get::<_, Vec<u8>>(6).unwrap()).unwrap();
+                let stats = decode(&row.get::<_, Vec<u8>>(6).unwrap(), Part::All).unwrap();
                 let totals = Totals::of(&stats);
                 assert_eq!(row.get::<_, i64>(0).unwrap() as u64, totals.requests);
                 assert_eq!(row.get::<_, i64>(1).unwrap() as u64, totals.errors);

@@ -216,6 +216,9 @@ const MIGRATIONS: &[Migration] = &[
     // 9: the totals of each endpoint-hour in columns, rollups per endpoint and day, and the
     // hours whose statistics wait in the writer (see `endpoints`).
     Migration::Code(super::endpoints::migrate_rollups),
+    // 10: the statistics in the indexes by time too, so that ranking every endpoint by a
+    // sketch over a range reads the index alone, without a lookup of each row it finds there.
+    Migration::Sql(super::endpoints::COVERING_INDEXES),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
