@@ -27,7 +27,7 @@ select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()
-	->has(qw/http proxy map gzip api_sessions/)->plan(104);
+	->has(qw/http proxy map gzip api_sessions/)->plan(106);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -243,15 +243,19 @@ my $top = '{"token":"top-tok","items":[{"id":7},{"id":8}],"pad":"'
 	. ('p' x 20000) . '","token2":"late"}';
 $t->write_file('files/top.json', $top);
 
-# `true` ends exactly where the 4 KB probe of a sendfile response stops: what
-# follows decides whether it is a value
-for my $after (', "more": 1}', 'x, "more": 1}') {
-	my $head = '{"flag": true';
-	my $pad = '{"pad": "' . ('f' x (4096 - length($head) - 11)) . '", ';
-	my $body = $pad . substr($head, 1) . $after;
-	die 'probe file' unless substr($body, 0, 4096) =~ /"flag": true\z/;
-	$t->write_file($after =~ /^x/ ? 'files/probe-bad.json'
-		: 'files/probe-ok.json', $body);
+# `true` ends exactly where a probe of a sendfile response stops (the first one
+# of 512 bytes, or the second of 4 KB): what follows decides whether it is a
+# value; the files are longer than the probes
+for my $probe (512, 4096) {
+	for my $after (', "more": 1, "tail": "' . ('t' x 5000) . '"}',
+			'x, "more": 1, "tail": "' . ('t' x 5000) . '"}') {
+		my $head = '{"flag": true';
+		my $pad = '{"pad": "' . ('f' x ($probe - length($head) - 11)) . '", ';
+		my $body = $pad . substr($head, 1) . $after;
+		die 'probe file' unless substr($body, 0, $probe) =~ /"flag": true\z/;
+		$t->write_file(($after =~ /^x/ ? 'files/probe-bad' : 'files/probe-ok')
+			. "-$probe.json", $body);
+	}
 }
 
 my $rcv = Test::Receiver->new(port => port(8090));
@@ -556,13 +560,17 @@ is_deeply([ params($rec), $rec->{truncated} ], [ { token => 'big-tok', r_tail =>
 
 # a literal at the end of the probe decides nothing: the bytes after it do
 
-$r = http_get('/static-probe/probe-ok.json');
-$recorded++;
-is(params(record($r))->{flag}, 'true', 'probe: a literal the next byte ends');
+for my $probe (512, 4096) {
+	$r = http_get("/static-probe/probe-ok-$probe.json");
+	$recorded++;
+	is(params(record($r))->{flag}, 'true',
+		"probe of $probe bytes: a literal the next byte ends");
 
-$r = http_get('/static-probe/probe-bad.json');
-$recorded++;
-is_deeply(params(record($r)), {}, 'probe: a literal the next byte spoils');
+	$r = http_get("/static-probe/probe-bad-$probe.json");
+	$recorded++;
+	is_deeply(params(record($r)), {},
+		"probe of $probe bytes: a literal the next byte spoils");
+}
 
 # the same file where a pointer is undecided in the first bytes: read up to the
 # limit, then cut
