@@ -200,7 +200,9 @@ ch_stop();
 undef $ch;
 http_get("/outage?n=$_") for 1 .. 30;
 my $s = wait_status('/status', sub { $_[0]{total}{spooled} == 30 });
-is($s->{total}{spooled}, 30, 'spooled while clickhouse is down');
+is($s->{total}{spooled}, 30, 'spooled while clickhouse is down')
+	or diag(join ' ', map { "$_=$s->{total}{$_}" } sort keys %{$s->{total}}),
+	diag($t->read_file('error.log'));
 
 ch_start();
 is(rows(81), 81, 'spool replayed into clickhouse');
