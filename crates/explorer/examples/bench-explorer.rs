@@ -21,12 +21,20 @@
 //!
 //! Usage: bench-explorer [--records N] [--queries N] [--senders N] [--binary PATH] [--dir DIR]
 //!                       [--skip-cli] [--baseline PATH] [--rounds N] [--reuse]
+//!                       [--store sqlite|clickhouse|clickhouse=URL]
 //!
 //! `--skip-cli` leaves out the `ingest` runs of step 2 and `--queries 0` step 3, to measure or
 //! profile one path alone. `--reuse` queries the database an earlier run left in `--dir`
 //! instead of posting the records again, to compare the queries of several binaries on one
 //! database. `--rounds N` repeats the `ingest` runs N times, in turn, and
 //! reports the best of each.
+//!
+//! `--store clickhouse=URL` serves from that ClickHouse database (which must hold no records,
+//! but with `--reuse`) instead of a SQLite file; `--store clickhouse` starts a
+//! `clickhouse-server` of its own on loopback, its configuration and data in `--dir`
+//! (`clickhouse/`), as the tests do (API_SESSIONS_CLICKHOUSE_SERVER names another program than
+//! Debian's `/usr/sbin/clickhouse-server`). Either way step 2 posts the records to the served
+//! explorer only: the `ingest` runs and the detector's state are SQLite's.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -507,13 +515,13 @@ impl Drop for Server {
     }
 }
 
-fn serve(binary: &Path, db: &Path) -> Server {
-    let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start api-sessions serve");
+fn serve(binary: &Path, db: &Path, store: &Target) -> Server {
+    let mut command = Command::new(binary);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--db"]).arg(db);
+    if let Target::ClickHouse { url, .. } = store {
+        command.arg("--store").arg(format!("clickhouse={url}"));
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().expect("start api-sessions serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let base = loop {
@@ -530,6 +538,115 @@ fn serve(binary: &Path, db: &Path) -> Server {
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Server { child, base }
+}
+
+/// Where `serve` keeps the records.
+enum Target {
+    Sqlite,
+    ClickHouse { url: String, _server: Option<ClickHouseServer> },
+}
+
+/// A `clickhouse-server` of the benchmark's own, stopped when dropped.
+struct ClickHouseServer {
+    child: Child,
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `clickhouse-server` on a free loopback port with its configuration and data in
+/// `dir`, emptied first unless `reuse`; the URL of its database `bench`.
+fn start_clickhouse(dir: &Path, reuse: bool) -> (String, ClickHouseServer) {
+    let program = std::env::var_os("API_SESSIONS_CLICKHOUSE_SERVER")
+        .map_or_else(|| PathBuf::from("/usr/sbin/clickhouse-server"), PathBuf::from);
+    if !reuse {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    std::fs::create_dir_all(dir).expect("create the ClickHouse directory");
+    let dir = std::fs::canonicalize(dir).expect("ClickHouse directory");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let path = dir.display();
+    let config = format!(
+        r#"<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{path}/server.log</log>
+        <errorlog>{path}/error.log</errorlog>
+        <console>0</console>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{port}</http_port>
+    <path>{path}/data/</path>
+    <tmp_path>{path}/tmp/</tmp_path>
+    <user_files_path>{path}/user_files/</user_files_path>
+    <format_schema_path>{path}/format_schemas/</format_schema_path>
+    <mark_cache_size>268435456</mark_cache_size>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <profiles><default/></profiles>
+    <quotas><default/></quotas>
+</yandex>
+"#
+    );
+    std::fs::write(dir.join("config.xml"), config).expect("write the ClickHouse configuration");
+    let child = Command::new(&program)
+        .arg(format!("--config-file={path}/config.xml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
+    let server = ClickHouseServer { child };
+    let base = format!("http://127.0.0.1:{port}/");
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = agent.get(&format!("{base}?query=SELECT%201")).call();
+        if answer.is_ok_and(|response| response.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "clickhouse-server did not answer; see {path}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (format!("{base}?database=bench"), server)
+}
+
+/// The answer of one statement to ClickHouse at `url` (a `--store clickhouse=` URL).
+fn clickhouse_answer(url: &str, sql: &str) -> String {
+    let mut response = agent().post(url).send(sql).expect("ClickHouse");
+    let body = response.body_mut().read_to_string().expect("ClickHouse answer");
+    assert_eq!(response.status(), 200, "{sql}: {body}");
+    body.trim().to_owned()
+}
+
+/// The server and the database of a `--store clickhouse=` URL (the explorer takes only plain
+/// identifiers as database names).
+fn clickhouse_database(url: &str) -> (&str, String) {
+    let database = url
+        .split("database=")
+        .nth(1)
+        .map_or("default", |rest| rest.split('&').next().unwrap_or("default"));
+    let plain = database.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    (url.split('?').next().unwrap_or(url), plain)
+}
+
+/// A figure of the active parts of the database of `url`: 0 before the explorer created it.
+fn clickhouse_parts(url: &str, figure: &str) -> u64 {
+    let (server, database) = clickhouse_database(url);
+    let sql = format!("SELECT {figure} FROM system.parts WHERE active AND database = '{database}'");
+    clickhouse_answer(server, &sql).parse().unwrap_or(0)
 }
 
 fn agent() -> ureq::Agent {
@@ -856,6 +973,7 @@ fn main() {
     let mut reuse = false;
     let mut baseline: Option<PathBuf> = None;
     let mut rounds = 1usize;
+    let mut store = "sqlite".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -869,6 +987,7 @@ fn main() {
             "--reuse" => reuse = true,
             "--baseline" => baseline = Some(PathBuf::from(value())),
             "--rounds" => rounds = value().parse::<usize>().expect("--rounds N").max(1),
+            "--store" => store = value(),
             other => panic!("unknown argument {other}; see the comment at the top of this file"),
         }
     }
@@ -895,14 +1014,34 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    let target = match store.as_str() {
+        "sqlite" => Target::Sqlite,
+        "clickhouse" => {
+            let (url, server) = start_clickhouse(&dir.join("clickhouse"), reuse);
+            Target::ClickHouse { url, _server: Some(server) }
+        }
+        other => match other.strip_prefix("clickhouse=") {
+            Some(url) => Target::ClickHouse { url: url.to_owned(), _server: None },
+            None => panic!("--store sqlite, clickhouse or clickhouse=URL"),
+        },
+    };
+    if let Target::ClickHouse { url, .. } = &target {
+        println!("store: ClickHouse {url}");
+        if !reuse {
+            // The explorer creates the database; one left with records would skew everything.
+            let rows = clickhouse_parts(url, "sum(rows)");
+            assert_eq!(rows, 0, "the ClickHouse database holds rows; use --reuse or another");
+        }
+    }
+
     // 1. `api-sessions ingest FILE`, with and without detection (and with a baseline binary).
-    if !skip_cli {
+    if !skip_cli && matches!(target, Target::Sqlite) {
         ingest_variants(&binary, baseline.as_deref(), &dir, &data, records, rounds);
     }
 
     // 2. `POST /v1/records`.
     let db = dir.join("served.db");
-    let server = serve(&binary, &db);
+    let server = serve(&binary, &db, &target);
     if !reuse {
         let started = Instant::now();
         let sent = post_all(&server.base, &data, senders);
@@ -913,12 +1052,18 @@ fn main() {
             records as f64 / elapsed
         );
     }
-    let db_size: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).ok())
-        .map(|meta| meta.len())
-        .sum();
+    let db_size: u64 = match &target {
+        Target::Sqlite => ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).ok())
+            .map(|meta| meta.len())
+            .sum(),
+        Target::ClickHouse { url, .. } => clickhouse_parts(url, "sum(bytes_on_disk)"),
+    };
     println!("database: {:.0} MiB", db_size as f64 / (1 << 20) as f64);
+    if let Target::ClickHouse { url, .. } = &target {
+        println!("ClickHouse: {} active parts", clickhouse_parts(url, "count()"));
+    }
     if let Some(kib) = peak_rss_kib(server.child.id()) {
         println!("serve: peak resident memory {:.0} MiB", kib as f64 / 1024.0);
     }

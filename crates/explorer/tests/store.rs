@@ -235,19 +235,48 @@ fn clickhouse_databases_of_the_previous_schema_are_upgraded() {
     }
     let url = fixtures::clickhouse::database_url();
     let open = || ClickHouseStore::open(Config::parse(&url).unwrap(), WEEK).unwrap();
-    ingest(&open(), &dana_then_alice(base()));
-    // Back to schema version 4, the one before the values were kept.
+    let b = base();
+    ingest(&open(), &dana_then_alice(b));
+    // Back to schema version 4, the one before the values were kept and before the session
+    // summaries (migration 6).
     // The purge drops a day from every partitioned table, also from one without rows that day.
     fixtures::clickhouse::execute(&url, "ALTER TABLE session_values DROP PARTITION 12345");
-    for statement in [
-        "DROP TABLE session_values",
-        "DROP TABLE schema_version",
-        "CREATE TABLE schema_version (version UInt32) ENGINE = TinyLog",
-        "INSERT INTO schema_version VALUES (1), (2), (3), (4)",
-    ] {
-        fixtures::clickhouse::execute(&url, statement);
-    }
-    upgraded_store_knows_the_values(&open());
+    fixtures::clickhouse::execute(&url, "ALTER TABLE session_hours DROP PARTITION 12345");
+    let back_to = |version: u32, drop: &[&str]| {
+        for table in drop {
+            fixtures::clickhouse::execute(&url, &format!("DROP TABLE {table}"));
+        }
+        let versions: Vec<String> = (1..=version).map(|v| format!("({v})")).collect();
+        for statement in [
+            "DROP TABLE schema_version".to_owned(),
+            "CREATE TABLE schema_version (version UInt32) ENGINE = TinyLog".to_owned(),
+            format!("INSERT INTO schema_version VALUES {}", versions.join(", ")),
+        ] {
+            fixtures::clickhouse::execute(&url, &statement);
+        }
+    };
+    back_to(4, &["session_values", "session_hours_feed", "session_hours"]);
+    let store = open();
+    upgraded_store_knows_the_values(&store);
+    // The summaries hold the requests stored before the upgrade and those after it (the one
+    // record `upgraded_store_knows_the_values` adds), once each.
+    let summarized = |store: &ClickHouseStore| {
+        let listed = list_all(store, &Filter::default(), 10);
+        assert_eq!(listed.len(), 1);
+        let attacks = Filter { attack: Some(AttackFilter::Any), ..Default::default() };
+        let attacked = list_all(store, &attacks, 10);
+        assert_eq!(attacked.len(), 1);
+        (
+            (listed[0].requests, listed[0].first_ts, listed[0].last_ts),
+            (attacked[0].requests, attacked[0].first_ts == attacked[0].last_ts),
+        )
+    };
+    let expected = ((7, Millis(b + MINUTE), Millis(b + 7 * MINUTE)), (1, true));
+    assert_eq!(summarized(&store), expected);
+    drop(store);
+    // Migration 6 interrupted after its view was created runs again to the same summaries.
+    back_to(5, &[]);
+    assert_eq!(summarized(&open()), expected);
 }
 
 /// dana made four requests, then the session went on as alice: every filter on the values seen
@@ -741,6 +770,8 @@ fn every_sort_orders_pages_both_ways_with_an_exact_total(kind: Kind) {
     ingest(&*t.store, &world.records);
     let mid = world.records[world.records.len() / 2].ts.0;
     let (from, to) = (Millis(mid - HOUR), Millis(mid + 30 * MINUTE));
+    // Whole hours and a part of one at either end.
+    let wide = (Millis(mid - 2 * HOUR - 7 * MINUTE), Millis(mid + HOUR + 13 * MINUTE));
     let filters = [
         ("none", Filter::default()),
         ("from", Filter { from: Some(Millis(mid)), ..Default::default() }),
@@ -763,6 +794,27 @@ fn every_sort_orders_pages_both_ways_with_an_exact_total(kind: Kind) {
             Filter { q: Some("orders".into()), role: Some("admin".into()), ..Default::default() },
         ),
         ("nothing", Filter { user: Some("nobody".into()), ..Default::default() }),
+        // Lists whose requests are selected by time and attack only: the ClickHouse store counts
+        // them from its hourly summaries and the requests of the partial hours at the ends.
+        ("attack", Filter { attack: Some(AttackFilter::Any), ..Default::default() }),
+        (
+            "attack+flow",
+            Filter {
+                attack: Some(AttackFilter::Any),
+                flow: Some("billing".into()),
+                ..Default::default()
+            },
+        ),
+        ("wide", Filter { from: Some(wide.0), to: Some(wide.1), ..Default::default() }),
+        (
+            "wide+attack",
+            Filter {
+                from: Some(wide.0),
+                to: Some(wide.1),
+                attack: Some(AttackFilter::Any),
+                ..Default::default()
+            },
+        ),
     ];
     let mut spans: BTreeMap<&str, (Millis, Millis)> = BTreeMap::new();
     for r in &world.records {
@@ -1139,7 +1191,7 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
     assert_eq!(listed.sessions.len(), 1);
     let versions =
         fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version ORDER BY version");
-    assert_eq!(versions, "1\n2\n3\n4\n5\n");
+    assert_eq!(versions, "1\n2\n3\n4\n5\n6\n");
 
     fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
     let err = open().err().expect("a newer schema is refused").to_string();

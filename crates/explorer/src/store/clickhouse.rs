@@ -1,8 +1,9 @@
 //! The ClickHouse store (`--store clickhouse=URL`): many nodes' records in one ClickHouse
 //! server or cluster, over its HTTP interface, with the same answers as the SQLite store.
 //!
-//! Records go to one `requests` table; sessions are aggregated when queried (`schema` says
-//! why). Writes (batches, follow positions, the purge) take one lock, which duplicate
+//! Records go to one `requests` table; a materialized view keeps per-session summaries of each
+//! hour as they are inserted, which the sessions list reads (`summaries`); the rest is
+//! aggregated from `requests` when queried. Writes (batches, follow positions, the purge) take one lock, which duplicate
 //! detection needs ([`write`]); reads run side by side.
 
 mod denylist;
@@ -12,6 +13,7 @@ mod query;
 mod schema;
 mod signals;
 mod sql;
+mod summaries;
 mod values;
 mod write;
 

@@ -1,5 +1,6 @@
-//! The reader side: the sessions list, one session, its requests, aggregated from `requests`
-//! at query time (see `schema`).
+//! The reader side: the sessions list, one session, its requests. The list ranks and counts
+//! sessions from the summaries kept at insert time where its filter allows (see `summaries`);
+//! everything else is aggregated from `requests` at query time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use super::http::Client;
 use super::signals;
 use super::sql::{literal, literals, request_predicates, session_predicate};
+use super::summaries;
 use super::values;
 use crate::store::{
     prefix_end, Cursor, Filter, ListQuery, RequestPage, Result, SessionDetail, SessionKey,
@@ -111,35 +113,34 @@ struct Listed {
 
 pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPage> {
     let filter = &query.filter;
-    let selected = format!(
-        "{}{}{}",
-        request_predicates(filter, floor),
-        session_predicate(filter, floor),
-        signals::predicate(filter)
-    );
+    let sessions = format!("{}{}", session_predicate(filter, floor), signals::predicate(filter));
+    // Each selected session with its aggregates over the selected requests: from the summaries
+    // kept at insert time when the filter allows, else from the requests.
+    let aggregated = summaries::aggregated(filter, floor, &sessions).unwrap_or_else(|| {
+        format!(
+            "SELECT session_id, min(ts) AS lo, max(ts) AS hi, count() AS n,
+                    countIf(attack IS NOT NULL) AS attacks
+             FROM requests WHERE 1{}{sessions} GROUP BY session_id",
+            request_predicates(filter, floor)
+        )
+    });
     // The page's sessions first, ranked on cheap aggregates; what is shown of them after.
     let key = sort_expression(query.sort.key);
     let mut sql = format!(
-        "SELECT session_id, {SESSION_NUMBER} AS number, min(ts) AS lo, max(ts) AS hi,
-                count() AS n, countIf(attack IS NOT NULL) AS attacks, {key} AS sort_key
-         FROM requests WHERE 1{selected} GROUP BY session_id"
+        "SELECT session_id, {SESSION_NUMBER} AS number, {key} AS sort_key FROM ({aggregated})"
     );
-    // The risk is the session's, kept apart: joined onto the ranked sessions, and compared
-    // outside the aggregation.
-    let bound = if query.sort.key == SortKey::Risk {
+    // The risk is the session's, kept apart: joined onto the ranked sessions.
+    if query.sort.key == SortKey::Risk {
         sql = format!(
             "SELECT session_id, number, toInt64(risk) AS sort_key
              FROM ({sql}) ANY LEFT JOIN ({}) USING session_id",
             signals::LATEST
         );
-        "WHERE"
-    } else {
-        "HAVING"
-    };
+    }
     if let Some(cursor) = query.cursor {
         let (value, id) = (cursor.key.value, cursor.key.id);
         let comparison = cursor.sql_comparison(query.sort.order);
-        let _ = write!(sql, " {bound} (sort_key, number) {comparison} ({value}, {id})");
+        let _ = write!(sql, " WHERE (sort_key, number) {comparison} ({value}, {id})");
     }
     let order = query.fetch_order().sql();
     let _ = write!(sql, " ORDER BY sort_key {order}, number {order} LIMIT {}", query.limit + 1);
@@ -156,9 +157,7 @@ pub fn list(client: &Client, query: &ListQuery, floor: i64) -> Result<SessionPag
         total: u64,
     }
     let total = client
-        .rows::<Total>(&format!(
-            "SELECT uniqExact(session_id) AS total FROM requests WHERE 1{selected}"
-        ))?
+        .rows::<Total>(&format!("SELECT count() AS total FROM ({aggregated})"))?
         .first()
         .map_or(0, |row| row.total);
 
@@ -297,10 +296,8 @@ pub fn session(
         session_id: String,
     }
     let related: Vec<Related> = client.rows(&format!(
-        "SELECT session_id, max(ts) AS hi FROM requests
-         WHERE key_hash = {} AND session_id != {id} AND ts >= {floor}
-         GROUP BY session_id ORDER BY hi DESC LIMIT {RELATED_LIMIT}",
-        literal(&summary.key_hash)
+        "{} ORDER BY hi DESC LIMIT {RELATED_LIMIT}",
+        summaries::of_key(&literal(&summary.key_hash), &id, floor)
     ))?;
     let mut requests = request_page(client, &id, &predicates, after, limit)?;
     if let Some(cursor) = after {

@@ -10,18 +10,22 @@ use crate::store::{Result, StoreError};
 pub const DAY_MS: i64 = 86_400_000;
 
 /// The tables partitioned by day of `ts`, whose partitions the purge drops.
-pub const PARTITIONED: &[&str] =
-    &["requests", "request_ids", "request_origins", "endpoint_hours", "session_values"];
+pub const PARTITIONED: &[&str] = &[
+    "requests",
+    "request_ids",
+    "request_origins",
+    "endpoint_hours",
+    "session_values",
+    "session_hours",
+];
 
 /// Applied in order; each is the statements of one version.
 const MIGRATIONS: &[&[&str]] = &[
     // 1: the initial schema.
     //
-    // `requests` is the only table records go to; sessions are aggregated at query time with
-    // `GROUP BY session_id`. Keeping no aggregate table means nothing to update when records of
-    // one session arrive late, out of order or from several nodes, nothing to recount after a
-    // purge, and no merge-time semantics (AggregatingMergeTree) to reason about: ClickHouse
-    // aggregates a week of requests faster than the UI needs. The sort key puts each session's
+    // `requests` is the only table records go to; sessions were aggregated at query time with
+    // `GROUP BY session_id` (since migration 6 the lists read summaries kept at insert time,
+    // see `summaries`). The sort key puts each session's
     // requests together in time order, which is what the session page and its request pages
     // read; `rid` orders the requests of one millisecond (see `write`). Partitions are days, so
     // the retention purge drops whole days without rewriting anything.
@@ -105,6 +109,10 @@ const MIGRATIONS: &[&[&str]] = &[
     // 5: every user, role, flow, attack type and User-Agent seen in each session, for the
     // filters and suggestions (see `values`), filled from the stored requests.
     super::values::SCHEMA,
+    // 6: per session and hour, the aggregates the sessions list ranks and counts by, kept by a
+    // materialized view as requests are inserted (see `summaries`), filled from the stored
+    // requests.
+    super::summaries::SCHEMA,
 ];
 
 /// Creates the database if needed and brings the schema up to date.
