@@ -49,6 +49,8 @@ pub struct SqliteStore {
     /// Assigns the endpoints of the records, before they reach the writer.
     endpoints: Arc<Endpoints>,
     detection: Detection,
+    /// What the readers keep of the endpoints' statistics between lists.
+    endpoint_cache: endpoints::Cache,
 }
 
 impl SqliteStore {
@@ -89,6 +91,7 @@ impl SqliteStore {
             retention_ms,
             endpoints,
             detection,
+            endpoint_cache: endpoints::Cache::default(),
         })
     }
 
@@ -177,7 +180,7 @@ impl Store for SqliteStore {
 
     fn endpoints(&self, range: &EndpointRange) -> Result<Vec<Measured>> {
         let floor = self.floor();
-        self.with_reader(|conn| endpoints::measure(conn, range, floor))
+        self.with_reader(|conn| endpoints::measure(conn, &self.endpoint_cache, range, floor))
     }
 
     fn endpoint_ranking(
@@ -186,7 +189,7 @@ impl Store for SqliteStore {
         rank: &mut dyn Rank,
     ) -> Result<Vec<Measured>> {
         let floor = self.floor();
-        self.with_reader(|conn| endpoints::ranking(conn, range, floor, rank))
+        self.with_reader(|conn| endpoints::ranking(conn, &self.endpoint_cache, range, floor, rank))
     }
 
     fn request_endpoints(

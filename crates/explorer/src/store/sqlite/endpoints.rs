@@ -24,7 +24,8 @@
 //! back). The statistics waiting to be written are of committed transactions only, so they
 //! survive a reload.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
@@ -134,6 +135,34 @@ pub const COVERING_INDEXES: &str = "
         (day, endpoint, requests, errors, attacks, first_ts, last_ts, flows, stats);
 ";
 
+/// The schema's migration for the readers' [`Cache`] (see `schema`): a tag for each day of
+/// rollups and one for the list of endpoints, each set to a new random number in the
+/// transaction that changes what it tags. A reader that kept a day or the list with its tag
+/// knows, by reading the tag alone, whether what it kept is still what is stored.
+pub const TAGS: &str = "
+    CREATE TABLE endpoint_day_tags (day INTEGER PRIMARY KEY, tag INTEGER NOT NULL);
+    INSERT INTO endpoint_day_tags (day, tag)
+        SELECT day, random() FROM (SELECT DISTINCT day FROM endpoint_days);
+    CREATE TABLE endpoint_catalog_tag (tag INTEGER NOT NULL);
+    INSERT INTO endpoint_catalog_tag (tag) VALUES (random());
+";
+
+/// Gives a day of rollups a new tag: its rows changed.
+fn retag_day(tx: &Connection, day: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO endpoint_day_tags (day, tag) VALUES (?, random())
+         ON CONFLICT (day) DO UPDATE SET tag = excluded.tag",
+    )?
+    .execute([day])?;
+    Ok(())
+}
+
+/// Gives the list of endpoints a new tag: endpoints were added or removed.
+fn retag_catalog(tx: &Connection) -> Result<()> {
+    tx.prepare_cached("UPDATE endpoint_catalog_tag SET tag = random()")?.execute([])?;
+    Ok(())
+}
+
 /// Hours in a day: days are UTC days, as the hours are UTC hours.
 const DAY_HOURS: i64 = 24;
 
@@ -208,6 +237,7 @@ impl Writer {
         )?
         .execute(params![key.server, key.method, key.template, admitted.counted])?;
         let id = tx.last_insert_rowid();
+        retag_catalog(tx)?;
         self.ids.insert(key, id);
         Ok(id)
     }
@@ -267,6 +297,10 @@ impl Writer {
         }
         for ((endpoint, day), stats) in &days {
             add_to_row(&tx, Table::Days, *endpoint, *day, stats)?;
+        }
+        let written: BTreeSet<i64> = days.keys().map(|&(_, day)| day).collect();
+        for day in written {
+            retag_day(&tx, day)?;
         }
         tx.execute("DELETE FROM endpoint_dirty", [])?;
         tx.commit()?;
@@ -391,6 +425,7 @@ fn recover(conn: &Connection) -> Result<()> {
     }
     for day in days {
         rebuild_day(&tx, day)?;
+        retag_day(&tx, day)?;
     }
     tx.execute("DELETE FROM endpoint_dirty", [])?;
     tx.commit()?;
@@ -462,26 +497,287 @@ fn decode(bytes: &[u8], part: Part) -> Result<Stats> {
 /// the cutoff keeps the hours before it in its rollup; no range reads it whole again, as
 /// ranges start at or after the cutoff.
 pub fn purge(conn: &Connection, cutoff: i64) -> Result<()> {
-    conn.execute("DELETE FROM endpoint_hours WHERE hour < ?", [hour(cutoff)])?;
-    conn.execute("DELETE FROM endpoint_days WHERE day < ?", [day_of(hour(cutoff))])?;
-    conn.execute(
+    let tx = conn.unchecked_transaction()?;
+    let cutoff_day = day_of(hour(cutoff));
+    tx.execute("DELETE FROM endpoint_hours WHERE hour < ?", [hour(cutoff)])?;
+    tx.execute("DELETE FROM endpoint_days WHERE day < ?", [cutoff_day])?;
+    tx.execute("DELETE FROM endpoint_day_tags WHERE day < ?", [cutoff_day])?;
+    let removed = tx.execute(
         "DELETE FROM endpoints WHERE NOT EXISTS
            (SELECT 1 FROM endpoint_hours h WHERE h.endpoint = endpoints.id)",
         [],
     )?;
+    if removed > 0 {
+        retag_catalog(&tx)?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
-/// Every stored endpoint by id.
-fn all(conn: &Connection) -> Result<FxHashMap<i64, EndpointKey>> {
-    let mut select = conn.prepare_cached("SELECT id, server, method, template FROM endpoints")?;
-    let rows = select.query_map([], |row| {
-        Ok((
-            row.get(0)?,
-            EndpointKey { server: row.get(1)?, method: row.get(2)?, template: row.get(3)? },
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+/// Every stored endpoint, in the order of their keys.
+struct Catalog {
+    endpoints: Vec<(i64, EndpointKey)>,
+}
+
+impl Catalog {
+    fn read(conn: &Connection) -> Result<Catalog> {
+        let mut select =
+            conn.prepare_cached("SELECT id, server, method, template FROM endpoints")?;
+        let rows = select.query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                EndpointKey { server: row.get(1)?, method: row.get(2)?, template: row.get(3)? },
+            ))
+        })?;
+        let mut endpoints: Vec<(i64, EndpointKey)> = rows.collect::<rusqlite::Result<_>>()?;
+        endpoints.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        Ok(Catalog { endpoints })
+    }
+
+    fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// The ids of some endpoints.
+    fn ids<'k>(&self, keys: impl IntoIterator<Item = &'k EndpointKey>) -> HashSet<i64> {
+        keys.into_iter()
+            .filter_map(|key| {
+                let place = self.endpoints.binary_search_by(|(_, stored)| stored.cmp(key)).ok()?;
+                Some(self.endpoints[place].0)
+            })
+            .collect()
+    }
+
+    /// The endpoints with requests among `by_id`, in the order of their keys.
+    fn measured(&self, mut by_id: FxHashMap<i64, Stats>) -> Vec<Measured> {
+        // An endpoint has one id: its statistics move into the answer as they are.
+        self.endpoints
+            .iter()
+            .filter_map(|(id, endpoint)| {
+                let stats = by_id.remove(id).filter(|stats| stats.requests > 0)?;
+                Some(Measured { endpoint: endpoint.clone(), stats })
+            })
+            .collect()
+    }
+}
+
+/// The totals of each endpoint called in a day, as its rollup rows hold them.
+type DayTotals = Vec<(i64, Totals)>;
+/// One part of the statistics (a sketch) of each endpoint called in a day.
+type DaySketches = Vec<(i64, Stats)>;
+
+/// What the readers keep between queries of the endpoints list, so that a list reads from the
+/// database only what changed since the last: the list of endpoints, and the totals and
+/// sketches of whole days, decoded.
+///
+/// Each is kept with the tag it was read with (see [`TAGS`]) and read again when the stored
+/// tag differs, within the transaction of the query: so a list is exactly what it would be
+/// without the cache. Days with writes in flight are counted from their hours and requests
+/// (see [`Parts`]) and leave the cache alone; in a day of ingest only the current day's tag
+/// changes, at each flush of the writer.
+///
+/// Bounded: about [`MAX_KEPT_BYTES`] of decoded statistics, the oldest days dropped first;
+/// the list of endpoints is on top (about 100 bytes an endpoint, capped by the registry).
+#[derive(Default)]
+pub struct Cache {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    catalog: Option<(i64, Arc<Catalog>)>,
+    days: BTreeMap<i64, KeptDay>,
+    /// The estimated size of `days`.
+    bytes: usize,
+}
+
+struct KeptDay {
+    tag: i64,
+    totals: Arc<DayTotals>,
+    /// The sketches of [`Part::Sessions`], [`Part::Duration`] and [`Part::Size`], once read.
+    sketches: [Option<Arc<DaySketches>>; 3],
+    bytes: usize,
+}
+
+/// A day as a query reads it: its totals, and the sketch it asked for.
+struct Day {
+    totals: Arc<DayTotals>,
+    sketches: Option<Arc<DaySketches>>,
+}
+
+/// Decoded statistics kept at most, estimated: some 70,000 endpoint-days (the retention of
+/// 10,000 endpoints) with a totals entry and a sketch or two each.
+pub const MAX_KEPT_BYTES: usize = 128 << 20;
+
+/// Where a sketch is kept in [`KeptDay::sketches`].
+fn sketch_slot(part: Part) -> Option<usize> {
+    match part {
+        Part::All => None,
+        Part::Sessions => Some(0),
+        Part::Duration => Some(1),
+        Part::Size => Some(2),
+    }
+}
+
+/// About the memory a totals entry takes.
+fn totals_bytes(totals: &Totals) -> usize {
+    // A flow is a string in a B-tree node: its bytes and some 40 of overhead.
+    std::mem::size_of::<(i64, Totals)>() + totals.flows.iter().map(|f| f.len() + 40).sum::<usize>()
+}
+
+/// About the memory a decoded sketch takes.
+fn sketch_bytes(stats: &Stats) -> usize {
+    let sessions =
+        if stats.sessions.is_exact() { stats.sessions.count() as usize * 8 } else { 4096 };
+    let buckets = stats.duration_ms.buckets().len() + stats.response_bytes.buckets().len();
+    std::mem::size_of::<(i64, Stats)>() + sessions + buckets * 16
+}
+
+impl Cache {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        // What is kept is replaced whole under the lock: a panic elsewhere leaves it usable.
+        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The list of endpoints, as the transaction sees it.
+    fn catalog(&self, tx: &Connection) -> Result<Arc<Catalog>> {
+        let tag: i64 = tx
+            .prepare_cached("SELECT tag FROM endpoint_catalog_tag")?
+            .query_row([], |row| row.get(0))?;
+        if let Some((kept, catalog)) = &self.lock().catalog {
+            if *kept == tag {
+                return Ok(Arc::clone(catalog));
+            }
+        }
+        let catalog = Arc::new(Catalog::read(tx)?);
+        self.lock().catalog = Some((tag, Arc::clone(&catalog)));
+        Ok(catalog)
+    }
+
+    /// The whole days of `ranges` (inclusive) that have rows, as the transaction sees them,
+    /// each with the sketch of `part`. Days before `floor_day` are no longer kept.
+    fn days(
+        &self,
+        tx: &Connection,
+        ranges: &[(i64, i64)],
+        part: Part,
+        floor_day: i64,
+    ) -> Result<Vec<Day>> {
+        let slot = sketch_slot(part);
+        let mut tags: Vec<(i64, i64)> = Vec::new();
+        {
+            let mut select = tx.prepare_cached(
+                "SELECT day, tag FROM endpoint_day_tags WHERE day BETWEEN ? AND ? ORDER BY day",
+            )?;
+            for (first, last) in ranges {
+                let rows = select.query_map([first, last], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                for row in rows {
+                    tags.push(row?);
+                }
+            }
+        }
+        // Taken from the cache where the tags match; read outside the lock otherwise.
+        let mut days: Vec<Option<Day>> = {
+            let kept = self.lock();
+            tags.iter()
+                .map(|(day, tag)| {
+                    let found = kept.days.get(day).filter(|found| found.tag == *tag)?;
+                    let sketches = match slot {
+                        None => None,
+                        Some(slot) => Some(Arc::clone(found.sketches[slot].as_ref()?)),
+                    };
+                    Some(Day { totals: Arc::clone(&found.totals), sketches })
+                })
+                .collect()
+        };
+        let mut read = Vec::new();
+        for (place, &(day, tag)) in tags.iter().enumerate() {
+            if days[place].is_none() {
+                let (totals, sketches) = read_day(tx, day, part)?;
+                let (totals, sketches) = (Arc::new(totals), sketches.map(Arc::new));
+                days[place] = Some(Day { totals: Arc::clone(&totals), sketches: sketches.clone() });
+                read.push((day, tag, totals, sketches));
+            }
+        }
+        let mut kept = self.lock();
+        for (day, tag, totals, sketches) in read {
+            kept.keep(day, tag, totals, slot.zip(sketches));
+        }
+        kept.forget_before(floor_day);
+        Ok(days.into_iter().flatten().collect())
+    }
+}
+
+impl Kept {
+    fn keep(
+        &mut self,
+        day: i64,
+        tag: i64,
+        totals: Arc<DayTotals>,
+        sketch: Option<(usize, Arc<DaySketches>)>,
+    ) {
+        let entry = match self.days.get_mut(&day) {
+            // Another sketch of the same rows.
+            Some(entry) if entry.tag == tag => entry,
+            _ => {
+                let bytes = totals.iter().map(|(_, totals)| totals_bytes(totals)).sum();
+                let replaced = self
+                    .days
+                    .insert(day, KeptDay { tag, totals, sketches: [None, None, None], bytes });
+                self.bytes = self.bytes + bytes - replaced.map_or(0, |old| old.bytes);
+                self.days.get_mut(&day).expect("just kept")
+            }
+        };
+        if let Some((slot, sketches)) = sketch {
+            if entry.sketches[slot].is_none() {
+                let bytes: usize = sketches.iter().map(|(_, stats)| sketch_bytes(stats)).sum();
+                entry.sketches[slot] = Some(sketches);
+                entry.bytes += bytes;
+                self.bytes += bytes;
+            }
+        }
+        while self.bytes > MAX_KEPT_BYTES {
+            let Some((_, oldest)) = self.days.pop_first() else { break };
+            self.bytes -= oldest.bytes;
+        }
+    }
+
+    fn forget_before(&mut self, day: i64) {
+        let kept = self.days.split_off(&day);
+        for gone in std::mem::replace(&mut self.days, kept).into_values() {
+            self.bytes -= gone.bytes;
+        }
+    }
+}
+
+/// The totals of a day's rows, and the sketch of `part` unless that is [`Part::All`].
+fn read_day(conn: &Connection, day: i64, part: Part) -> Result<(DayTotals, Option<DaySketches>)> {
+    let mut totals = Vec::new();
+    let mut sketches = (part != Part::All).then(Vec::new);
+    let mut select = conn.prepare_cached(
+        "SELECT endpoint, requests, errors, attacks, first_ts, last_ts, flows, stats
+         FROM endpoint_days INDEXED BY endpoint_days_day WHERE day = ?",
+    )?;
+    let mut rows = select.query([day])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        totals.push((
+            id,
+            Totals {
+                requests: row.get::<_, i64>(1)? as u64,
+                errors: row.get::<_, i64>(2)? as u64,
+                attacks: row.get::<_, i64>(3)? as u64,
+                first_ts: row.get(4)?,
+                last_ts: row.get(5)?,
+                flows: tally::split_list(text(row, 6)?).map(str::to_owned).collect(),
+            },
+        ));
+        if let Some(sketches) = &mut sketches {
+            let bytes = row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?;
+            sketches.push((id, decode(bytes, part)?));
+        }
+    }
+    Ok((totals, sketches))
 }
 
 /// Where each part of a range is read from: rollups of whole days, rows of whole hours, and the
@@ -554,18 +850,19 @@ impl Parts {
         Ok(Parts::new(&plan, marked))
     }
 
-    /// The rows of the days and hours; `only` limits them to some endpoints, read by the
-    /// primary key.
+    /// The rows of the days (unless `hours_only`) and hours; `only` limits them to some
+    /// endpoints, read by the primary key.
     fn each_row(
         &self,
         conn: &Connection,
         columns: &str,
         only: Option<&[i64]>,
+        hours_only: bool,
         mut f: impl FnMut(i64, &rusqlite::Row<'_>) -> Result<()>,
     ) -> Result<()> {
         let tables =
             [("endpoint_days", "day", &self.days), ("endpoint_hours", "hour", &self.hours)];
-        for (table, time, ranges) in tables {
+        for (table, time, ranges) in tables.into_iter().skip(usize::from(hours_only)) {
             let is_hours = time == "hour";
             let mut visit = |rows: &mut rusqlite::Rows<'_>| -> Result<()> {
                 while let Some(row) = rows.next()? {
@@ -600,14 +897,25 @@ impl Parts {
         Ok(())
     }
 
-    /// The totals of every endpoint, by id.
-    fn totals(&self, conn: &Connection, endpoints: usize) -> Result<FxHashMap<i64, Totals>> {
+    /// The totals of every endpoint, by id; `days` are those of [`Parts::days`].
+    fn totals(
+        &self,
+        conn: &Connection,
+        days: &[Day],
+        endpoints: usize,
+    ) -> Result<FxHashMap<i64, Totals>> {
         let mut by_id: FxHashMap<i64, Totals> =
             FxHashMap::with_capacity_and_hasher(endpoints, Default::default());
+        for day in days {
+            for (id, totals) in day.totals.iter() {
+                by_id.entry(*id).or_default().merge(totals);
+            }
+        }
         self.each_row(
             conn,
             "requests, errors, attacks, first_ts, last_ts, flows",
             None,
+            true,
             |id, row| {
                 let totals = by_id.entry(id).or_default();
                 let flows = text(row, 7)?;
@@ -649,17 +957,38 @@ impl Parts {
     }
 
     /// The statistics of every endpoint, by id, as much as `part` needs of them, with the
-    /// names of their flows; of those not `considered`, only the number of requests.
+    /// names of their flows; of those not `considered`, only the number of requests. `days`
+    /// are those of [`Parts::days`], with the sketch of `part`.
     fn counted(
         &self,
         conn: &Connection,
+        days: &[Day],
         part: Part,
         endpoints: usize,
         considered: &FxHashSet<i64>,
     ) -> Result<FxHashMap<i64, (Stats, BTreeSet<String>)>> {
         let mut by_id: FxHashMap<i64, (Stats, BTreeSet<String>)> =
             FxHashMap::with_capacity_and_hasher(endpoints, Default::default());
-        self.each_row(conn, "requests, flows, stats", None, |id, row| {
+        for day in days {
+            let sketches = day.sketches.as_deref().map_or(&[][..], Vec::as_slice);
+            for (id, sketch) in sketches {
+                let (stats, _) = by_id.entry(*id).or_default();
+                if considered.contains(id) {
+                    stats.merge(sketch);
+                } else {
+                    stats.requests += sketch.requests;
+                }
+            }
+            for (id, totals) in day.totals.iter().filter(|(id, _)| considered.contains(id)) {
+                let (_, flows) = by_id.entry(*id).or_default();
+                for flow in &totals.flows {
+                    if !flows.contains(flow) {
+                        flows.insert(flow.clone());
+                    }
+                }
+            }
+        }
+        self.each_row(conn, "requests, flows, stats", None, true, |id, row| {
             let (stats, flows) = by_id.entry(id).or_default();
             if !considered.contains(&id) {
                 stats.requests += row.get::<_, i64>(2)? as u64;
@@ -691,7 +1020,7 @@ impl Parts {
         // A few endpoints are read by the primary key, many by scanning the range.
         let few: Option<Vec<i64>> =
             only.filter(|ids| ids.len() <= FEW_ENDPOINTS).map(|ids| ids.iter().copied().collect());
-        self.each_row(conn, "stats", few.as_deref(), |id, row| {
+        self.each_row(conn, "stats", few.as_deref(), false, |id, row| {
             if only.is_none_or(|ids| ids.contains(&id)) {
                 let stats =
                     decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?, Part::All)?;
@@ -713,79 +1042,67 @@ impl Parts {
 /// Endpoints up to which their statistics are read one by one rather than by a scan.
 const FEW_ENDPOINTS: usize = 2000;
 
-fn measured(names: &FxHashMap<i64, EndpointKey>, by_id: FxHashMap<i64, Stats>) -> Vec<Measured> {
-    // An endpoint has one id: its statistics move into the answer as they are.
-    let mut all: Vec<Measured> = by_id
-        .into_iter()
-        .filter(|(_, stats)| stats.requests > 0)
-        .filter_map(|(id, stats)| Some(Measured { endpoint: names.get(&id)?.clone(), stats }))
-        .collect();
-    all.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
-    all
-}
-
-pub fn measure(conn: &Connection, range: &EndpointRange, floor: i64) -> Result<Vec<Measured>> {
+pub fn measure(
+    conn: &Connection,
+    cache: &Cache,
+    range: &EndpointRange,
+    floor: i64,
+) -> Result<Vec<Measured>> {
     let tx = conn.unchecked_transaction()?;
     let parts = Parts::read(&tx, range, floor)?;
-    let names = all(&tx)?;
+    let catalog = cache.catalog(&tx)?;
     let by_id = match &range.only {
         None => parts.stats(&tx, None)?,
-        Some(keys) => parts.stats(&tx, Some(&ids_of(&names, keys.iter())))?,
+        Some(keys) => parts.stats(&tx, Some(&catalog.ids(keys.iter())))?,
     };
-    Ok(measured(&names, by_id))
+    Ok(catalog.measured(by_id))
 }
 
 pub fn ranking(
     conn: &Connection,
+    cache: &Cache,
     range: &EndpointRange,
     floor: i64,
     rank: &mut dyn Rank,
 ) -> Result<Vec<Measured>> {
     let tx = conn.unchecked_transaction()?;
     let parts = Parts::read(&tx, range, floor)?;
-    let names = all(&tx)?;
+    let catalog = cache.catalog(&tx)?;
     let part = rank.part();
+    let days = cache.days(&tx, &parts.days, part, day_of(hour(floor)))?;
     let counted: Vec<Counted> = if part == Part::All {
-        let mut totals = parts.totals(&tx, names.len())?;
-        in_key_order(&names)
+        let mut totals = parts.totals(&tx, &days, catalog.len())?;
+        catalog
+            .endpoints
+            .iter()
             .filter_map(|(id, endpoint)| {
-                let totals = totals.remove(&id).filter(|totals| totals.requests > 0)?;
+                let totals = totals.remove(id).filter(|totals| totals.requests > 0)?;
                 Some(Counted { endpoint: endpoint.clone(), totals, part: Stats::new() })
             })
             .collect()
     } else {
-        let considered: FxHashSet<i64> =
-            names.iter().filter(|(_, key)| rank.considers(key)).map(|(id, _)| *id).collect();
-        let mut counted = parts.counted(&tx, part, names.len(), &considered)?;
-        in_key_order(&names)
+        let considered: FxHashSet<i64> = catalog
+            .endpoints
+            .iter()
+            .filter(|(_, key)| rank.considers(key))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut counted = parts.counted(&tx, &days, part, catalog.len(), &considered)?;
+        catalog
+            .endpoints
+            .iter()
             .filter_map(|(id, endpoint)| {
-                let (stats, flows) = counted.remove(&id).filter(|(s, _)| s.requests > 0)?;
+                let (stats, flows) = counted.remove(id).filter(|(s, _)| s.requests > 0)?;
                 let mut totals = Totals::of(&stats);
                 totals.flows.extend(flows);
                 Some(Counted { endpoint: endpoint.clone(), totals, part: stats })
             })
             .collect()
     };
-    let ids = ids_of(&names, rank.pick(&counted).iter());
+    let ids = catalog.ids(rank.pick(&counted).iter());
     // When all of them are wanted, the range is scanned without looking each one up.
     let some = ids.len() < counted.len();
-    Ok(measured(&names, parts.stats(&tx, some.then_some(&ids))?))
-}
-
-/// The endpoints in the order of their keys.
-fn in_key_order(names: &FxHashMap<i64, EndpointKey>) -> impl Iterator<Item = (i64, &EndpointKey)> {
-    let mut ordered: Vec<(i64, &EndpointKey)> = names.iter().map(|(id, key)| (*id, key)).collect();
-    ordered.sort_unstable_by(|a, b| a.1.cmp(b.1));
-    ordered.into_iter()
-}
-
-/// The ids of some endpoints.
-fn ids_of<'k>(
-    names: &FxHashMap<i64, EndpointKey>,
-    keys: impl IntoIterator<Item = &'k EndpointKey>,
-) -> HashSet<i64> {
-    let keys: HashSet<&EndpointKey> = keys.into_iter().collect();
-    names.iter().filter(|(_, key)| keys.contains(key)).map(|(id, _)| *id).collect()
+    Ok(catalog.measured(parts.stats(&tx, some.then_some(&ids))?))
 }
 
 pub fn of_requests(conn: &Connection, requests: &[Cursor]) -> Result<Vec<Option<EndpointKey>>> {
@@ -882,7 +1199,7 @@ mod tests {
 
     fn got(conn: &Connection, from: i64, to: i64) -> Vec<(String, Stats)> {
         let range = EndpointRange { from: Some(Millis(from)), to: Some(Millis(to)), only: None };
-        let mut all: Vec<(String, Stats)> = measure(conn, &range, 0)
+        let mut all: Vec<(String, Stats)> = measure(conn, &Cache::default(), &range, 0)
             .unwrap()
             .into_iter()
             .map(|m| (format!("{} {}", m.endpoint.method, m.endpoint.template), m.stats))
@@ -1006,6 +1323,122 @@ mod tests {
                 let flows: String = row.get(5).unwrap();
                 assert_eq!(flows, tally::join_list(totals.flows.iter().map(String::as_str)));
             }
+        }
+    }
+
+    /// Takes every endpoint, and keeps what the store counted of them.
+    struct TakeAll {
+        part: Part,
+        seen: Vec<Counted>,
+    }
+
+    impl Rank for TakeAll {
+        fn part(&self) -> Part {
+            self.part
+        }
+
+        fn considers(&self, endpoint: &EndpointKey) -> bool {
+            endpoint.method == "GET"
+        }
+
+        fn pick(&mut self, counted: &[Counted]) -> Vec<EndpointKey> {
+            self.seen = counted.to_vec();
+            counted.iter().map(|c| c.endpoint.clone()).collect()
+        }
+    }
+
+    /// What a list of the range sees and measures, through `cache`.
+    fn ranked(
+        conn: &Connection,
+        cache: &Cache,
+        range: &EndpointRange,
+        part: Part,
+    ) -> (Vec<Counted>, Vec<Measured>) {
+        let mut rank = TakeAll { part, seen: Vec::new() };
+        let measured = ranking(conn, cache, range, 0, &mut rank).unwrap();
+        (rank.seen, measured)
+    }
+
+    /// A cache kept across batches, flushes, a crash and a purge answers as a new one does,
+    /// which reads everything from the tables; and both as the requests say.
+    #[test]
+    fn kept_days_follow_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("e.db")).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let start = 1_700_000_000_000 + 7 * HOUR_MS;
+        let records = records(start);
+        let cache = Cache::default();
+        let mut writer = Writer::load(&conn).unwrap();
+        let mut ids = write::Ids::default();
+        let mut ranges: Vec<EndpointRange> = ranges(start)
+            .into_iter()
+            .map(|(from, to)| EndpointRange {
+                from: Some(Millis(from)),
+                to: Some(Millis(to)),
+                only: None,
+            })
+            .collect();
+        ranges.push(EndpointRange { from: Some(Millis(start)), to: None, only: None });
+        let parts = [Part::All, Part::Sessions, Part::Duration, Part::Size];
+        let check = |conn: &Connection, cache: &Cache, what: &str, upto: usize| {
+            for range in &ranges {
+                for part in parts {
+                    let kept = ranked(conn, cache, range, part);
+                    let fresh = ranked(conn, &Cache::default(), range, part);
+                    assert_eq!(kept, fresh, "{what}, {range:?}, {part:?}");
+                    let (from, to) = (range.from.unwrap().0, range.to.map_or(i64::MAX, |to| to.0));
+                    let want = expected(&records[..upto], from, to);
+                    let measured: Vec<(String, Stats)> = kept
+                        .1
+                        .into_iter()
+                        .map(|m| {
+                            (format!("{} {}", m.endpoint.method, m.endpoint.template), m.stats)
+                        })
+                        .collect();
+                    let mut measured = measured;
+                    measured.sort_by(|a, b| a.0.cmp(&b.0));
+                    assert_eq!(measured, want, "{what}, {range:?}, {part:?}");
+                }
+            }
+        };
+        // Every batch adds to every day; the cache is read between the batch and the flush
+        // (the days are counted from their hours then) and after it.
+        let chunks: Vec<&[Record]> = records.chunks(150).collect();
+        let mut upto = 0;
+        for (n, chunk) in chunks.iter().enumerate() {
+            let mut batch = Batch::default();
+            for record in *chunk {
+                let mut line = Vec::new();
+                record.write_ndjson(&mut line);
+                line.pop();
+                batch.push_line(&line).unwrap();
+            }
+            let job = IngestJob::new(batch, None, &Endpoints::default());
+            write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
+            upto += chunk.len();
+            check(&conn, &cache, &format!("batch {n}, held back"), upto);
+            if n == 3 {
+                // The writer dies with statistics held back; the next rebuilds them.
+                drop(writer);
+                writer = Writer::load(&conn).unwrap();
+            } else {
+                writer.flush(&mut conn).unwrap();
+            }
+            check(&conn, &cache, &format!("batch {n}, written"), upto);
+        }
+        assert_eq!(upto, records.len());
+        assert!(!cache.lock().days.is_empty(), "days were kept");
+
+        // A purge of the first day drops its endpoints' hours; the ranges start after it.
+        let cutoff = start - start.rem_euclid(DAY_MS) + DAY_MS;
+        conn.execute("DELETE FROM requests WHERE ts < ?", [cutoff]).unwrap();
+        purge(&conn, cutoff).unwrap();
+        let later = EndpointRange { from: Some(Millis(cutoff)), to: None, only: None };
+        for part in parts {
+            let kept = ranked(&conn, &cache, &later, part);
+            assert_eq!(kept, ranked(&conn, &Cache::default(), &later, part), "{part:?}");
+            assert!(!kept.0.is_empty());
         }
     }
 }

@@ -219,6 +219,9 @@ const MIGRATIONS: &[Migration] = &[
     // 10: the statistics in the indexes by time too, so that ranking every endpoint by a
     // sketch over a range reads the index alone, without a lookup of each row it finds there.
     Migration::Sql(super::endpoints::COVERING_INDEXES),
+    // 11: a tag per day of endpoint rollups and one for the endpoints, which tell the readers
+    // what they kept of them between queries is still current (see `endpoints::Cache`).
+    Migration::Sql(super::endpoints::TAGS),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
@@ -325,15 +328,22 @@ fn configure(conn: &Connection, cache_kib: i64) -> Result<()> {
 
 /// Brings the schema up to date.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to the `known`th.
+fn migrate_to(conn: &mut Connection, known: usize) -> Result<()> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let known = MIGRATIONS.len() as i64;
+    let known = known as i64;
     if applied > known {
         return Err(StoreError::new(format!(
             "database schema version {applied} is newer than this api-sessions supports \
              ({known}); upgrade api-sessions"
         )));
     }
-    for (version, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+    for (version, migration) in
+        MIGRATIONS.iter().enumerate().take(known as usize).skip(applied as usize)
+    {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
         match migration {
             Migration::Sql(sql) => tx.execute_batch(sql)?,
@@ -416,5 +426,31 @@ mod tests {
         let ids: Vec<(i64, Vec<u8>)> =
             expected.iter().map(|(id, _, text)| (*id, text.clone().into_bytes())).collect();
         assert_eq!(hits, ids);
+    }
+
+    /// Migration 11 tags every day that has rollups, once, and the list of endpoints.
+    #[test]
+    fn tags_the_days_of_an_earlier_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 10).unwrap();
+        for (endpoint, day) in [(1, 19_000), (2, 19_000), (1, 19_001), (3, 19_005)] {
+            conn.execute(
+                "INSERT INTO endpoint_days VALUES (?, ?, 1, 0, 0, 0, 0, '', x'00')",
+                [endpoint, day],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let days: Vec<i64> = conn
+            .prepare("SELECT day FROM endpoint_day_tags ORDER BY day")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|row| row.unwrap())
+            .collect();
+        assert_eq!(days, [19_000, 19_001, 19_005]);
+        let tags: i64 =
+            conn.query_row("SELECT count(*) FROM endpoint_catalog_tag", [], |r| r.get(0)).unwrap();
+        assert_eq!(tags, 1);
     }
 }
