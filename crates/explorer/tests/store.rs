@@ -202,6 +202,8 @@ fn sqlite_databases_of_the_previous_schema_are_upgraded() {
          ALTER TABLE endpoint_hours DROP COLUMN last_ts;
          ALTER TABLE endpoint_hours DROP COLUMN flows;
          DROP TABLE session_values;
+         DROP TABLE endpoint_day_tags;
+         DROP TABLE endpoint_catalog_tag;
          CREATE INDEX sessions_user ON sessions (user, last_ts, id) WHERE user IS NOT NULL;
          CREATE INDEX sessions_role ON sessions (role, last_ts, id) WHERE role IS NOT NULL;
          CREATE INDEX session_flows_flow ON session_flows (flow, last_ts, session);
