@@ -193,7 +193,8 @@ fn table(
         "p",
         &[("class", "muted")],
         &format!(
-            "{total} endpoint{}. {}",
+            "{} endpoint{}. {}",
+            super::format::count(total),
             if total == 1 { "" } else { "s" },
             if documents {
                 "Spec status against the OpenAPI documents given with --openapi."
