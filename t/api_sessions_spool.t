@@ -66,6 +66,11 @@ EOF
 $t->write_file_expand('nginx.conf', $conf =~ s/SPOOL_MAX/64m/r);
 $t->run();
 
+# After an outage the exporter's next attempt may be a whole backoff step away
+# (10 s at most), and the spool replays after it: waits for delivery allow for
+# that on a busy machine.
+my $AFTER_OUTAGE = 40;
+
 ###############################################################################
 
 # outage: everything goes to the spool
@@ -85,7 +90,7 @@ ok(@batches >= 6, 'spooled batches on disk');
 # the receiver is back: replayed oldest first, every record exactly once
 
 $rcv->mode('ok');
-my @records = $rcv->wait_lines(30) && $rcv->records();
+my @records = $rcv->wait_lines(30, timeout => $AFTER_OUTAGE) && $rcv->records();
 is(scalar @records, 30, 'all spooled records replayed');
 my $seq = sequences(@records);
 is_deeply([map { [$_->{missing}, $_->{duplicated}] } values %$seq],
@@ -99,7 +104,8 @@ for my $r (@records) {
 }
 is_deeply([grep { !$order_ok{$_} } keys %order_ok], [], 'oldest first');
 
-$s = wait_status('/status', sub { $_[0]{total}{spooled} == 0 });
+$s = wait_status('/status', sub { $_[0]{total}{spooled} == 0 },
+	timeout => $AFTER_OUTAGE);
 is($s->{total}{exported}, 30, 'replay counted as exported');
 ok(identity($s->{total}), 'identity after the replay');
 is(scalar(() = glob($t->testdir() . '/spool/*/*.batch')), 0, 'spool emptied');
@@ -117,10 +123,11 @@ $s = wait_status('/status', sub { !grep { $old{$_->{pid}} } @{$_[0]{workers}} })
 is($s->{total}{spooled}, 10, 'exited workers\' spool still counted');
 
 $rcv->mode('ok');
-$rcv->wait_lines(40);
+$rcv->wait_lines(40, timeout => $AFTER_OUTAGE);
 my @replayed = grep { $_->{path} eq '/before-reload' } $rcv->records();
 is(scalar @replayed, 10, 'adopted spool replayed by the new workers');
-$s = wait_status('/status', sub { $_[0]{total}{exported} == 40 });
+$s = wait_status('/status', sub { $_[0]{total}{exported} == 40 },
+	timeout => $AFTER_OUTAGE);
 is($s->{total}{spooled}, 0, 'nothing left spooled');
 ok(identity($s->{total}), 'identity after adoption');
 
@@ -137,7 +144,8 @@ ok($s->{total}{dropped} > 0, 'full spool drops');
 ok(identity($s->{total}), 'identity with a full spool');
 
 $rcv->mode('ok');
-$s = wait_status('/status', sub { $_[0]{total}{spooled} == 0 });
+$s = wait_status('/status', sub { $_[0]{total}{spooled} == 0 },
+	timeout => $AFTER_OUTAGE);
 my @small = grep { $_->{path} eq '/small' } $rcv->records();
 is(scalar(@small) + $s->{total}{dropped}, 40, 'kept plus dropped is everything');
 # the workers serving since the last reload saw only these requests: what each
