@@ -1180,6 +1180,18 @@ mod tests {
             .collect()
     }
 
+    /// A write of these records, as the module's writer would send them.
+    fn job_of(records: &[Record]) -> IngestJob {
+        let mut batch = Batch::default();
+        for record in records {
+            let mut line = Vec::new();
+            record.write_ndjson(&mut line);
+            line.pop();
+            batch.push_line(&line).unwrap();
+        }
+        IngestJob::new(batch, None, &Endpoints::default())
+    }
+
     fn expected(records: &[Record], from: i64, to: i64) -> Vec<(String, Stats)> {
         let mut all: BTreeMap<String, Stats> = BTreeMap::new();
         for r in records.iter().filter(|r| r.ts.0 >= from && r.ts.0 <= to) {
@@ -1236,14 +1248,7 @@ mod tests {
         let mut writer = Writer::load(&conn).unwrap();
         let mut ids = write::Ids::default();
         for chunk in records.chunks(128) {
-            let mut batch = Batch::default();
-            for record in chunk {
-                let mut line = Vec::new();
-                record.write_ndjson(&mut line);
-                line.pop();
-                batch.push_line(&line).unwrap();
-            }
-            let job = IngestJob::new(batch, None, &Endpoints::default());
+            let job = job_of(chunk);
             write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
         }
         // Nothing written yet: every hour with requests is marked and read from them.
@@ -1283,14 +1288,7 @@ mod tests {
         let mut writer = Writer::load(&conn).unwrap();
         let mut ids = write::Ids::default();
         for (i, chunk) in records.chunks(100).enumerate() {
-            let mut batch = Batch::default();
-            for record in chunk {
-                let mut line = Vec::new();
-                record.write_ndjson(&mut line);
-                line.pop();
-                batch.push_line(&line).unwrap();
-            }
-            let job = IngestJob::new(batch, None, &Endpoints::default());
+            let job = job_of(chunk);
             write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
             // Flushes between some batches: the rows are read, added to and written back.
             if i % 3 == 1 {
@@ -1407,14 +1405,7 @@ mod tests {
         let chunks: Vec<&[Record]> = records.chunks(150).collect();
         let mut upto = 0;
         for (n, chunk) in chunks.iter().enumerate() {
-            let mut batch = Batch::default();
-            for record in *chunk {
-                let mut line = Vec::new();
-                record.write_ndjson(&mut line);
-                line.pop();
-                batch.push_line(&line).unwrap();
-            }
-            let job = IngestJob::new(batch, None, &Endpoints::default());
+            let job = job_of(chunk);
             write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
             upto += chunk.len();
             check(&conn, &cache, &format!("batch {n}, held back"), upto);
