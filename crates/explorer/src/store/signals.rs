@@ -9,6 +9,8 @@
 //! order records come in, so the scores do not depend on it; and nothing is ever re-read from
 //! the records.
 
+use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Result, StoreError};
-use crate::batch::RecordRef;
+use crate::batch::{Batch, RecordRef};
 use crate::detect::{self, ActorKey, ActorState, Config, Flows, Request, SessionState, Signal};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -124,20 +126,59 @@ impl<K: Clone + Eq + Hash> Default for Observed<K> {
 
 impl<K: Clone + Eq + Hash> Observed<K> {
     /// Adds a record stored under session `key`.
-    pub fn observe(&mut self, key: &K, record: &RecordRef<'_>) {
+    pub fn observe<Q>(&mut self, key: &Q, record: &RecordRef<'_>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let request = request_of(record);
         match self.sessions.get_mut(key) {
             Some(state) => state.observe(&request),
             None => {
-                self.sessions.insert(key.clone(), SessionState::of(&request));
+                self.sessions.insert(key.to_owned(), SessionState::of(&request));
             }
         }
         let actor = actor_hour(&ActorKey::of(&request));
         self.actors.entry(actor).or_default().observe(&request);
     }
 
+    /// Adds what `other` observed; its sessions are stored under the keys `key` gives (those
+    /// it gives none are left out).
+    pub fn merge_keyed<J>(&mut self, other: &Observed<J>, mut key: impl FnMut(&J) -> Option<K>) {
+        for (theirs, state) in &other.sessions {
+            let Some(mine) = key(theirs) else { continue };
+            match self.sessions.entry(mine) {
+                Entry::Occupied(entry) => entry.into_mut().merge(state),
+                Entry::Vacant(entry) => {
+                    entry.insert(state.clone());
+                }
+            }
+        }
+        for (actor, state) in &other.actors {
+            match self.actors.get_mut(actor) {
+                Some(mine) => mine.merge(state),
+                None => {
+                    self.actors.insert(actor.clone(), state.clone());
+                }
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+}
+
+impl Observed<String> {
+    /// The partial states of a batch's records by session id. A store computes them where the
+    /// batch is handed over, on the sender's thread, so that its writer only merges them
+    /// (see [`Observed::merge_keyed`]).
+    pub fn of_batch(batch: &Batch) -> Self {
+        let mut observed = Observed::default();
+        for record in batch.iter() {
+            observed.observe(record.session_id(), &record);
+        }
+        observed
     }
 }
 

@@ -121,7 +121,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts> {
-        self.writer.ingest(write::IngestJob::new(batch, position, &self.endpoints))
+        self.writer.ingest(write::IngestJob::new(batch, position, &self.endpoints, &self.detection))
     }
 
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {

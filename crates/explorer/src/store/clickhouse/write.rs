@@ -210,7 +210,7 @@ pub fn ingest(
                 .map_err(|err| StoreError::new(err.to_string()))?;
             body.push(b'\n');
             if detection.config().is_some() {
-                detected.observe(&record.session_id().to_owned(), &record);
+                detected.observe(record.session_id(), &record);
             }
             counts.accepted += 1;
         }

@@ -1189,7 +1189,7 @@ mod tests {
             line.pop();
             batch.push_line(&line).unwrap();
         }
-        IngestJob::new(batch, None, &Endpoints::default())
+        IngestJob::new(batch, None, &Endpoints::default(), &Detection::Off)
     }
 
     fn expected(records: &[Record], from: i64, to: i64) -> Vec<(String, Stats)> {

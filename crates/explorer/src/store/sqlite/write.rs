@@ -5,8 +5,8 @@
 //!
 //! This runs on the one writer thread every ingest path waits for, so it only does what has to
 //! be serial: everything that can be computed from a record alone was computed before (the
-//! fields when the line was parsed, the search filters by [`IngestJob::new`]), and nothing is
-//! allocated per record.
+//! fields when the line was parsed; the search filters, the endpoints and the detector's
+//! partial states by [`IngestJob::new`]), and nothing is allocated per record.
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -22,7 +22,7 @@ use super::{endpoints, schema};
 use crate::batch::{Batch, RecordRef};
 use crate::endpoints::Endpoints;
 use crate::store::endpoints::{Assignment, HourStats};
-use crate::store::signals::Detection;
+use crate::store::signals::{Detection, Observed};
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
 
 /// Rows deleted per purge transaction, so the writer lock is never held for long.
@@ -242,17 +242,25 @@ pub struct IngestJob {
     filters: BatchFilters,
     /// The endpoint of each record, before the cap.
     endpoints: Vec<Assignment>,
+    /// The detector's partial states of the records, when sessions are scored.
+    observed: Option<Observed<String>>,
     pub position: Option<FollowPosition>,
 }
 
 impl IngestJob {
     /// Prepares a batch for the writer; runs on the caller's thread.
-    pub fn new(batch: Batch, position: Option<FollowPosition>, endpoints: &Endpoints) -> Self {
+    pub fn new(
+        batch: Batch,
+        position: Option<FollowPosition>,
+        endpoints: &Endpoints,
+        detection: &Detection,
+    ) -> Self {
         let filters = BatchFilters::of(
             batch.iter().map(|record| (schema::hour(record.ts()), record.search())),
         );
         let endpoints = crate::store::endpoints::assign(endpoints, &batch);
-        IngestJob { batch, filters, endpoints, position }
+        let observed = detection.config().map(|_| Observed::of_batch(&batch));
+        IngestJob { batch, filters, endpoints, observed, position }
     }
 }
 
@@ -296,9 +304,12 @@ pub fn ingest(
         let mut search_index = search::Pending::default();
         let mut detected = signals::Pending::default();
         let mut flows = String::new();
+        // Which records of the job were stored, should some be duplicates.
+        let mut stored = Vec::new();
 
         for job in jobs {
             let mut counts = IngestCounts::default();
+            stored.clear();
             search_index.merge(&tx, &job.filters)?;
             for (record, assignment) in job.batch.iter().zip(&job.endpoints) {
                 let endpoint = endpoints.id(&tx, record.server(), assignment)?;
@@ -353,6 +364,7 @@ pub fn ingest(
                     }
                     number = (number + 1) % schema::IDS_PER_MS;
                 };
+                stored.push(id.is_some());
                 let Some(id) = id else {
                     counts.duplicates += 1;
                     continue;
@@ -361,10 +373,21 @@ pub fn ingest(
                 search_index.add(&tx, hour, hit, record.search(), job.filters.covers(hour))?;
                 acc.add(&record);
                 endpoint_hours.add(&endpoint, &record);
-                if detection.config().is_some() {
-                    detected.observe(&acc.id, &record);
-                }
                 counts.accepted += 1;
+            }
+            if let Some(observed) = &job.observed {
+                let key = |session_id: &str| sessions.get(session_id).map(|acc| acc.id);
+                if counts.duplicates == 0 {
+                    detected.merge_keyed(observed, |session_id| key(session_id));
+                } else {
+                    // Records stored before are not observed twice: only this job's new ones.
+                    for (record, _) in job.batch.iter().zip(&stored).filter(|(_, stored)| **stored)
+                    {
+                        if let Some(id) = key(record.session_id()) {
+                            detected.observe(&id, &record);
+                        }
+                    }
+                }
             }
             if let Some(position) = &job.position {
                 tx.prepare_cached(

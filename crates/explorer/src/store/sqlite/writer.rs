@@ -37,7 +37,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 type IngestReply = mpsc::SyncSender<(Result<IngestCounts>, IngestJob)>;
 
 enum Job {
-    Ingest(IngestJob, IngestReply),
+    /// Boxed, so that the small jobs do not each take its size in the queue.
+    Ingest(Box<IngestJob>, IngestReply),
     Purge(i64, mpsc::SyncSender<Result<PurgeCounts>>),
     /// Any other write (the denylist's); it sends its own reply.
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -67,7 +68,7 @@ impl Writer {
 
     pub fn ingest(&self, job: IngestJob) -> Result<IngestCounts> {
         let (reply, result) = mpsc::sync_channel(1);
-        self.send(Job::Ingest(job, reply))?;
+        self.send(Job::Ingest(Box::new(job), reply))?;
         let (counts, _job) = result.recv().map_err(|_| stopped())?;
         counts
     }
@@ -137,12 +138,12 @@ fn run(
             Job::Run(work) => work(&mut conn),
             Job::Ingest(job, reply) => {
                 let mut records = job.batch.len();
-                let mut group = vec![(job, reply)];
+                let mut group = vec![(*job, reply)];
                 while records < GROUP_RECORDS {
                     match queue.try_recv() {
                         Ok(Job::Ingest(job, reply)) => {
                             records += job.batch.len();
-                            group.push((job, reply));
+                            group.push((*job, reply));
                         }
                         Ok(other) => {
                             next = Some(other);
