@@ -222,6 +222,8 @@ const MIGRATIONS: &[Migration] = &[
     // 11: a tag per day of endpoint rollups and one for the endpoints, which tell the readers
     // what they kept of them between queries is still current (see `endpoints::Cache`).
     Migration::Sql(super::endpoints::TAGS),
+    // 12: the actors' states keyed by hour first (see `signals::ACTORS_BY_HOUR`).
+    Migration::Sql(super::signals::ACTORS_BY_HOUR),
 ];
 
 /// Migration 2: copies the requests, in time order, into a table keyed by time-ordered ids,
@@ -452,5 +454,44 @@ mod tests {
         let tags: i64 =
             conn.query_row("SELECT count(*) FROM endpoint_catalog_tag", [], |r| r.get(0)).unwrap();
         assert_eq!(tags, 1);
+    }
+
+    /// Migration 12 keeps every actor state, which the store then finds by actor and hour.
+    #[test]
+    fn keys_the_actor_states_of_an_earlier_database_by_hour() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 11).unwrap();
+        let rows = [
+            ("[\"b\",null]", 7, vec![1u8, 2]),
+            ("[\"a\",\"x\"]", 9, vec![3]),
+            ("[\"a\",\"x\"]", 7, vec![]),
+        ];
+        for (actor, hour, state) in &rows {
+            conn.execute(
+                "INSERT INTO detect_actors (actor, hour, state) VALUES (?, ?, ?)",
+                rusqlite::params![actor, hour, state],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        for (actor, hour, state) in &rows {
+            let kept: Vec<u8> = conn
+                .query_row(
+                    "SELECT state FROM detect_actors WHERE actor = ? AND hour = ?",
+                    rusqlite::params![actor, hour],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(&kept, state);
+        }
+        let order: Vec<(i64, String)> = conn
+            .prepare("SELECT hour, actor FROM detect_actors")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|row| row.unwrap())
+            .collect();
+        let hours: Vec<i64> = order.iter().map(|(hour, _)| *hour).collect();
+        assert_eq!(hours, [7, 7, 9], "stored in hour order: {order:?}");
     }
 }
