@@ -278,6 +278,35 @@ async fn arrival_order_does_not_change_scores(kind: Kind) {
     assert_eq!(scores(&shuffled).await, expected);
 }
 
+/// A session's actor is that of its first request: a request earlier than those stored moves
+/// the session to its own actor, on the session and among that actor's sessions.
+async fn an_earlier_request_moves_a_session_to_its_actor(kind: Kind) {
+    let app = app_with(kind, Detection::default());
+    let b = base();
+    let of = |session: &str, n: u64, ts: i64, ip: &str, user_agent: &str| {
+        let mut r = record(session, n, ts);
+        r.ip = ip.into();
+        r.user_agent = Some(user_agent.into());
+        r
+    };
+    let phone = |session, n, ts| of(session, n, ts, "192.0.2.50", "phone-app/2.1");
+    let laptop = |session, n, ts| of(session, n, ts, "192.0.2.77", BROWSER);
+    let stored: Vec<Record> = (0..3)
+        .map(|i| phone("stay", i, b + (30 + i as i64) * MINUTE))
+        .chain((0..2).map(|i| laptop("mover", 10 + i, b + (50 + i as i64) * MINUTE)))
+        .collect();
+    post(&app, &stored).await;
+    let (_, mover) = get(&app, "/api/sessions/mover").await;
+    assert_eq!(mover["actor"]["ip"], "192.0.2.77", "{mover}");
+
+    post(&app, &[phone("mover", 9, b + 20 * MINUTE)]).await;
+    let (_, mover) = get(&app, "/api/sessions/mover").await;
+    assert_eq!(mover["actor"]["ip"], "192.0.2.50", "{mover}");
+    assert_eq!(mover["actor"]["session_ids"], serde_json::json!(["stay"]), "{mover}");
+    let (_, stay) = get(&app, "/api/sessions/stay").await;
+    assert_eq!(stay["actor"]["session_ids"], serde_json::json!(["mover"]), "{stay}");
+}
+
 async fn detection_thresholds_and_off(kind: Kind) {
     let mut config = Config::default();
     config.path_scan.start = 100.0;
@@ -383,6 +412,7 @@ on_every_store!(
     async sessions_carry_risk_and_signals,
     risk_min_signal_and_sort_by_risk,
     arrival_order_does_not_change_scores,
+    an_earlier_request_moves_a_session_to_its_actor,
     detection_thresholds_and_off,
 );
 

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::{Result, StoreError};
 use crate::batch::{Batch, RecordRef};
+use crate::detect::sketch::Stamp;
 use crate::detect::{self, ActorKey, ActorState, Config, Flows, Request, SessionState, Signal};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -211,6 +212,9 @@ pub struct Kept<'s> {
     pub state: &'s SessionState,
     /// Whether the state changed (else only the scoring is written).
     pub changed: bool,
+    /// Whether what the store finds the session by changed too: its actor or its first
+    /// request (always so for a session without a stored state).
+    pub moved: bool,
     /// The actor of its first request ([`actor_text`]).
     pub actor: String,
     pub first_ts: i64,
@@ -246,6 +250,13 @@ pub trait Keep {
     fn save_sessions(&mut self, sessions: &[(Self::Key, Kept<'_>)]) -> Result<()>;
 }
 
+/// A session a transaction rescores: its state, and what of its row changes (see [`Kept`]).
+struct Rescore {
+    state: SessionState,
+    changed: bool,
+    moved: bool,
+}
+
 /// Merges what a transaction observed into the stored states and rescores every session whose
 /// score it may have changed.
 pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config) -> Result<()> {
@@ -257,11 +268,13 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
 
     let keys: Vec<S::Key> = observed.sessions.keys().cloned().collect();
     let mut stored = keep.sessions(&keys)?;
-    let mut sessions: HashMap<S::Key, (SessionState, bool)> = HashMap::new();
+    let mut sessions: HashMap<S::Key, Rescore> = HashMap::new();
     for (key, partial) in observed.sessions {
         let mut state = stored.remove(&key).unwrap_or_default();
+        let before = found_by(&state);
         state.merge(&partial);
-        sessions.insert(key, (state, true));
+        let moved = before.is_none() || before != found_by(&state);
+        sessions.insert(key, Rescore { state, changed: true, moved });
     }
 
     let actor_keys: Vec<ActorHour> = observed.actors.keys().cloned().collect();
@@ -286,13 +299,13 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
         let from = first * HOUR_MS - window_ms;
         let to = (last + 1) * HOUR_MS + window_ms;
         for (key, state) in keep.short_sessions(actor, from, to, short, ACTOR_RESCORE_LIMIT)? {
-            sessions.entry(key).or_insert((state, false));
+            sessions.entry(key).or_insert(Rescore { state, changed: false, moved: false });
         }
     }
 
     // Every actor-hour the rescored sessions read, loaded once.
     let mut needed: BTreeSet<ActorHour> = BTreeSet::new();
-    for (state, _) in sessions.values() {
+    for Rescore { state, .. } in sessions.values() {
         if state.requests() <= short {
             needed.extend(state.actor_keys(window).iter().map(actor_hour));
         }
@@ -301,10 +314,10 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
         needed.iter().filter(|key| !actors.contains_key(*key)).cloned().collect();
     actors.extend(keep.actors(&missing)?);
 
-    let mut ordered: Vec<(&S::Key, &(SessionState, bool))> = sessions.iter().collect();
+    let mut ordered: Vec<(&S::Key, &Rescore)> = sessions.iter().collect();
     ordered.sort_by(|a, b| a.0.cmp(b.0));
     let mut kept = Vec::with_capacity(ordered.len());
-    for (key, (state, changed)) in ordered {
+    for (key, Rescore { state, changed, moved }) in ordered {
         let Some(origin) = state.origin() else { continue };
         let mut actor = ActorState::default();
         let mut seen = HashSet::new();
@@ -324,6 +337,7 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
             Kept {
                 state,
                 changed: *changed,
+                moved: *moved,
                 actor: actor_text(&origin.ip, origin.user_agent.as_deref()),
                 first_ts,
                 last_ts,
@@ -333,6 +347,13 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
         ));
     }
     keep.save_sessions(&kept)
+}
+
+/// What a store finds a session's state by, the actor of its first request and its time, as
+/// a key that changes whenever they do: a merge replaces the origin only by an earlier one.
+fn found_by(state: &SessionState) -> Option<(i64, Stamp)> {
+    let (first, _) = state.time_range()?;
+    Some((first, state.origin()?.stamp.clone()))
 }
 
 /// The signals of a stored scoring, as the store keeps them (JSON).

@@ -160,13 +160,26 @@ impl Keep for Store<'_, '_> {
                  first_ts = excluded.first_ts, last_ts = excluded.last_ts,
                  requests = excluded.requests",
         )?;
+        // A session whose actor and first request stay has its index entry left alone.
+        let mut update = self.tx.prepare_cached(
+            "UPDATE session_detect SET state = ?, signals = ?, last_ts = ?, requests = ?
+             WHERE session = ?",
+        )?;
         let mut rescored =
             self.tx.prepare_cached("UPDATE session_detect SET signals = ? WHERE session = ?")?;
         let mut update_session =
             self.tx.prepare_cached("UPDATE sessions SET risk = ?, signals = ? WHERE id = ?")?;
         for (key, kept) in sessions {
             let all = signals::signals_json(&kept.scored.signals)?;
-            if kept.changed {
+            if kept.changed && !kept.moved {
+                update.execute(params![
+                    encode_state(kept.state)?,
+                    all,
+                    kept.last_ts,
+                    kept.requests as i64,
+                    key
+                ])?;
+            } else if kept.changed {
                 upsert.execute(params![
                     key,
                     encode_state(kept.state)?,
