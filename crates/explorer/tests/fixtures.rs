@@ -168,10 +168,7 @@ pub fn ndjson(records: &[Record]) -> Vec<u8> {
 pub fn batch(records: &[Record]) -> Batch {
     let mut batch = Batch::default();
     for record in records {
-        let mut line = Vec::new();
-        record.write_ndjson(&mut line);
-        line.pop();
-        batch.push_line(&line).unwrap();
+        batch.push_record(record).unwrap();
     }
     batch
 }

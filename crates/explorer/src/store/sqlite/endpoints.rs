@@ -1184,10 +1184,7 @@ mod tests {
     fn job_of(records: &[Record]) -> IngestJob {
         let mut batch = Batch::default();
         for record in records {
-            let mut line = Vec::new();
-            record.write_ndjson(&mut line);
-            line.pop();
-            batch.push_line(&line).unwrap();
+            batch.push_record(record).unwrap();
         }
         IngestJob::new(batch, None, &Endpoints::default(), &Detection::Off)
     }

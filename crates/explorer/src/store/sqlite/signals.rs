@@ -28,9 +28,8 @@ const ACTOR_GRACE_HOURS: i64 = 48;
 
 /// Migration 12: `detect_actors` keyed by hour, then actor. A transaction writes the states of
 /// the actors of its records' hours, a few hours at a time: in hour order they share a few
-/// pages, where in actor order each of them dirtied a page of its own, and every commit wrote
-/// most of the table to the WAL again. The purge deletes a range of the key, without an index
-/// by hour.
+/// pages, where in actor order each would dirty a page of its own and a commit would write most
+/// of the table to the WAL. The purge deletes a range of the key, without an index by hour.
 pub const ACTORS_BY_HOUR: &str = "
     CREATE TABLE detect_actors_by_hour (
         hour  INTEGER NOT NULL,
