@@ -7,8 +7,10 @@
 //! `uniqUpTo(N)`, [`Counts`] is `sumMap`, and [`Capped`] is a table keyed by
 //! (session, key) of which the `N` smallest keys are read.
 //!
-//! Every piece serializes (a store keeps the state of open sessions) and is rebuilt through
-//! its own `observe` when read back, so that a stored state always keeps its bounds and order.
+//! Every piece serializes as the list it holds, written from where it lies rather than from a
+//! copy (a store writes the states of the sessions each transaction touched), and is rebuilt
+//! through its own `observe` when read back, so that a stored state always keeps its bounds
+//! and order.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -136,8 +138,8 @@ pub struct Stamp {
 }
 
 /// The `N` earliest requests of a category, without repeats.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Vec<Stamp>", into = "Vec<Stamp>")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "Vec<Stamp>")]
 pub struct Earliest<const N: usize> {
     stamps: Vec<Stamp>,
 }
@@ -150,9 +152,9 @@ impl<const N: usize> From<Vec<Stamp>> for Earliest<N> {
     }
 }
 
-impl<const N: usize> From<Earliest<N>> for Vec<Stamp> {
-    fn from(earliest: Earliest<N>) -> Self {
-        earliest.stamps
+impl<const N: usize> Serialize for Earliest<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.stamps.serialize(serializer)
     }
 }
 
@@ -199,8 +201,8 @@ fn stamp_heap(stamp: &Stamp) -> usize {
 
 /// The `N` smallest values, repeats included (a multiset: two requests may start in the same
 /// millisecond, and the store never hands the same record twice).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Vec<i64>", into = "Vec<i64>")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "Vec<i64>")]
 pub struct Smallest<const N: usize> {
     values: Vec<i64>,
 }
@@ -213,9 +215,9 @@ impl<const N: usize> From<Vec<i64>> for Smallest<N> {
     }
 }
 
-impl<const N: usize> From<Smallest<N>> for Vec<i64> {
-    fn from(smallest: Smallest<N>) -> Self {
-        smallest.values
+impl<const N: usize> Serialize for Smallest<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.values.serialize(serializer)
     }
 }
 
@@ -247,8 +249,8 @@ impl<const N: usize> Smallest<N> {
 
 /// How many distinct values, exact up to `N` and "more than `N`" beyond: the set of hashes is
 /// dropped once it outgrows `N`, so the count saturates instead of growing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Option<Vec<u64>>", into = "Option<Vec<u64>>")]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "Option<Vec<u64>>")]
 pub enum Distinct<const N: usize> {
     /// Sorted hashes, at most `N`.
     Exact(Vec<u64>),
@@ -265,11 +267,12 @@ impl<const N: usize> From<Option<Vec<u64>>> for Distinct<N> {
     }
 }
 
-impl<const N: usize> From<Distinct<N>> for Option<Vec<u64>> {
-    fn from(distinct: Distinct<N>) -> Self {
-        match distinct {
-            Distinct::Exact(hashes) => Some(hashes),
-            Distinct::Saturated => None,
+/// `None` once saturated.
+impl<const N: usize> Serialize for Distinct<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Distinct::Exact(hashes) => serializer.serialize_some(hashes),
+            Distinct::Saturated => serializer.serialize_none(),
         }
     }
 }
@@ -334,12 +337,8 @@ impl<const N: usize> Distinct<N> {
 
 /// Counts per key (`sumMap`). The keys a caller uses are bounded by construction (minute of
 /// the day, HTTP status), which bounds the map.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    from = "Vec<(K, u32)>",
-    into = "Vec<(K, u32)>",
-    bound(serialize = "K: Serialize + Clone", deserialize = "K: Deserialize<'de> + Ord + Copy")
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "Vec<(K, u32)>", bound(deserialize = "K: Deserialize<'de> + Ord + Copy"))]
 pub struct Counts<K> {
     entries: Vec<(K, u32)>,
 }
@@ -352,9 +351,9 @@ impl<K: Ord + Copy> From<Vec<(K, u32)>> for Counts<K> {
     }
 }
 
-impl<K> From<Counts<K>> for Vec<(K, u32)> {
-    fn from(counts: Counts<K>) -> Self {
-        counts.entries
+impl<K: Serialize> Serialize for Counts<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
     }
 }
 
@@ -402,12 +401,8 @@ pub trait Entry: Clone {
 /// smallest of all the keys a session ever had is among the `N` smallest of every part it was
 /// seen in, so its entry is kept whole wherever it was merged: the table is the same
 /// whatever the order and grouping of the merges. Keys beyond the cap are left out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    from = "Vec<(u64, V)>",
-    into = "Vec<(u64, V)>",
-    bound(serialize = "V: Serialize + Clone", deserialize = "V: Deserialize<'de> + Entry")
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "Vec<(u64, V)>", bound(deserialize = "V: Deserialize<'de> + Entry"))]
 pub struct Capped<V, const N: usize> {
     entries: Vec<(u64, V)>,
 }
@@ -420,9 +415,9 @@ impl<V: Entry, const N: usize> From<Vec<(u64, V)>> for Capped<V, N> {
     }
 }
 
-impl<V, const N: usize> From<Capped<V, N>> for Vec<(u64, V)> {
-    fn from(capped: Capped<V, N>) -> Self {
-        capped.entries
+impl<V: Serialize, const N: usize> Serialize for Capped<V, N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
     }
 }
 

@@ -143,23 +143,23 @@ impl<K: Clone + Eq + Hash> Observed<K> {
         self.actors.entry(actor).or_default().observe(&request);
     }
 
-    /// Adds what `other` observed; its sessions are stored under the keys `key` gives (those
-    /// it gives none are left out).
-    pub fn merge_keyed<J>(&mut self, other: &Observed<J>, mut key: impl FnMut(&J) -> Option<K>) {
-        for (theirs, state) in &other.sessions {
-            let Some(mine) = key(theirs) else { continue };
+    /// Adds what `other` observed, taking its states rather than copying them; its sessions
+    /// are stored under the keys `key` gives (those it gives none are left out).
+    pub fn merge_keyed<J>(&mut self, other: Observed<J>, mut key: impl FnMut(&J) -> Option<K>) {
+        for (theirs, state) in other.sessions {
+            let Some(mine) = key(&theirs) else { continue };
             match self.sessions.entry(mine) {
-                Entry::Occupied(entry) => entry.into_mut().merge(state),
+                Entry::Occupied(entry) => entry.into_mut().merge(&state),
                 Entry::Vacant(entry) => {
-                    entry.insert(state.clone());
+                    entry.insert(state);
                 }
             }
         }
-        for (actor, state) in &other.actors {
-            match self.actors.get_mut(actor) {
-                Some(mine) => mine.merge(state),
-                None => {
-                    self.actors.insert(actor.clone(), state.clone());
+        for (actor, state) in other.actors {
+            match self.actors.entry(actor) {
+                Entry::Occupied(entry) => entry.into_mut().merge(&state),
+                Entry::Vacant(entry) => {
+                    entry.insert(state);
                 }
             }
         }

@@ -1246,7 +1246,7 @@ mod tests {
         let mut ids = write::Ids::default();
         for chunk in records.chunks(128) {
             let job = job_of(chunk);
-            write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
+            write::ingest(&mut conn, &mut ids, &mut writer, &mut [job], &Detection::Off).unwrap();
         }
         // Nothing written yet: every hour with requests is marked and read from them.
         assert!(writer.has_pending());
@@ -1286,7 +1286,7 @@ mod tests {
         let mut ids = write::Ids::default();
         for (i, chunk) in records.chunks(100).enumerate() {
             let job = job_of(chunk);
-            write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
+            write::ingest(&mut conn, &mut ids, &mut writer, &mut [job], &Detection::Off).unwrap();
             // Flushes between some batches: the rows are read, added to and written back.
             if i % 3 == 1 {
                 writer.flush(&mut conn).unwrap();
@@ -1403,7 +1403,7 @@ mod tests {
         let mut upto = 0;
         for (n, chunk) in chunks.iter().enumerate() {
             let job = job_of(chunk);
-            write::ingest(&mut conn, &mut ids, &mut writer, &[job], &Detection::Off).unwrap();
+            write::ingest(&mut conn, &mut ids, &mut writer, &mut [job], &Detection::Off).unwrap();
             upto += chunk.len();
             check(&conn, &cache, &format!("batch {n}, held back"), upto);
             if n == 3 {

@@ -285,7 +285,7 @@ pub fn ingest(
     conn: &mut Connection,
     ids: &mut Ids,
     endpoints: &mut endpoints::Writer,
-    jobs: &[IngestJob],
+    jobs: &mut [IngestJob],
     detection: &Detection,
 ) -> Result<Vec<IngestCounts>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -307,7 +307,7 @@ pub fn ingest(
         // Which records of the job were stored, should some be duplicates.
         let mut stored = Vec::new();
 
-        for job in jobs {
+        for job in jobs.iter_mut() {
             let mut counts = IngestCounts::default();
             stored.clear();
             search_index.merge(&tx, &job.filters)?;
@@ -375,16 +375,18 @@ pub fn ingest(
                 endpoint_hours.add(&endpoint, &record);
                 counts.accepted += 1;
             }
-            if let Some(observed) = &job.observed {
+            if detection.config().is_some() {
                 let key = |session_id: &str| sessions.get(session_id).map(|acc| acc.id);
-                if counts.duplicates == 0 {
-                    detected.merge_keyed(observed, |session_id| key(session_id));
-                } else {
+                match job.observed.take().filter(|_| counts.duplicates == 0) {
+                    Some(observed) => detected.merge_keyed(observed, |session_id| key(session_id)),
                     // Records stored before are not observed twice: only this job's new ones.
-                    for (record, _) in job.batch.iter().zip(&stored).filter(|(_, stored)| **stored)
-                    {
-                        if let Some(id) = key(record.session_id()) {
-                            detected.observe(&id, &record);
+                    // A job whose group failed, retried alone, has given its states already.
+                    None => {
+                        let records = job.batch.iter().zip(&stored);
+                        for (record, _) in records.filter(|(_, stored)| **stored) {
+                            if let Some(id) = key(record.session_id()) {
+                                detected.observe(&id, &record);
+                            }
                         }
                     }
                 }
@@ -563,4 +565,108 @@ fn delete_session_parts(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.prepare_cached("DELETE FROM session_ips WHERE session = ?")?.execute([id])?;
     tx.prepare_cached("DELETE FROM session_values WHERE session = ?")?.execute([id])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use api_sessions_core::record::Record;
+    use api_sessions_core::time::Millis;
+
+    use super::*;
+
+    /// A login attempt every two seconds, mostly refused, then one the test database refuses.
+    fn records() -> Vec<Record> {
+        (0..40u64)
+            .map(|n| Record {
+                v: 1,
+                ts: Millis(1_700_000_000_000 + n as i64 * 2_000),
+                request_id: if n == 39 { "refused".into() } else { format!("{n:032x}") },
+                node: "web-1".into(),
+                pid: 1,
+                seq: n,
+                session_id: format!("s{}", n % 3),
+                session_key: "cookie:sid".into(),
+                session_key_builtin: true,
+                key_hash: format!("key-{}", n % 3),
+                session_start: Millis(1_700_000_000_000),
+                server: "api.example.com".into(),
+                method: "POST".into(),
+                path: "/login".into(),
+                status: if n % 7 == 0 { 200 } else { 401 },
+                duration_ms: 3.0,
+                request_bytes: 10,
+                response_bytes: 40,
+                ip: "192.0.2.1".into(),
+                user_agent: Some("python-requests/2.31".into()),
+                user: Some(format!("user{n}")),
+                role: None,
+                flows: vec!["auth".into()],
+                params: vec![],
+                attack: None,
+                truncated: vec![],
+                blocked: None,
+            })
+            .collect()
+    }
+
+    fn job(records: &[Record], detection: &Detection) -> IngestJob {
+        let mut batch = Batch::default();
+        for record in records {
+            batch.push_record(record).unwrap();
+        }
+        IngestJob::new(batch, None, &Endpoints::default(), detection)
+    }
+
+    /// The detection rows of every session, in session order.
+    fn detection_rows(conn: &Connection) -> Vec<(String, i64, String, Vec<u8>, String)> {
+        conn.prepare(
+            "SELECT s.session_id, s.risk, s.signals, d.state, d.signals FROM sessions s
+             JOIN session_detect d ON d.session = s.id ORDER BY s.session_id",
+        )
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    }
+
+    /// A job whose group the database refused is stored on its own, and scored as if it had
+    /// been alone from the start: its partial states were given to the failed transaction,
+    /// so its records are observed again.
+    #[test]
+    fn a_job_retried_after_its_group_failed_is_scored_whole() {
+        let detection = Detection::default();
+        let records = records();
+        let (good, bad) = records.split_at(30);
+        let dir = tempfile::tempdir().unwrap();
+
+        let mut alone = Connection::open(dir.path().join("alone.db")).unwrap();
+        schema::migrate(&mut alone).unwrap();
+        let mut writer = endpoints::Writer::load(&alone).unwrap();
+        let mut jobs = [job(good, &detection)];
+        ingest(&mut alone, &mut Ids::default(), &mut writer, &mut jobs, &detection).unwrap();
+
+        let mut retried = Connection::open(dir.path().join("retried.db")).unwrap();
+        schema::migrate(&mut retried).unwrap();
+        retried
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.request_id = 'refused'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+        let mut writer = endpoints::Writer::load(&retried).unwrap();
+        let mut ids = Ids::default();
+        let mut group = [job(good, &detection), job(bad, &detection)];
+        let refused = ingest(&mut retried, &mut ids, &mut writer, &mut group, &detection);
+        assert!(refused.unwrap_err().to_string().contains("refused"));
+        assert!(group[0].observed.is_none(), "the failed transaction took the states");
+        let counts =
+            ingest(&mut retried, &mut ids, &mut writer, &mut group[..1], &detection).unwrap();
+        assert_eq!(counts[0].accepted, 30);
+
+        let rows = detection_rows(&alone);
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|row| row.1 > 0), "{rows:?}");
+        assert_eq!(detection_rows(&retried), rows);
+    }
 }

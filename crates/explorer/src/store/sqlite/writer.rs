@@ -152,8 +152,8 @@ fn run(
                         Err(_) => break,
                     }
                 }
-                let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                let mut ingest = |conn: &mut Connection, jobs: &[IngestJob]| {
+                let (mut jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                let mut ingest = |conn: &mut Connection, jobs: &mut [IngestJob]| {
                     let result = write::ingest(conn, &mut ids, &mut endpoints, jobs, detection);
                     if result.is_err() {
                         // The endpoints the transaction added were rolled back with it.
@@ -161,14 +161,14 @@ fn run(
                     }
                     result
                 };
-                let results: Vec<_> = match ingest(&mut conn, &jobs) {
+                let results: Vec<_> = match ingest(&mut conn, &mut jobs) {
                     Ok(counts) => counts.into_iter().map(Ok).collect(),
                     // A batch the database refuses fails its whole transaction: store the
                     // others on their own, so that only it fails.
                     Err(_) if jobs.len() > 1 => jobs
-                        .iter()
+                        .iter_mut()
                         .map(|job| {
-                            let job = std::slice::from_ref(job);
+                            let job = std::slice::from_mut(job);
                             ingest(&mut conn, job).map(|counts| counts[0])
                         })
                         .collect(),
