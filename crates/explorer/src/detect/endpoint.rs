@@ -74,6 +74,10 @@ fn is_uuid(bytes: &[u8]) -> bool {
 }
 
 fn is_email(segment: &str) -> bool {
+    // Most segments have no `@`: they are told apart without a copy.
+    if !segment.contains('@') && !segment.contains("%40") {
+        return false;
+    }
     let segment = segment.replace("%40", "@");
     match segment.split_once('@') {
         Some((local, domain)) => {

@@ -448,10 +448,33 @@ pub struct ActorKey {
 
 impl ActorKey {
     pub fn of(request: &Request<'_>) -> ActorKey {
-        ActorKey {
-            ip: clip(request.ip, MAX_KEY_TEXT).to_owned(),
-            user_agent: request.user_agent.map(|ua| clip(ua, MAX_AGENT).to_owned()),
+        ActorRef::of(request).to_key()
+    }
+}
+
+/// An [`ActorKey`] borrowed from a request: what records of the same actor and hour are
+/// grouped by before their key is built once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ActorRef<'r> {
+    pub ip: &'r str,
+    pub user_agent: Option<&'r str>,
+    pub hour: i64,
+}
+
+impl<'r> ActorRef<'r> {
+    pub fn of(request: &Request<'r>) -> ActorRef<'r> {
+        ActorRef {
+            ip: clip(request.ip, MAX_KEY_TEXT),
+            user_agent: request.user_agent.map(|ua| clip(ua, MAX_AGENT)),
             hour: hour_of(request.ts),
+        }
+    }
+
+    pub fn to_key(self) -> ActorKey {
+        ActorKey {
+            ip: self.ip.to_owned(),
+            user_agent: self.user_agent.map(str::to_owned),
+            hour: self.hour,
         }
     }
 }

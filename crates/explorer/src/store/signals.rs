@@ -20,7 +20,9 @@ use serde::Serialize;
 use super::{Result, StoreError};
 use crate::batch::{Batch, RecordRef};
 use crate::detect::sketch::Stamp;
-use crate::detect::{self, ActorKey, ActorState, Config, Flows, Request, SessionState, Signal};
+use crate::detect::{
+    self, ActorKey, ActorRef, ActorState, Config, Flows, Request, SessionState, Signal,
+};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -133,14 +135,22 @@ impl<K: Clone + Eq + Hash> Observed<K> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let request = request_of(record);
-        match self.sessions.get_mut(key) {
-            Some(state) => state.observe(&request),
-            None => {
-                self.sessions.insert(key.to_owned(), SessionState::of(&request));
-            }
-        }
+        self.observe_session(key, &request);
         let actor = actor_hour(&ActorKey::of(&request));
         self.actors.entry(actor).or_default().observe(&request);
+    }
+
+    fn observe_session<Q>(&mut self, key: &Q, request: &Request<'_>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match self.sessions.get_mut(key) {
+            Some(state) => state.observe(request),
+            None => {
+                self.sessions.insert(key.to_owned(), SessionState::of(request));
+            }
+        }
     }
 
     /// Adds what `other` observed, taking its states rather than copying them; its sessions
@@ -176,9 +186,18 @@ impl Observed<String> {
     /// (see [`Observed::merge_keyed`]).
     pub fn of_batch(batch: &Batch) -> Self {
         let mut observed = Observed::default();
+        // Grouped by the borrowed actor first: each actor-hour's key is built once, not once
+        // per record.
+        let mut actors: HashMap<ActorRef<'_>, ActorState> = HashMap::new();
         for record in batch.iter() {
-            observed.observe(record.session_id(), &record);
+            let request = request_of(&record);
+            observed.observe_session(record.session_id(), &request);
+            actors.entry(ActorRef::of(&request)).or_default().observe(&request);
         }
+        observed.actors = actors
+            .into_iter()
+            .map(|(actor, state)| ((actor_text(actor.ip, actor.user_agent), actor.hour), state))
+            .collect();
         observed
     }
 }
@@ -421,4 +440,67 @@ pub struct SessionSignals {
 pub fn actor_window(first_ts: i64, last_ts: i64, window_hours: u32) -> (i64, i64) {
     let window = i64::from(window_hours) * HOUR_MS;
     (first_ts - window, last_ts + window)
+}
+
+#[cfg(test)]
+mod tests {
+    use api_sessions_core::record::Record;
+    use api_sessions_core::time::Millis;
+
+    use super::*;
+
+    /// Requests of three sessions from two addresses, two User-Agents (one of them none)
+    /// and three hours.
+    fn batch() -> Batch {
+        let mut batch = Batch::default();
+        for n in 0..60u64 {
+            let record = Record {
+                v: 1,
+                ts: Millis(1_795_341_600_000 + n as i64 * 170_000),
+                request_id: format!("{n:032x}"),
+                node: "web-1".into(),
+                pid: 1,
+                seq: n,
+                session_id: format!("s{}", n % 3),
+                session_key: "cookie:sid".into(),
+                session_key_builtin: true,
+                key_hash: format!("k{}", n % 3),
+                session_start: Millis(1_795_341_600_000),
+                server: "api.example.com".into(),
+                method: "POST".into(),
+                path: format!("/orders/{n}"),
+                status: [200, 401, 404][(n % 3) as usize],
+                duration_ms: 1.0,
+                request_bytes: 10,
+                response_bytes: 10,
+                ip: ["192.0.2.1", "192.0.2.2"][(n % 2) as usize].into(),
+                user_agent: (n % 5 != 0).then(|| "curl/8.5.0".into()),
+                user: Some(format!("u{}", n % 4)),
+                role: None,
+                flows: vec!["auth".into()],
+                params: vec![],
+                attack: None,
+                truncated: vec![],
+                blocked: None,
+            };
+            batch.push_record(&record).unwrap();
+        }
+        batch
+    }
+
+    /// A batch observed where it is handed over holds the states of its records observed one
+    /// by one, as the writer does for a batch with duplicates.
+    #[test]
+    fn a_batch_is_observed_as_its_records_are() {
+        let batch = batch();
+        let whole = Observed::of_batch(&batch);
+        let mut one_by_one = Observed::<String>::default();
+        for record in batch.iter() {
+            one_by_one.observe(record.session_id(), &record);
+        }
+        assert_eq!(whole.sessions.len(), 3);
+        assert_eq!(whole.actors.len(), 12, "{:?}", whole.actors.keys());
+        assert_eq!(whole.sessions, one_by_one.sessions);
+        assert_eq!(whole.actors, one_by_one.actors);
+    }
 }
