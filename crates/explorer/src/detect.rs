@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Config, ConfigError, Ramp};
 pub use endpoint::{endpoint_of, Endpoint};
-pub use state::{keyed_by_address, ActorKey, ActorState, Origin, SessionState};
+pub use state::{keyed_by_address, ActorKey, ActorRef, ActorState, Origin, SessionState};
 
 /// What the detector reads of one record.
 #[derive(Clone, Copy, Debug)]
@@ -211,13 +211,21 @@ pub struct Signal {
 pub const MAX_EVIDENCE: usize = 5;
 
 impl Signal {
-    fn new(name: SignalName, score: f64, detail: String, evidence: Vec<String>) -> Option<Signal> {
+    /// The signal at `score`, or none when it rounds to 0. Its detail and evidence are only
+    /// built for a signal that scores: every rescored session runs every detector, and most
+    /// score 0 on most of them.
+    fn new(
+        name: SignalName,
+        score: f64,
+        detail: impl FnOnce() -> String,
+        evidence: impl FnOnce() -> Vec<String>,
+    ) -> Option<Signal> {
         let score = (score.clamp(0.0, 1.0) * 100.0).round() / 100.0;
         (score > 0.0).then(|| Signal {
             name,
             score,
-            detail,
-            evidence: evidence.into_iter().take(MAX_EVIDENCE).collect(),
+            detail: detail(),
+            evidence: evidence().into_iter().take(MAX_EVIDENCE).collect(),
         })
     }
 }

@@ -39,20 +39,19 @@ pub(super) fn automation_client(state: &SessionState, config: &AutomationClient)
     let agents = state.agent_count.count() as f64;
     let rotation = Ramp::new(config.agents_start, config.agents_full).score(agents);
     if rotation > share {
-        let evidence = state
-            .agents
-            .values()
-            .filter_map(|agent| agent.first.ids().into_iter().next())
-            .collect();
+        let evidence = || {
+            let firsts = state.agents.values().map(|agent| agent.first.stamps().first());
+            firsts.flatten().map(|stamp| stamp.request_id.to_string()).collect()
+        };
         return Signal::new(
             SignalName::AutomationClient,
             rotation,
-            format!("{} different User-Agents in one session", state.agent_count.describe()),
+            || format!("{} different User-Agents in one session", state.agent_count.describe()),
             evidence,
         );
     }
     let (agent, requests) = tool?;
-    let detail = match &agent.user_agent {
+    let detail = || match &agent.user_agent {
         Some(user_agent) => {
             format!(
                 "User-Agent \"{user_agent}\" of a tool on {requests} of {} requests",
@@ -61,21 +60,24 @@ pub(super) fn automation_client(state: &SessionState, config: &AutomationClient)
         }
         None => format!("no User-Agent on {requests} of {} requests", state.requests),
     };
-    Signal::new(SignalName::AutomationClient, share, detail, agent.first.ids())
+    Signal::new(SignalName::AutomationClient, share, detail, || agent.first.ids())
 }
 
 pub(super) fn attacks(state: &SessionState, config: &Attacks) -> Option<Signal> {
     if !config.enabled {
         return None;
     }
-    let mut kinds: Vec<_> = state.attack_kinds.values().collect();
-    kinds.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.name.cmp(&b.name)));
-    let kinds: Vec<String> =
-        kinds.iter().map(|kind| format!("{} ×{}", kind.name, kind.requests)).collect();
+    let detail = || {
+        let mut kinds: Vec<_> = state.attack_kinds.values().collect();
+        kinds.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.name.cmp(&b.name)));
+        let kinds: Vec<String> =
+            kinds.iter().map(|kind| format!("{} ×{}", kind.name, kind.requests)).collect();
+        format!("{} requests flagged as attacks ({})", state.attacks, kinds.join(", "))
+    };
     Signal::new(
         SignalName::Attacks,
         Ramp::new(config.start, config.full).score(state.attacks as f64),
-        format!("{} requests flagged as attacks ({})", state.attacks, kinds.join(", ")),
-        state.attacks_first.ids(),
+        detail,
+        || state.attacks_first.ids(),
     )
 }

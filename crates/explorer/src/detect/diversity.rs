@@ -21,14 +21,16 @@ pub(super) fn low_diversity(state: &SessionState, config: &LowDiversity) -> Opti
     Signal::new(
         SignalName::LowDiversity,
         score,
-        format!(
-            "{:.0}% of {} requests on {} ({} endpoints in all)",
-            share * 100.0,
-            state.requests,
-            top.template,
-            state.endpoint_count.describe()
-        ),
-        top.first.ids(),
+        || {
+            format!(
+                "{:.0}% of {} requests on {} ({} endpoints in all)",
+                share * 100.0,
+                state.requests,
+                top.template,
+                state.endpoint_count.describe()
+            )
+        },
+        || top.first.ids(),
     )
 }
 
@@ -42,7 +44,7 @@ pub(super) fn path_scan(state: &SessionState, config: &PathScan) -> Option<Signa
     Signal::new(
         SignalName::PathScan,
         score,
-        format!("{} distinct endpoints answered 404", state.not_found.describe()),
-        state.not_found_first.ids(),
+        || format!("{} distinct endpoints answered 404", state.not_found.describe()),
+        || state.not_found_first.ids(),
     )
 }

@@ -20,7 +20,7 @@ pub(super) fn enumeration(state: &SessionState, config: &Enumeration) -> Option<
     Signal::new(
         SignalName::Enumeration,
         score,
-        format!("{} distinct ids under {}", top.ids.describe(), top.template),
-        top.first.ids(),
+        || format!("{} distinct ids under {}", top.ids.describe(), top.template),
+        || top.first.ids(),
     )
 }

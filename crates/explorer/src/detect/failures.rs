@@ -6,16 +6,16 @@ use super::sketch::Counts;
 use super::state::{ActorState, SessionState};
 use super::{Signal, SignalName};
 
-fn refused(statuses: &Counts<u16>, config: &AuthFailures) -> (u64, String) {
-    let mut total = 0u64;
-    let mut parts = Vec::new();
-    for (status, count) in statuses.iter() {
-        if config.statuses.contains(&status) {
-            total += u64::from(count);
-            parts.push(format!("{status} ×{count}"));
-        }
-    }
-    (total, parts.join(", "))
+/// The refused requests among these counts by status.
+fn refused(statuses: &Counts<u16>, config: &AuthFailures) -> u64 {
+    let counted = statuses.iter().filter(|(status, _)| config.statuses.contains(status));
+    counted.map(|(_, count)| u64::from(count)).sum()
+}
+
+/// "401 ×3, 429 ×1": the refused requests by status.
+fn describe_refused(statuses: &Counts<u16>, config: &AuthFailures) -> String {
+    let counted = statuses.iter().filter(|(status, _)| config.statuses.contains(status));
+    counted.map(|(status, count)| format!("{status} ×{count}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Refused `auth` requests in the session, or, for a short session, in every session of its
@@ -29,20 +29,26 @@ pub(super) fn auth_failures(
         return None;
     }
     let ramp = Ramp::new(config.start, config.full);
-    let (count, statuses) = refused(&state.auth_statuses, config);
+    let count = refused(&state.auth_statuses, config);
     let mine = Signal::new(
         SignalName::AuthFailures,
         ramp.score(count as f64),
-        format!("{count} refused logins ({statuses})"),
-        state.auth_refused_first.ids(),
+        || {
+            let statuses = describe_refused(&state.auth_statuses, config);
+            format!("{count} refused logins ({statuses})")
+        },
+        || state.auth_refused_first.ids(),
     );
     let theirs = actor.and_then(|actor| {
-        let (count, statuses) = refused(&actor.auth_statuses, config);
+        let count = refused(&actor.auth_statuses, config);
         Signal::new(
             SignalName::AuthFailures,
             ramp.score(count as f64),
-            format!("{count} refused logins ({statuses}) from this IP address and User-Agent around this session"),
-            actor.auth_refused_first.ids(),
+            || {
+                let statuses = describe_refused(&actor.auth_statuses, config);
+                format!("{count} refused logins ({statuses}) from this IP address and User-Agent around this session")
+            },
+            || actor.auth_refused_first.ids(),
         )
     });
     match (mine, theirs) {
@@ -61,13 +67,15 @@ pub(super) fn errors(state: &SessionState, config: &Errors) -> Option<Signal> {
     Signal::new(
         SignalName::Errors,
         Ramp::new(config.start, config.full).score(share),
-        format!(
-            "{:.0}% of {} requests failed ({} 4xx, {} 5xx)",
-            share * 100.0,
-            state.requests,
-            state.client_errors,
-            state.server_errors
-        ),
-        state.errors_first.ids(),
+        || {
+            format!(
+                "{:.0}% of {} requests failed ({} 4xx, {} 5xx)",
+                share * 100.0,
+                state.requests,
+                state.client_errors,
+                state.server_errors
+            )
+        },
+        || state.errors_first.ids(),
     )
 }

@@ -32,19 +32,21 @@ pub(super) fn identity_churn(
     let mine = Signal::new(
         SignalName::IdentityChurn,
         users.score(state.users.count() as f64),
-        format!("{} users in one session", state.users.describe()),
-        state.users_first.ids(),
+        || format!("{} users in one session", state.users.describe()),
+        || state.users_first.ids(),
     );
     let theirs = actor.and_then(|actor| {
         let (short, mean) = short_sessions(actor, config);
         Signal::new(
             SignalName::IdentityChurn,
             Ramp::new(config.sessions_start, config.sessions_full).score(short),
-            format!(
-                "{} sessions of this IP address and User-Agent around this one, {mean:.1} requests each",
-                actor.sessions.describe()
-            ),
-            actor.sessions_first.ids(),
+            || {
+                format!(
+                    "{} sessions of this IP address and User-Agent around this one, {mean:.1} requests each",
+                    actor.sessions.describe()
+                )
+            },
+            || actor.sessions_first.ids(),
         )
     });
     match (mine, theirs) {

@@ -56,11 +56,13 @@ pub(super) fn regular_timing(state: &SessionState, config: &RegularTiming) -> Op
     Signal::new(
         SignalName::RegularTiming,
         score,
-        format!(
-            "{intervals} intervals of about {} within ±{:.0}%",
-            describe_ms(interval),
-            (spread.exp() - 1.0) * 100.0
-        ),
-        state.first.ids(),
+        || {
+            format!(
+                "{intervals} intervals of about {} within ±{:.0}%",
+                describe_ms(interval),
+                (spread.exp() - 1.0) * 100.0
+            )
+        },
+        || state.first.ids(),
     )
 }

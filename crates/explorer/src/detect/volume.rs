@@ -21,17 +21,15 @@ pub(super) fn rate(state: &SessionState, config: &Rate) -> Option<Signal> {
         }
     });
     let score = Ramp::new(config.start, config.full).score(f64::from(peak));
-    let evidence = state
-        .first
-        .stamps()
-        .iter()
-        .filter(|stamp| super::state::minute_of(stamp.ts) == minute)
-        .map(|stamp| stamp.request_id.to_string())
-        .collect();
+    let evidence = || {
+        let stamps = state.first.stamps().iter();
+        let in_minute = stamps.filter(|stamp| super::state::minute_of(stamp.ts) == minute);
+        in_minute.map(|stamp| stamp.request_id.to_string()).collect()
+    };
     Signal::new(
         SignalName::Rate,
         score,
-        format!("{peak} requests in one minute ({:02}:{:02} UTC)", minute / 60, minute % 60),
+        || format!("{peak} requests in one minute ({:02}:{:02} UTC)", minute / 60, minute % 60),
         evidence,
     )
 }
@@ -49,7 +47,7 @@ pub(super) fn flow_abuse(state: &SessionState, config: &FlowAbuse) -> Option<Sig
     Signal::new(
         SignalName::FlowAbuse,
         score,
-        format!("{} requests on the {} flow", state.flows[i], ABUSE_FLOWS[i].as_str()),
-        state.flows_first[i].ids(),
+        || format!("{} requests on the {} flow", state.flows[i], ABUSE_FLOWS[i].as_str()),
+        || state.flows_first[i].ids(),
     )
 }
