@@ -289,10 +289,16 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
     let mut stored = keep.sessions(&keys)?;
     let mut sessions: HashMap<S::Key, Rescore> = HashMap::new();
     for (key, partial) in observed.sessions {
-        let mut state = stored.remove(&key).unwrap_or_default();
-        let before = found_by(&state);
-        state.merge(&partial);
-        let moved = before.is_none() || before != found_by(&state);
+        // A new session's state is its partial one (the empty state merges into nothing).
+        let (state, moved) = match stored.remove(&key) {
+            Some(mut state) => {
+                let before = found_by(&state);
+                state.merge(&partial);
+                let moved = before.is_none() || before != found_by(&state);
+                (state, moved)
+            }
+            None => (partial, true),
+        };
         sessions.insert(key, Rescore { state, changed: true, moved });
     }
 
