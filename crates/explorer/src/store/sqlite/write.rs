@@ -242,7 +242,8 @@ pub struct IngestJob {
     filters: BatchFilters,
     /// The endpoint of each record, before the cap.
     endpoints: Vec<Assignment>,
-    /// The detector's partial states of the records, when sessions are scored.
+    /// The detector's partial states of the records, when sessions are scored, until the
+    /// transaction that merges them takes them.
     observed: Option<Observed<String>>,
     pub position: Option<FollowPosition>,
 }
