@@ -31,6 +31,40 @@ pub struct Written {
     pub records: Vec<Record>,
 }
 
+/// A plain GET of session `session`, request `n` (which makes its id and `seq` unique) at
+/// `ts`, nothing optional but a User-Agent: what tests change the fields they need of.
+pub fn plain_record(session: &str, n: u64, ts: i64) -> Record {
+    Record {
+        v: SCHEMA_VERSION,
+        ts: Millis(ts),
+        request_id: format!("{session}-req-{n}"),
+        node: "web-1".into(),
+        pid: 100,
+        seq: n,
+        session_id: session.into(),
+        session_key: "cookie:sid".into(),
+        session_key_builtin: true,
+        key_hash: format!("key-{session}"),
+        session_start: Millis(ts),
+        server: "api.example.com".into(),
+        method: "GET".into(),
+        path: format!("/items/{n}"),
+        status: 200,
+        duration_ms: 1.5,
+        request_bytes: 100,
+        response_bytes: 2000,
+        ip: "192.0.2.1".into(),
+        user_agent: Some("test-agent/1.0".into()),
+        user: None,
+        role: None,
+        flows: vec![],
+        params: vec![],
+        attack: None,
+        truncated: vec![],
+        blocked: None,
+    }
+}
+
 /// Strings that have broken JSON writers and readers: JSON's own special characters, control
 /// characters and NUL, the line separators JavaScript treats as line ends, a byte order mark,
 /// characters outside the basic plane, text that looks like an escape, and invalid UTF-8 (cut

@@ -104,35 +104,7 @@ pub fn base() -> i64 {
 
 /// A plain GET of session `session`; `n` makes request id and seq unique.
 pub fn record(session: &str, n: u64, ts: i64) -> Record {
-    Record {
-        v: 1,
-        ts: Millis(ts),
-        request_id: format!("{session}-req-{n}"),
-        node: "web-1".into(),
-        pid: 100,
-        seq: n,
-        session_id: session.into(),
-        session_key: "cookie:sid".into(),
-        session_key_builtin: true,
-        key_hash: format!("key-{session}"),
-        session_start: Millis(ts),
-        server: "api.example.com".into(),
-        method: "GET".into(),
-        path: format!("/items/{n}"),
-        status: 200,
-        duration_ms: 1.5,
-        request_bytes: 100,
-        response_bytes: 2000,
-        ip: "192.0.2.1".into(),
-        user_agent: Some("test-agent/1.0".into()),
-        user: None,
-        role: None,
-        flows: vec![],
-        params: vec![],
-        attack: None,
-        truncated: vec![],
-        blocked: None,
-    }
+    api_sessions_core::testing::plain_record(session, n, ts)
 }
 
 pub fn param(name: &str, value: &str) -> Param {

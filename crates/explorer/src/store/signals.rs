@@ -451,9 +451,9 @@ pub fn actor_window(first_ts: i64, last_ts: i64, window_hours: u32) -> (i64, i64
 #[cfg(test)]
 mod tests {
     use api_sessions_core::record::Record;
-    use api_sessions_core::time::Millis;
 
     use super::*;
+    use api_sessions_core::testing::plain_record;
 
     /// Requests of three sessions from two addresses, two User-Agents (one of them none)
     /// and three hours.
@@ -461,33 +461,16 @@ mod tests {
         let mut batch = Batch::default();
         for n in 0..60u64 {
             let record = Record {
-                v: 1,
-                ts: Millis(1_795_341_600_000 + n as i64 * 170_000),
-                request_id: format!("{n:032x}"),
-                node: "web-1".into(),
-                pid: 1,
-                seq: n,
                 session_id: format!("s{}", n % 3),
-                session_key: "cookie:sid".into(),
-                session_key_builtin: true,
                 key_hash: format!("k{}", n % 3),
-                session_start: Millis(1_795_341_600_000),
-                server: "api.example.com".into(),
                 method: "POST".into(),
                 path: format!("/orders/{n}"),
                 status: [200, 401, 404][(n % 3) as usize],
-                duration_ms: 1.0,
-                request_bytes: 10,
-                response_bytes: 10,
                 ip: ["192.0.2.1", "192.0.2.2"][(n % 2) as usize].into(),
                 user_agent: (n % 5 != 0).then(|| "curl/8.5.0".into()),
                 user: Some(format!("u{}", n % 4)),
-                role: None,
                 flows: vec!["auth".into()],
-                params: vec![],
-                attack: None,
-                truncated: vec![],
-                blocked: None,
+                ..plain_record("s0", n, 1_795_341_600_000 + n as i64 * 170_000)
             };
             batch.push_record(&record).unwrap();
         }

@@ -571,41 +571,24 @@ fn delete_session_parts(tx: &Transaction<'_>, id: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use api_sessions_core::record::Record;
-    use api_sessions_core::time::Millis;
 
     use super::*;
+    use api_sessions_core::testing::plain_record;
 
     /// A login attempt every two seconds, mostly refused, then one the test database refuses.
     fn records() -> Vec<Record> {
         (0..40u64)
             .map(|n| Record {
-                v: 1,
-                ts: Millis(1_700_000_000_000 + n as i64 * 2_000),
                 request_id: if n == 39 { "refused".into() } else { format!("{n:032x}") },
-                node: "web-1".into(),
-                pid: 1,
-                seq: n,
                 session_id: format!("s{}", n % 3),
-                session_key: "cookie:sid".into(),
-                session_key_builtin: true,
                 key_hash: format!("key-{}", n % 3),
-                session_start: Millis(1_700_000_000_000),
-                server: "api.example.com".into(),
                 method: "POST".into(),
                 path: "/login".into(),
                 status: if n % 7 == 0 { 200 } else { 401 },
-                duration_ms: 3.0,
-                request_bytes: 10,
-                response_bytes: 40,
-                ip: "192.0.2.1".into(),
                 user_agent: Some("python-requests/2.31".into()),
                 user: Some(format!("user{n}")),
-                role: None,
                 flows: vec!["auth".into()],
-                params: vec![],
-                attack: None,
-                truncated: vec![],
-                blocked: None,
+                ..plain_record("s0", n, 1_700_000_000_000 + n as i64 * 2_000)
             })
             .collect()
     }
