@@ -6,16 +6,24 @@ use super::sketch::Counts;
 use super::state::{ActorState, SessionState};
 use super::{Signal, SignalName};
 
-/// The refused requests among these counts by status.
-fn refused(statuses: &Counts<u16>, config: &AuthFailures) -> u64 {
-    let counted = statuses.iter().filter(|(status, _)| config.statuses.contains(status));
-    counted.map(|(_, count)| u64::from(count)).sum()
+/// The counts of the statuses that say "refused" among these.
+fn refused_by_status<'s>(
+    statuses: &'s Counts<u16>,
+    config: &'s AuthFailures,
+) -> impl Iterator<Item = (u16, u32)> + 's {
+    statuses.iter().filter(|(status, _)| config.statuses.contains(status))
 }
 
-/// "401 ×3, 429 ×1": the refused requests by status.
+fn refused(statuses: &Counts<u16>, config: &AuthFailures) -> u64 {
+    refused_by_status(statuses, config).map(|(_, count)| u64::from(count)).sum()
+}
+
+/// "401 ×3, 429 ×1".
 fn describe_refused(statuses: &Counts<u16>, config: &AuthFailures) -> String {
-    let counted = statuses.iter().filter(|(status, _)| config.statuses.contains(status));
-    counted.map(|(status, count)| format!("{status} ×{count}")).collect::<Vec<_>>().join(", ")
+    let parts: Vec<String> = refused_by_status(statuses, config)
+        .map(|(status, count)| format!("{status} ×{count}"))
+        .collect();
+    parts.join(", ")
 }
 
 /// Refused `auth` requests in the session, or, for a short session, in every session of its
