@@ -242,6 +242,14 @@ pub struct Kept<'s> {
     pub scored: Scored,
 }
 
+/// An actor whose short sessions are rescored, and the time around the hours it was seen in:
+/// `from..to`, in milliseconds.
+pub struct ActorSpan<'a> {
+    pub actor: &'a str,
+    pub from: i64,
+    pub to: i64,
+}
+
 /// Where a store keeps detector states.
 pub trait Keep {
     /// The store's key of a session.
@@ -253,13 +261,11 @@ pub trait Keep {
     /// The stored states of these actor-hours (those that have one).
     fn actors(&mut self, keys: &[ActorHour]) -> Result<HashMap<ActorHour, ActorState>>;
 
-    /// The sessions of `actor` with at most `max_requests` requests that have a request in
-    /// `from..to`, newest first, at most `limit`, with their states.
+    /// The sessions of each span's actor with at most `max_requests` requests that have a
+    /// request in the span, newest first, at most `limit` of each actor, with their states.
     fn short_sessions(
         &mut self,
-        actor: &str,
-        from: i64,
-        to: i64,
+        spans: &[ActorSpan<'_>],
         max_requests: u64,
         limit: usize,
     ) -> Result<Vec<(Self::Key, SessionState)>>;
@@ -320,12 +326,16 @@ pub fn apply<S: Keep>(keep: &mut S, observed: Observed<S::Key>, config: &Config)
         span.1 = span.1.max(*hour);
     }
     let window_ms = i64::from(window) * HOUR_MS;
-    for (actor, (first, last)) in touched {
-        let from = first * HOUR_MS - window_ms;
-        let to = (last + 1) * HOUR_MS + window_ms;
-        for (key, state) in keep.short_sessions(actor, from, to, short, ACTOR_RESCORE_LIMIT)? {
-            sessions.entry(key).or_insert(Rescore { state, changed: false, moved: false });
-        }
+    let spans: Vec<ActorSpan<'_>> = touched
+        .into_iter()
+        .map(|(actor, (first, last))| ActorSpan {
+            actor,
+            from: first * HOUR_MS - window_ms,
+            to: (last + 1) * HOUR_MS + window_ms,
+        })
+        .collect();
+    for (key, state) in keep.short_sessions(&spans, short, ACTOR_RESCORE_LIMIT)? {
+        sessions.entry(key).or_insert(Rescore { state, changed: false, moved: false });
     }
 
     // Every actor-hour the rescored sessions read, loaded once.

@@ -18,7 +18,7 @@ use super::sql::{literal, literals};
 use crate::detect::{ActorState, SessionState};
 use crate::store::signals::{
     self, actor_parts, actor_window, decode_state, encode_state, parse_signals, Actor, ActorHour,
-    Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
+    ActorSpan, Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
 };
 use crate::store::{Filter, Result, StoreError};
 
@@ -121,9 +121,7 @@ impl Keep for Store<'_> {
 
     fn short_sessions(
         &mut self,
-        actor: &str,
-        from: i64,
-        to: i64,
+        spans: &[ActorSpan<'_>],
         max_requests: u64,
         limit: usize,
     ) -> Result<Vec<(String, SessionState)>> {
@@ -132,20 +130,36 @@ impl Keep for Store<'_> {
             session_id: String,
             state: String,
         }
-        let actor = literal(actor);
-        let earliest = from - LONGEST_SESSION_MS;
-        // A session's first request may arrive late from another address: its latest row
-        // names its actor.
-        let rows: Vec<Row> = self.client.rows(&format!(
-            "SELECT session_id, argMax(state, version) AS state,
-                    argMax(actor, version) AS a, argMax(first_ts, version) AS f,
-                    argMax(last_ts, version) AS l, argMax(requests, version) AS n
-             FROM session_detect WHERE actor = {actor} AND first_ts >= {earliest}
-             GROUP BY session_id
-             HAVING a = {actor} AND f < {to} AND l >= {from} AND n <= {max_requests}
-             ORDER BY f DESC LIMIT {limit}"
-        ))?;
-        Ok(rows.into_iter().map(|row| (row.session_id, read_state(&row.state))).collect())
+        let mut found = Vec::new();
+        // One statement for many actors: each is a scan of `session_detect`, which is sorted
+        // by session. Each actor's list appears five times in it, hence the smaller chunks.
+        for chunk in spans.chunks(LOOKUP_KEYS / 8) {
+            let actors = literals(chunk.iter().map(|span| span.actor));
+            let bound = |edge: fn(&ActorSpan<'_>) -> i64| {
+                let edges = chunk.iter().map(|span| edge(span).to_string());
+                format!("transform(a, [{actors}], [{}], 0)", edges.collect::<Vec<_>>().join(", "))
+            };
+            let earliest =
+                chunk.iter().map(|span| span.from).min().unwrap_or(0) - LONGEST_SESSION_MS;
+            // A session's first request may arrive late from another address: its latest row
+            // names its actor.
+            let rows: Vec<Row> = self.client.rows(&format!(
+                "SELECT session_id, argMax(state, version) AS state,
+                        argMax(actor, version) AS a, argMax(first_ts, version) AS f,
+                        argMax(last_ts, version) AS l, argMax(requests, version) AS n
+                 FROM session_detect
+                 WHERE session_id IN (SELECT session_id FROM session_detect
+                                      WHERE actor IN ({actors}) AND first_ts >= {earliest})
+                 GROUP BY session_id
+                 HAVING a IN ({actors}) AND f >= {} AND f < {} AND l >= {} AND n <= {max_requests}
+                 ORDER BY f DESC, session_id LIMIT {limit} BY a",
+                bound(|span| span.from - LONGEST_SESSION_MS),
+                bound(|span| span.to),
+                bound(|span| span.from),
+            ))?;
+            found.extend(rows.into_iter().map(|row| (row.session_id, read_state(&row.state))));
+        }
+        Ok(found)
     }
 
     fn save_actors(&mut self, actors: &[(ActorHour, ActorState)]) -> Result<()> {

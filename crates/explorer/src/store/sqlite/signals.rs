@@ -14,7 +14,7 @@ use super::tally;
 use crate::detect::{ActorState, SessionState};
 use crate::store::signals::{
     self, actor_parts, actor_window, decode_state, encode_state, parse_signals, Actor, ActorHour,
-    Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
+    ActorSpan, Detection, Keep, Kept, Observed, SessionSignals, ACTOR_SESSIONS_LISTED,
 };
 use crate::store::Result;
 
@@ -106,15 +106,13 @@ impl Keep for Store<'_, '_> {
 
     fn short_sessions(
         &mut self,
-        actor: &str,
-        from: i64,
-        to: i64,
+        spans: &[ActorSpan<'_>],
         max_requests: u64,
         limit: usize,
     ) -> Result<Vec<(i64, SessionState)>> {
-        // Runs once per actor and transaction. The rows come in the index's order, so the
-        // limit is applied here: with a bound `LIMIT ?` SQLite prepares the statement again
-        // at every run (it plans for the value bound), which took seven times the query.
+        // One indexed lookup per actor. The rows come in the index's order, so the limit is
+        // applied here: with a bound `LIMIT ?` SQLite prepares the statement again at every
+        // run (it plans for the value bound), which took seven times the query.
         let mut select = self.tx.prepare_cached(
             "SELECT d.session, d.state, s.risk, s.signals FROM session_detect d
              JOIN sessions s ON s.id = d.session
@@ -122,21 +120,23 @@ impl Keep for Store<'_, '_> {
                    AND d.requests <= ?
              ORDER BY d.first_ts DESC",
         )?;
-        let mut rows = select.query(params![
-            actor,
-            from - LONGEST_SESSION_MS,
-            to,
-            from,
-            max_requests as i64
-        ])?;
         let mut found = Vec::new();
-        while found.len() < limit {
-            let Some(row) = rows.next()? else { break };
-            let key: i64 = row.get(0)?;
-            let state: SessionState =
-                decode_state(row.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
-            self.previous.insert(key, (row.get(2)?, row.get(3)?));
-            found.push((key, state));
+        for span in spans {
+            let mut rows = select.query(params![
+                span.actor,
+                span.from - LONGEST_SESSION_MS,
+                span.to,
+                span.from,
+                max_requests as i64
+            ])?;
+            for _ in 0..limit {
+                let Some(row) = rows.next()? else { break };
+                let key: i64 = row.get(0)?;
+                let state: SessionState =
+                    decode_state(row.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
+                self.previous.insert(key, (row.get(2)?, row.get(3)?));
+                found.push((key, state));
+            }
         }
         Ok(found)
     }
