@@ -625,6 +625,14 @@ fn clickhouse_parts(url: &str, figure: &str) -> u64 {
     clickhouse_answer(server, &sql).parse().unwrap_or(0)
 }
 
+/// The `INSERT` statements the server at `url` has run since it started: all of them, so only
+/// the explorer's when the server is the benchmark's own.
+fn clickhouse_inserts(url: &str) -> u64 {
+    let (server, _) = clickhouse_database(url);
+    let sql = "SELECT sum(value) FROM system.events WHERE event = 'InsertQuery'";
+    clickhouse_answer(server, sql).parse().unwrap_or(0)
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -1024,6 +1032,10 @@ fn main() {
     let db = dir.join("served.db");
     let server = serve(&binary, &db, &target);
     if !reuse {
+        let inserts = match &target {
+            Target::ClickHouse { url, .. } => clickhouse_inserts(url),
+            Target::Sqlite => 0,
+        };
         let started = Instant::now();
         let sent = post_all(&server.base, &data, senders);
         let elapsed = started.elapsed().as_secs_f64();
@@ -1032,6 +1044,11 @@ fn main() {
             "ingest (POST /v1/records, {BATCH}-record batches, {senders} senders): {:.0} records/s ({elapsed:.1}s)",
             records as f64 / elapsed
         );
+        if let Target::ClickHouse { url, .. } = &target {
+            let batches = records.div_ceil(BATCH);
+            let inserts = clickhouse_inserts(url) - inserts;
+            println!("ClickHouse: {inserts} inserts for {batches} batches");
+        }
     }
     let db_size: u64 = match &target {
         Target::Sqlite => ["", "-wal"]

@@ -3,8 +3,9 @@
 //!
 //! Records go to one `requests` table; a materialized view keeps per-session summaries of each
 //! hour as they are inserted, which the sessions list reads (`summaries`); the rest is
-//! aggregated from `requests` when queried. Writes (batches, follow positions, the purge) take one lock, which duplicate
-//! detection needs ([`write`]); reads run side by side.
+//! aggregated from `requests` when queried. Writes (batches, follow positions, the purge) take
+//! one lock, which duplicate detection needs, and batches that wait for it are written together
+//! ([`write`]); reads run side by side.
 
 mod denylist;
 mod endpoints;
@@ -36,6 +37,8 @@ use crate::endpoints::Endpoints;
 
 pub struct ClickHouseStore {
     client: http::Client,
+    /// Batches waiting for the writer.
+    group: write::Group,
     writer: Mutex<write::Clock>,
     /// Taken after `writer`, by the writes only.
     endpoint_writer: Mutex<endpoints::Writer>,
@@ -71,6 +74,7 @@ impl ClickHouseStore {
         let denylist_version = denylist::load_version(&client).map_err(fail)?;
         Ok(ClickHouseStore {
             client,
+            group: write::Group::default(),
             writer: Mutex::new(clock),
             endpoint_writer: Mutex::new(endpoint_writer),
             denylist_version: Mutex::new(denylist_version),
@@ -89,24 +93,33 @@ impl ClickHouseStore {
 impl Store for ClickHouseStore {
     fn ingest(&self, batch: Batch, position: Option<FollowPosition>) -> Result<IngestCounts> {
         let assignments = super::endpoints::assign(&self.endpoints, &batch);
-        let mut clock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut endpoints = self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner());
-        let stored = write::ingest(
-            &self.client,
-            &mut clock,
-            &mut endpoints,
-            &batch,
-            &assignments,
-            position.as_ref(),
-            &self.detection,
-        );
-        if stored.is_err() {
-            // What the registry admitted may not have been stored.
-            if let Err(err) = endpoints.reload(&self.client) {
-                tracing::warn!("cannot read the endpoints back: {err}");
+        let job = write::Job { batch, assignments, position };
+        self.group.write(job, |jobs| {
+            let mut clock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut endpoints = self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut store = |jobs: &[write::Job]| {
+                let stored =
+                    write::ingest(&self.client, &mut clock, &mut endpoints, jobs, &self.detection);
+                if stored.is_err() {
+                    // What the registry admitted may not have been stored.
+                    if let Err(err) = endpoints.reload(&self.client) {
+                        tracing::warn!("cannot read the endpoints back: {err}");
+                    }
+                }
+                stored
+            };
+            match store(jobs) {
+                Ok(counts) => counts.into_iter().map(Ok).collect(),
+                // A batch the server refuses fails the others' write too: write each on its own,
+                // so that only it fails. What the failed write stored of the others is found
+                // stored, like a batch sent again.
+                Err(_) if jobs.len() > 1 => jobs
+                    .iter()
+                    .map(|job| store(std::slice::from_ref(job)).map(|counts| counts[0]))
+                    .collect(),
+                Err(err) => vec![Err(err)],
             }
-        }
-        stored
+        })
     }
 
     fn follow_position(&self, path: &str) -> Result<Option<FollowPosition>> {

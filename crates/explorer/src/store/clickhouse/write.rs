@@ -4,9 +4,15 @@
 //! (`node`, `pid`, `seq`) and request ids are stored already (in `request_origins` and
 //! `request_ids`, sorted by them). That is only sound with one writer:
 //! the store serialises its writes, and one explorer writes to a database.
+//!
+//! Batches that arrive while a write is under way are written together by the next one
+//! ([`Group`]): each write is an insert per table and day, so many small batches from many
+//! nginx workers make a few large parts rather than one small part each, which ClickHouse
+//! would have to merge again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,10 +22,14 @@ use super::schema::{DAY_MS, PARTITIONED};
 use super::signals;
 use super::sql::literal;
 use super::values::Seen;
-use crate::batch::Batch;
+use crate::batch::{Batch, RecordRef};
 use crate::store::endpoints::{admit, Assignment, HourStats};
 use crate::store::signals::Detection;
 use crate::store::{FollowPosition, IngestCounts, LineMark, PurgeCounts, Result, StoreError};
+
+/// Records written together at most, however many batches wait: bounds the memory of one
+/// write's rows and the size of its inserts.
+const GROUP_RECORDS: usize = 200_000;
 
 /// Records whose keys are looked up in one statement, and the most bytes of keys: each lookup
 /// costs a round trip and an index walk, so fewer and larger ones are cheaper, within
@@ -93,7 +103,7 @@ struct Stored {
     request_ids: HashSet<String>,
 }
 
-fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
+fn stored<'b>(client: &Client, records: impl Iterator<Item = RecordRef<'b>>) -> Result<Stored> {
     #[derive(Deserialize)]
     struct Origin {
         node: String,
@@ -116,7 +126,7 @@ fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
         Ok(())
     };
     let (mut origins, mut ids, mut pending) = (String::new(), String::new(), 0);
-    for record in batch.iter() {
+    for record in records {
         if !origins.is_empty() {
             origins.push_str(", ");
             ids.push_str(", ");
@@ -138,81 +148,90 @@ fn stored(client: &Client, batch: &Batch) -> Result<Stored> {
     Ok(stored)
 }
 
-/// Stores the records of `batch` not stored yet, then the follow position.
+/// A batch on its way to the store, with the endpoints of its records and the follow position
+/// it brings the file to.
+pub struct Job {
+    pub batch: Batch,
+    pub assignments: Vec<Assignment>,
+    pub position: Option<FollowPosition>,
+}
+
+/// Stores the records of `jobs` not stored yet, then their follow positions; gives each job's
+/// counts, in order.
 pub fn ingest(
     client: &Client,
     clock: &mut Clock,
     endpoint_writer: &mut endpoints::Writer,
-    batch: &Batch,
-    assignments: &[Assignment],
-    position: Option<&FollowPosition>,
+    jobs: &[Job],
     detection: &Detection,
-) -> Result<IngestCounts> {
-    let mut counts = IngestCounts::default();
-    if !batch.is_empty() {
+) -> Result<Vec<IngestCounts>> {
+    let mut counts = vec![IngestCounts::default(); jobs.len()];
+    if jobs.iter().any(|job| !job.batch.is_empty()) {
         let mut detected = signals::Pending::default();
-        let stored = stored(client, batch)?;
+        let stored = stored(client, jobs.iter().flat_map(|job| job.batch.iter()))?;
         let mut origins = HashSet::new();
         let mut request_ids = HashSet::new();
-        // One insert per day of `ts` (a partition): usually one or two, and a batch spread over
-        // many days (a replayed spool, a broken clock) stays within the partitions ClickHouse
+        // One insert per day of `ts` (a partition): usually one or two, and records spread over
+        // many days (a replayed spool, a broken clock) stay within the partitions ClickHouse
         // takes in one insert.
         let mut days: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         let mut endpoint_hours = HourStats::default();
         let mut counted = HashSet::new();
         let mut values = Seen::default();
-        for (record, assignment) in batch.iter().zip(assignments) {
-            let origin = (record.node(), record.pid(), record.seq());
-            let known = stored.origins.contains(&(origin.0.to_owned(), origin.1, origin.2))
-                || stored.request_ids.contains(record.request_id())
-                || origins.contains(&origin)
-                || request_ids.contains(record.request_id());
-            if known {
-                counts.duplicates += 1;
-                continue;
+        for (job, counts) in jobs.iter().zip(&mut counts) {
+            for (record, assignment) in job.batch.iter().zip(&job.assignments) {
+                let origin = (record.node(), record.pid(), record.seq());
+                let known = stored.origins.contains(&(origin.0.to_owned(), origin.1, origin.2))
+                    || stored.request_ids.contains(record.request_id())
+                    || origins.contains(&origin)
+                    || request_ids.contains(record.request_id());
+                if known {
+                    counts.duplicates += 1;
+                    continue;
+                }
+                origins.insert(origin);
+                request_ids.insert(record.request_id());
+                values.add(&record);
+                let admitted = admit(&mut endpoint_writer.registry, record.server(), assignment);
+                if admitted.counted {
+                    counted.insert(admitted.endpoint.clone());
+                }
+                endpoint_hours.add(&admitted.endpoint, &record);
+                let row = Row {
+                    ts: record.ts(),
+                    rid: clock.draw(),
+                    session_id: record.session_id(),
+                    key_hash: record.key_hash(),
+                    session_key: record.session_key(),
+                    session_start: record.session_start(),
+                    node: record.node(),
+                    pid: record.pid(),
+                    seq: record.seq(),
+                    request_id: record.request_id(),
+                    method: record.method(),
+                    status: record.status(),
+                    ip: record.ip(),
+                    user: record.user(),
+                    role: record.role(),
+                    attack: record.attack(),
+                    flows: record.flows().collect(),
+                    search: record.search(),
+                    json: record.json(),
+                    endpoint: admitted.endpoint.key(),
+                    endpoint_server: admitted.endpoint.server,
+                    duration_ms: record.duration_ms(),
+                    response_bytes: record.response_bytes(),
+                };
+                // Rounded toward zero, like the partition key.
+                let body = days.entry(record.ts() / DAY_MS).or_default();
+                serde_json::to_writer(&mut *body, &row)
+                    .map_err(|err| StoreError::new(err.to_string()))?;
+                body.push(b'\n');
+                if detection.config().is_some() {
+                    detected.observe(record.session_id(), &record);
+                }
+                counts.accepted += 1;
             }
-            origins.insert(origin);
-            request_ids.insert(record.request_id());
-            values.add(&record);
-            let admitted = admit(&mut endpoint_writer.registry, record.server(), assignment);
-            if admitted.counted {
-                counted.insert(admitted.endpoint.clone());
-            }
-            endpoint_hours.add(&admitted.endpoint, &record);
-            let row = Row {
-                ts: record.ts(),
-                rid: clock.draw(),
-                session_id: record.session_id(),
-                key_hash: record.key_hash(),
-                session_key: record.session_key(),
-                session_start: record.session_start(),
-                node: record.node(),
-                pid: record.pid(),
-                seq: record.seq(),
-                request_id: record.request_id(),
-                method: record.method(),
-                status: record.status(),
-                ip: record.ip(),
-                user: record.user(),
-                role: record.role(),
-                attack: record.attack(),
-                flows: record.flows().collect(),
-                search: record.search(),
-                json: record.json(),
-                endpoint: admitted.endpoint.key(),
-                endpoint_server: admitted.endpoint.server,
-                duration_ms: record.duration_ms(),
-                response_bytes: record.response_bytes(),
-            };
-            // Rounded toward zero, like the partition key.
-            let body = days.entry(record.ts() / DAY_MS).or_default();
-            serde_json::to_writer(&mut *body, &row)
-                .map_err(|err| StoreError::new(err.to_string()))?;
-            body.push(b'\n');
-            if detection.config().is_some() {
-                detected.observe(record.session_id(), &record);
-            }
-            counts.accepted += 1;
         }
         // The values first: a crash in between leaves values of records not stored, which
         // match nothing but these records once they are sent again, rather than records whose
@@ -228,28 +247,125 @@ pub fn ingest(
     }
     // After the records: a crash in between makes the follower read the lines again, and they
     // are then duplicates.
-    if let Some(position) = position {
-        #[derive(Serialize)]
-        struct PositionRow<'p> {
-            path: &'p str,
-            inode: u64,
-            offset: u64,
-            line_len: u64,
-            line_crc: u32,
-            version: i64,
-        }
+    #[derive(Serialize)]
+    struct PositionRow<'p> {
+        path: &'p str,
+        inode: u64,
+        offset: u64,
+        line_len: u64,
+        line_crc: u32,
+        version: i64,
+    }
+    let mut positions = Vec::new();
+    for position in jobs.iter().filter_map(|job| job.position.as_ref()) {
         let row = PositionRow {
             path: &position.path,
             inode: position.inode,
             offset: position.offset,
             line_len: position.last_line.len,
             line_crc: position.last_line.crc,
+            // Increasing in the jobs' order, so a file's last job gives its position.
             version: clock.draw(),
         };
-        let line = serde_json::to_vec(&row).map_err(|err| StoreError::new(err.to_string()))?;
-        client.insert("follow_positions", &line)?;
+        serde_json::to_writer(&mut positions, &row)
+            .map_err(|err| StoreError::new(err.to_string()))?;
+        positions.push(b'\n');
+    }
+    if !positions.is_empty() {
+        client.insert("follow_positions", &positions)?;
     }
     Ok(counts)
+}
+
+/// Batches waiting to be written, and the outcomes of those written: whoever finds no write
+/// under way writes every batch waiting, its own and others', while their senders wait.
+#[derive(Default)]
+pub struct Group {
+    state: Mutex<GroupState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    next_ticket: u64,
+    waiting: Vec<(u64, Job)>,
+    written: HashMap<u64, Result<IngestCounts>>,
+    writing: bool,
+}
+
+impl Group {
+    /// Writes `job`, with the jobs waiting beside it, by `write`; `write` gives each job's
+    /// outcome, in order.
+    pub fn write(
+        &self,
+        job: Job,
+        write: impl Fn(&[Job]) -> Vec<Result<IngestCounts>>,
+    ) -> Result<IngestCounts> {
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push((ticket, job));
+        loop {
+            if let Some(outcome) = state.written.remove(&ticket) {
+                return outcome;
+            }
+            if state.writing {
+                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // The oldest first, as many as one write takes (at least one).
+            let mut records = 0;
+            let take = state
+                .waiting
+                .iter()
+                .position(|(_, job)| {
+                    records += job.batch.len();
+                    records > GROUP_RECORDS
+                })
+                .unwrap_or(state.waiting.len())
+                .max(1);
+            let (tickets, jobs): (Vec<u64>, Vec<Job>) = state.waiting.drain(..take).unzip();
+            state.writing = true;
+            drop(state);
+            let mut writing = Writing { group: self, own: ticket, tickets, outcomes: Vec::new() };
+            writing.outcomes = write(&jobs);
+            // The batches are freed here, outside the lock.
+            drop(jobs);
+            drop(writing);
+            state = self.lock();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A write under way: hands out its outcomes when it ends, or an error to each of its jobs if
+/// it panicked, so that no sender waits for ever.
+struct Writing<'g> {
+    group: &'g Group,
+    /// The writer's own job, whose sender is the one unwinding after a panic.
+    own: u64,
+    tickets: Vec<u64>,
+    outcomes: Vec<Result<IngestCounts>>,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut outcomes = std::mem::take(&mut self.outcomes).into_iter();
+        let mut state = self.group.lock();
+        for &ticket in &self.tickets {
+            let outcome = outcomes
+                .next()
+                .unwrap_or_else(|| Err(StoreError::new("the write of this batch did not end")));
+            if !(ticket == self.own && std::thread::panicking()) {
+                state.written.insert(ticket, outcome);
+            }
+        }
+        state.writing = false;
+        self.group.changed.notify_all();
+    }
 }
 
 pub fn follow_position(client: &Client, path: &str) -> Result<Option<FollowPosition>> {
@@ -318,4 +434,113 @@ pub fn purge(client: &Client, cutoff: i64) -> Result<PurgeCounts> {
         sessions: c.sessions,
     });
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use api_sessions_core::testing::plain_record;
+
+    use super::*;
+
+    /// A job of `records` records, none of them assigned an endpoint.
+    fn job(records: u64) -> Job {
+        let mut batch = Batch::default();
+        for n in 0..records {
+            batch.push_record(&plain_record("s", n, 1_700_000_000_000)).unwrap();
+        }
+        Job { batch, assignments: Vec::new(), position: None }
+    }
+
+    /// Counts each job's records as accepted.
+    fn accept(jobs: &[Job]) -> Vec<Result<IngestCounts>> {
+        let accepted = |job: &Job| IngestCounts { accepted: job.batch.len() as u64, duplicates: 0 };
+        jobs.iter().map(|job| Ok(accepted(job))).collect()
+    }
+
+    /// Waits until `count` jobs wait in `group`.
+    fn until_waiting(group: &Group, count: usize) {
+        while group.lock().waiting.len() < count {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn batches_waiting_are_written_together() {
+        let group = Group::default();
+        let sizes = Mutex::new(Vec::new());
+        let (go, wait) = mpsc::channel::<()>();
+        thread::scope(|scope| {
+            let (group, sizes) = (&group, &sizes);
+            let first = scope.spawn(move || {
+                group.write(job(1), move |jobs| {
+                    sizes.lock().unwrap().push(jobs.len());
+                    wait.recv().unwrap();
+                    accept(jobs)
+                })
+            });
+            while !group.lock().writing {
+                thread::sleep(Duration::from_millis(1));
+            }
+            let others: Vec<_> = (2..5)
+                .map(|records| {
+                    scope.spawn(move || {
+                        group.write(job(records), |jobs| {
+                            sizes.lock().unwrap().push(jobs.len());
+                            accept(jobs)
+                        })
+                    })
+                })
+                .collect();
+            until_waiting(group, 3);
+            go.send(()).unwrap();
+            assert_eq!(first.join().unwrap().unwrap().accepted, 1);
+            for (records, other) in (2..5).zip(others) {
+                // Each sender has the counts of its own batch.
+                assert_eq!(other.join().unwrap().unwrap().accepted, records);
+            }
+        });
+        assert_eq!(*sizes.lock().unwrap(), [1, 3]);
+        assert!(group.lock().written.is_empty());
+    }
+
+    #[test]
+    fn a_write_that_panics_fails_its_batches_and_no_other() {
+        let group = Group::default();
+        let (go, wait) = mpsc::channel::<()>();
+        thread::scope(|scope| {
+            let group = &group;
+            let first = scope.spawn(move || {
+                group.write(job(1), move |jobs| {
+                    wait.recv().unwrap();
+                    accept(jobs)
+                })
+            });
+            while !group.lock().writing {
+                thread::sleep(Duration::from_millis(1));
+            }
+            // These two wait together, and whichever writes them panics.
+            let failing: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(move || {
+                        group.write(job(2), |_| panic!("the write of a test that panics"))
+                    })
+                })
+                .collect();
+            until_waiting(group, 2);
+            go.send(()).unwrap();
+            assert_eq!(first.join().unwrap().unwrap().accepted, 1);
+            let outcomes: Vec<_> = failing.into_iter().map(|sender| sender.join()).collect();
+            // One sender panicked with its write; the other was told its batch was not written.
+            assert_eq!(outcomes.iter().filter(|outcome| outcome.is_err()).count(), 1);
+            let told = outcomes.into_iter().find_map(Result::ok).unwrap();
+            assert!(told.unwrap_err().to_string().contains("did not end"));
+        });
+        assert!(group.lock().written.is_empty());
+        // And the group still writes.
+        assert_eq!(group.write(job(3), accept).unwrap().accepted, 3);
+    }
 }
