@@ -19,6 +19,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// Settings sent with every statement: 64-bit numbers as JSON numbers, not strings.
 const SETTINGS: &[(&str, &str)] = &[("output_format_json_quote_64bit_integers", "0")];
 
+/// The longest answer read: answers are held whole, and the endpoints of a week at a fleet's
+/// scale run to tens of megabytes (ureq's own default stops at 10 MB).
+const ANSWER_LIMIT: u64 = 1 << 30;
+
 /// ClickHouse's default `max_query_size`, the longest statement it parses.
 const DEFAULT_MAX_QUERY_SIZE: usize = 256 * 1024;
 
@@ -169,7 +173,12 @@ impl Client {
         };
         let mut response = request.send(body).map_err(|err| fail(&err))?;
         let status = response.status();
-        let text = response.body_mut().read_to_string().map_err(|err| fail(&err))?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(ANSWER_LIMIT)
+            .read_to_string()
+            .map_err(|err| fail(&err))?;
         if !status.is_success() {
             let quote: String = text.trim().chars().take(ERROR_QUOTE).collect();
             return Err(fail(&format!("{status}: {quote}")));
@@ -215,7 +224,48 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
     use super::*;
+
+    #[test]
+    fn long_answers_are_read_whole() {
+        // Over ureq's default limit of 10 MB.
+        let rows = 400_000;
+        let line = "{\"n\":\"0123456789012345678901234567890\"}\n";
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if header == "\r\n" {
+                    break;
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            let body = line.repeat(rows);
+            let mut stream = stream;
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+            stream.write_all(body.as_bytes()).unwrap();
+        });
+        #[derive(serde::Deserialize)]
+        struct Row {
+            n: String,
+        }
+        let client = Client::new(Config::parse(&format!("http://127.0.0.1:{port}/")).unwrap());
+        let answer: Vec<Row> = client.rows("SELECT n FROM t").unwrap();
+        assert_eq!(answer.len(), rows);
+        assert!(answer.iter().all(|row| row.n.len() == 31));
+        server.join().unwrap();
+    }
 
     #[test]
     fn urls_give_server_database_credentials_and_settings() {
