@@ -69,11 +69,33 @@ fn duplicates_are_stored_once_by_origin_or_request_id(kind: Kind) {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].requests, 3);
 
+    // Sequence numbers with gaps, and the same numbers from another worker, which are not
+    // duplicates.
+    let of = |n: u64, seq: u64, pid: u32| {
+        let mut r = record("gaps", n, b + 4000);
+        (r.seq, r.pid) = (seq, pid);
+        r
+    };
+    let stored: Vec<Record> = [100, 103, 150, 1_000_000]
+        .iter()
+        .enumerate()
+        .map(|(n, &seq)| of(10 + n as u64, seq, 7))
+        .collect();
+    assert_eq!(ingest(&*t.store, &stored).accepted, 4);
+    let mut again: Vec<Record> = [100, 101, 103, 149, 150, 151, 999_999, 1_000_000]
+        .iter()
+        .enumerate()
+        .map(|(n, &seq)| of(20 + n as u64, seq, 7))
+        .collect();
+    again.push(of(40, 103, 8));
+    let counts = ingest(&*t.store, &again);
+    assert_eq!((counts.accepted, counts.duplicates), (5, 4));
+
     // A duplicate under a session id never seen leaves no empty session behind.
     let mut elsewhere = first[0].clone();
     elsewhere.session_id = "ghost".into();
     assert_eq!(ingest(&*t.store, &[elsewhere]).duplicates, 1);
-    assert_eq!(list_all(&*t.store, &Filter::default(), 10).len(), 1);
+    assert_eq!(list_all(&*t.store, &Filter::default(), 10).len(), 2);
     assert!(t.store.session("ghost", &Filter::default(), None, 10).unwrap().is_none());
 }
 

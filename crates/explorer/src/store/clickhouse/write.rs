@@ -38,6 +38,12 @@ const GROUP_RECORDS: usize = 200_000;
 const LOOKUP_RECORDS: usize = 4000;
 const LOOKUP_BYTES: usize = 1024 * 1024;
 
+/// Ranges of origins looked up in one statement: each counts about ten elements.
+const LOOKUP_RANGES: usize = 2000;
+
+/// The widest gap between two sequence numbers of a worker within one range of origins.
+const ORIGIN_GAP: u64 = 8;
+
 /// Hands out increasing numbers: request `rid`s (the order of requests of one millisecond) and
 /// follow position versions. Starts above everything stored and follows the clock in
 /// microseconds, so numbers stay increasing across restarts.
@@ -104,48 +110,87 @@ struct Stored {
 }
 
 fn stored<'b>(client: &Client, records: impl Iterator<Item = RecordRef<'b>>) -> Result<Stored> {
+    let mut stored = Stored::default();
+    let mut workers: BTreeMap<(&str, u32), Vec<u64>> = BTreeMap::new();
+    let (mut ids, mut pending) = (String::new(), 0);
+    for record in records {
+        workers.entry((record.node(), record.pid())).or_default().push(record.seq());
+        if !ids.is_empty() {
+            ids.push_str(", ");
+        }
+        ids.push_str(&literal(record.request_id()));
+        pending += 1;
+        if pending == LOOKUP_RECORDS || ids.len() >= LOOKUP_BYTES {
+            lookup_request_ids(client, &ids, &mut stored)?;
+            (ids, pending) = (String::new(), 0);
+        }
+    }
+    if !ids.is_empty() {
+        lookup_request_ids(client, &ids, &mut stored)?;
+    }
+    // A worker's records come with consecutive sequence numbers, so origins are asked for as
+    // ranges of the sort key: a few per batch, where a list of tuples had one each and took
+    // ClickHouse most of the lookup's time to parse. A range spans gaps of at most `ORIGIN_GAP`,
+    // so the rows it brings that the batch does not name stay few.
+    let mut ranges = String::new();
+    pending = 0;
+    for ((node, pid), seqs) in &mut workers {
+        seqs.sort_unstable();
+        let node = literal(node);
+        let mut seqs = seqs.iter().copied().peekable();
+        while let Some(first) = seqs.next() {
+            let mut last = first;
+            while let Some(&next) = seqs.peek() {
+                if next - last > ORIGIN_GAP {
+                    break;
+                }
+                last = next;
+                seqs.next();
+            }
+            if !ranges.is_empty() {
+                ranges.push_str(" OR ");
+            }
+            let _ = write!(
+                ranges,
+                "(node = {node} AND pid = {pid} AND seq >= {first} AND seq <= {last})"
+            );
+            pending += 1;
+            if pending == LOOKUP_RANGES || ranges.len() >= LOOKUP_BYTES {
+                lookup_origins(client, &ranges, &mut stored)?;
+                (ranges, pending) = (String::new(), 0);
+            }
+        }
+    }
+    if !ranges.is_empty() {
+        lookup_origins(client, &ranges, &mut stored)?;
+    }
+    Ok(stored)
+}
+
+/// Adds those of `ids` (a list of literals) that are stored to `stored`.
+fn lookup_request_ids(client: &Client, ids: &str, stored: &mut Stored) -> Result<()> {
+    #[derive(Deserialize)]
+    struct RequestId {
+        request_id: String,
+    }
+    let keys: Vec<RequestId> =
+        client.rows(&format!("SELECT request_id FROM request_ids WHERE request_id IN ({ids})"))?;
+    stored.request_ids.extend(keys.into_iter().map(|key| key.request_id));
+    Ok(())
+}
+
+/// Adds the stored origins within `ranges` (a disjunction) to `stored`.
+fn lookup_origins(client: &Client, ranges: &str, stored: &mut Stored) -> Result<()> {
     #[derive(Deserialize)]
     struct Origin {
         node: String,
         pid: u32,
         seq: u64,
     }
-    #[derive(Deserialize)]
-    struct RequestId {
-        request_id: String,
-    }
-    let mut stored = Stored::default();
-    let mut lookup = |origins: &str, ids: &str| -> Result<()> {
-        let keys: Vec<Origin> = client.rows(&format!(
-            "SELECT node, pid, seq FROM request_origins WHERE (node, pid, seq) IN ({origins})"
-        ))?;
-        stored.origins.extend(keys.into_iter().map(|key| (key.node, key.pid, key.seq)));
-        let keys: Vec<RequestId> = client
-            .rows(&format!("SELECT request_id FROM request_ids WHERE request_id IN ({ids})"))?;
-        stored.request_ids.extend(keys.into_iter().map(|key| key.request_id));
-        Ok(())
-    };
-    let (mut origins, mut ids, mut pending) = (String::new(), String::new(), 0);
-    for record in records {
-        if !origins.is_empty() {
-            origins.push_str(", ");
-            ids.push_str(", ");
-        }
-        let node = literal(record.node());
-        let _ = write!(origins, "({node}, {}, {})", record.pid(), record.seq());
-        ids.push_str(&literal(record.request_id()));
-        pending += 1;
-        if pending == LOOKUP_RECORDS || origins.len() + ids.len() >= LOOKUP_BYTES {
-            pending = 0;
-            lookup(&origins, &ids)?;
-            origins.clear();
-            ids.clear();
-        }
-    }
-    if !origins.is_empty() {
-        lookup(&origins, &ids)?;
-    }
-    Ok(stored)
+    let keys: Vec<Origin> =
+        client.rows(&format!("SELECT node, pid, seq FROM request_origins WHERE {ranges}"))?;
+    stored.origins.extend(keys.into_iter().map(|key| (key.node, key.pid, key.seq)));
+    Ok(())
 }
 
 /// A batch on its way to the store, with the endpoints of its records and the follow position
@@ -162,6 +207,7 @@ pub fn ingest(
     client: &Client,
     clock: &mut Clock,
     endpoint_writer: &mut endpoints::Writer,
+    known: &mut signals::Known,
     jobs: &[Job],
     detection: &Detection,
 ) -> Result<Vec<IngestCounts>> {
@@ -243,7 +289,7 @@ pub fn ingest(
         endpoint_writer.save_hours(client, clock.draw(), endpoint_hours, &counted)?;
         // After the records, as the follow position: a crash in between leaves these records
         // unscored rather than scored twice when they are sent again.
-        signals::apply(client, detected, detection, clock.draw())?;
+        signals::apply(client, detected, detection, clock.draw(), known)?;
     }
     // After the records: a crash in between makes the follower read the lines again, and they
     // are then duplicates.
