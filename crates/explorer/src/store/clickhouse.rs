@@ -42,6 +42,8 @@ pub struct ClickHouseStore {
     writer: Mutex<write::Clock>,
     /// Taken after `writer`, by the writes only.
     endpoint_writer: Mutex<endpoints::Writer>,
+    /// Taken after `endpoint_writer`, by the writes only.
+    known_states: Mutex<signals::Known>,
     /// The denylist's version; held while the denylist changes.
     denylist_version: Mutex<u64>,
     retention_ms: i64,
@@ -77,6 +79,7 @@ impl ClickHouseStore {
             group: write::Group::default(),
             writer: Mutex::new(clock),
             endpoint_writer: Mutex::new(endpoint_writer),
+            known_states: Mutex::default(),
             denylist_version: Mutex::new(denylist_version),
             retention_ms,
             endpoints,
@@ -97,11 +100,14 @@ impl Store for ClickHouseStore {
         self.group.write(job, |jobs| {
             let mut clock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let mut endpoints = self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = self.known_states.lock().unwrap_or_else(|p| p.into_inner());
             let mut store = |jobs: &[write::Job]| {
+                let (client, detection) = (&self.client, &self.detection);
                 let stored =
-                    write::ingest(&self.client, &mut clock, &mut endpoints, jobs, &self.detection);
+                    write::ingest(client, &mut clock, &mut endpoints, &mut known, jobs, detection);
                 if stored.is_err() {
-                    // What the registry admitted may not have been stored.
+                    // What the registry admitted, and the states, may not have been stored.
+                    known.clear();
                     if let Err(err) = endpoints.reload(&self.client) {
                         tracing::warn!("cannot read the endpoints back: {err}");
                     }
@@ -169,6 +175,8 @@ impl Store for ClickHouseStore {
             let _denylist = self.denylist_version.lock().unwrap_or_else(|p| p.into_inner());
             denylist::purge(&self.client, self.floor())?;
         }
+        // The purge deletes sessions' states.
+        self.known_states.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let purged = write::purge(&self.client, self.floor())?;
         // Endpoints no longer called free their places under the cap.
         self.endpoint_writer.lock().unwrap_or_else(|p| p.into_inner()).reload(&self.client)?;

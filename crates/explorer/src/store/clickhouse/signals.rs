@@ -46,14 +46,47 @@ pub fn apply(
     observed: Pending,
     detection: &Detection,
     version: i64,
+    known: &mut Known,
 ) -> Result<()> {
     let Some(config) = detection.config() else { return Ok(()) };
-    signals::apply(&mut Store { client, version }, observed, config)
+    signals::apply(&mut Store { client, version, known }, observed, config)
 }
 
 struct Store<'c> {
     client: &'c Client,
     version: i64,
+    known: &'c mut Known,
+}
+
+/// The most `state` text [`Known`] holds; past it, it starts again empty.
+const KNOWN_BYTES: usize = 128 << 20;
+
+/// The latest stored state of the sessions the writer read or wrote, as `state` text. With one
+/// writer per database (see `write`) that is what a read would give, so batches that come back
+/// to a session do not read it again: ClickHouse reads a whole granule of the column to find
+/// one session's rows, and those reads were most of a write's time. Emptied when a write fails
+/// (what it stored is then unknown) and by the purge.
+#[derive(Default)]
+pub struct Known {
+    states: HashMap<String, String>,
+    bytes: usize,
+}
+
+impl Known {
+    pub fn clear(&mut self) {
+        self.states.clear();
+        self.bytes = 0;
+    }
+
+    fn put(&mut self, session_id: &str, state: String) {
+        if self.bytes + state.len() > KNOWN_BYTES {
+            self.clear();
+        }
+        self.bytes += state.len();
+        if let Some(old) = self.states.insert(session_id.to_owned(), state) {
+            self.bytes -= old.len();
+        }
+    }
 }
 
 /// A state as the `state` column keeps it: the base64 text of its encoding (see
@@ -81,13 +114,25 @@ impl Keep for Store<'_> {
             state: String,
         }
         let mut found = HashMap::new();
-        for chunk in keys.chunks(LOOKUP_KEYS) {
+        let mut missing = Vec::new();
+        for key in keys {
+            match self.known.states.get(key) {
+                Some(text) => {
+                    found.insert(key.clone(), read_state(text));
+                }
+                None => missing.push(key.as_str()),
+            }
+        }
+        for chunk in missing.chunks(LOOKUP_KEYS) {
             let rows: Vec<Row> = self.client.rows(&format!(
                 "SELECT session_id, argMax(state, version) AS state FROM session_detect
                  WHERE session_id IN ({}) GROUP BY session_id",
-                literals(chunk.iter().map(String::as_str))
+                literals(chunk.iter().copied())
             ))?;
-            found.extend(rows.into_iter().map(|row| (row.session_id, read_state(&row.state))));
+            for row in rows {
+                found.insert(row.session_id.clone(), read_state(&row.state));
+                self.known.put(&row.session_id, row.state);
+            }
         }
         Ok(found)
     }
@@ -128,11 +173,11 @@ impl Keep for Store<'_> {
         #[derive(Deserialize)]
         struct Row {
             session_id: String,
-            state: String,
         }
         let mut found = Vec::new();
         // One statement for many actors: each is a scan of `session_detect`, which is sorted
-        // by session. Each actor's list appears five times in it, hence the smaller chunks.
+        // by session (of its small columns only). Each actor's list appears five times in it,
+        // hence the smaller chunks.
         for chunk in spans.chunks(LOOKUP_KEYS / 8) {
             let actors = literals(chunk.iter().map(|span| span.actor));
             let bound = |edge: fn(&ActorSpan<'_>) -> i64| {
@@ -144,8 +189,7 @@ impl Keep for Store<'_> {
             // A session's first request may arrive late from another address: its latest row
             // names its actor.
             let rows: Vec<Row> = self.client.rows(&format!(
-                "SELECT session_id, argMax(state, version) AS state,
-                        argMax(actor, version) AS a, argMax(first_ts, version) AS f,
+                "SELECT session_id, argMax(actor, version) AS a, argMax(first_ts, version) AS f,
                         argMax(last_ts, version) AS l, argMax(requests, version) AS n
                  FROM session_detect
                  WHERE session_id IN (SELECT session_id FROM session_detect
@@ -157,9 +201,11 @@ impl Keep for Store<'_> {
                 bound(|span| span.to),
                 bound(|span| span.from),
             ))?;
-            found.extend(rows.into_iter().map(|row| (row.session_id, read_state(&row.state))));
+            found.extend(rows.into_iter().map(|row| row.session_id));
         }
-        Ok(found)
+        // The states, large, are read only for the sessions found, through the sort key.
+        let mut states = self.sessions(&found)?;
+        Ok(found.into_iter().filter_map(|id| states.remove(&id).map(|state| (id, state))).collect())
     }
 
     fn save_actors(&mut self, actors: &[(ActorHour, ActorState)]) -> Result<()> {
@@ -201,6 +247,7 @@ impl Keep for Store<'_> {
             return Ok(());
         }
         let mut body = Vec::new();
+        let mut states = Vec::with_capacity(sessions.len());
         for (session_id, kept) in sessions {
             let row = Row {
                 session_id,
@@ -217,8 +264,13 @@ impl Keep for Store<'_> {
             serde_json::to_writer(&mut body, &row)
                 .map_err(|err| StoreError::new(err.to_string()))?;
             body.push(b'\n');
+            states.push((session_id, row.state));
         }
-        self.client.insert("session_detect", &body)
+        self.client.insert("session_detect", &body)?;
+        for (session_id, state) in states {
+            self.known.put(session_id, state);
+        }
+        Ok(())
     }
 }
 
@@ -326,4 +378,27 @@ pub fn purge(client: &Client, cutoff: i64) -> Result<()> {
     let hour = cutoff.div_euclid(3_600_000) - ACTOR_GRACE_HOURS;
     client.execute(&format!("ALTER TABLE detect_actors DELETE WHERE hour < {hour}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_states_stay_within_their_bound() {
+        let mut known = Known::default();
+        let state = "A".repeat(KNOWN_BYTES / 4);
+        for id in ["a", "b", "c"] {
+            known.put(id, state.clone());
+        }
+        // Replacing a session's state counts its new size only.
+        known.put("a", "AAAA".into());
+        assert_eq!(known.bytes, 2 * state.len() + 4);
+        known.put("d", state.clone());
+        assert_eq!(known.bytes, 3 * state.len() + 4);
+        // The next state would pass the bound: the cache starts again from it alone.
+        known.put("f", state.clone());
+        assert_eq!((known.states.len(), known.bytes), (1, state.len()));
+        assert!(known.states.contains_key("f"));
+    }
 }
