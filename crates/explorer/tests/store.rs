@@ -279,8 +279,16 @@ fn clickhouse_databases_of_the_previous_schema_are_upgraded() {
             fixtures::clickhouse::execute(&url, &statement);
         }
     };
+    let states = "SELECT session_id, argMax(state, version), argMax(risk, version) \
+                  FROM session_detect GROUP BY session_id ORDER BY session_id";
+    let scored = fixtures::clickhouse::execute(&url, states);
+    assert!(!scored.is_empty());
     back_to(4, &["session_values", "session_hours_feed", "session_hours"]);
     let store = open();
+    // Migration 7 rebuilt the detector's table with its states.
+    assert_eq!(fixtures::clickhouse::execute(&url, states), scored);
+    let created = fixtures::clickhouse::execute(&url, "SHOW CREATE TABLE session_detect");
+    assert!(created.contains("index_granularity = 256"), "{created}");
     upgraded_store_knows_the_values(&store);
     // The summaries hold the requests stored before the upgrade and those after it (the one
     // record `upgraded_store_knows_the_values` adds), once each.
@@ -298,9 +306,25 @@ fn clickhouse_databases_of_the_previous_schema_are_upgraded() {
     let expected = ((7, Millis(b + MINUTE), Millis(b + 7 * MINUTE)), (1, true));
     assert_eq!(summarized(&store), expected);
     drop(store);
-    // Migration 6 interrupted after its view was created runs again to the same summaries.
+    // Migration 6 interrupted after its view was created runs again to the same summaries, and
+    // migration 7 run again on its own result keeps the states.
+    let scored = fixtures::clickhouse::execute(&url, states);
     back_to(5, &[]);
     assert_eq!(summarized(&open()), expected);
+    assert_eq!(fixtures::clickhouse::execute(&url, states), scored);
+    // Migration 7 interrupted after its RENAME, the old table still there.
+    for statement in [
+        "CREATE TABLE session_detect_coarse AS session_detect",
+        "INSERT INTO session_detect_coarse SELECT * FROM session_detect",
+    ] {
+        fixtures::clickhouse::execute(&url, statement);
+    }
+    back_to(6, &[]);
+    drop(open());
+    assert_eq!(fixtures::clickhouse::execute(&url, states), scored);
+    let tables = "SELECT name FROM system.tables \
+                  WHERE database = currentDatabase() AND name LIKE 'session_detect%'";
+    assert_eq!(fixtures::clickhouse::execute(&url, tables), "session_detect\n");
 }
 
 /// dana made four requests, then the session went on as alice: every filter on the values seen
@@ -1215,7 +1239,7 @@ fn clickhouse_schema_is_created_once_and_a_newer_one_refused() {
     assert_eq!(listed.sessions.len(), 1);
     let versions =
         fixtures::clickhouse::execute(&url, "SELECT version FROM schema_version ORDER BY version");
-    assert_eq!(versions, "1\n2\n3\n4\n5\n6\n");
+    assert_eq!(versions, "1\n2\n3\n4\n5\n6\n7\n");
 
     fixtures::clickhouse::execute(&url, "INSERT INTO schema_version VALUES (99)");
     let err = open().err().expect("a newer schema is refused").to_string();
