@@ -121,18 +121,8 @@ const MIGRATIONS: &[&[&str]] = &[
     // rows of the same version, which `argMax` and the merges treat as one.
     &[
         "DROP TABLE IF EXISTS session_detect_coarse",
-        "CREATE TABLE IF NOT EXISTS session_detect_fine (
-            session_id String,
-            risk       UInt8,
-            findings   Array(String),
-            signals    String,
-            state      String,
-            actor      String,
-            first_ts   Int64,
-            last_ts    Int64,
-            requests   UInt64,
-            version    Int64
-        ) ENGINE = ReplacingMergeTree(version)
+        "CREATE TABLE IF NOT EXISTS session_detect_fine AS session_detect
+        ENGINE = ReplacingMergeTree(version)
         ORDER BY session_id
         SETTINGS index_granularity = 256",
         "INSERT INTO session_detect_fine SELECT * FROM session_detect",

@@ -507,6 +507,27 @@ mod tests {
         jobs.iter().map(|job| Ok(accepted(job))).collect()
     }
 
+    /// Starts writing a job of one record whose write, once `seen`, waits for the sender
+    /// returned; returns when that write is under way, so that the next jobs wait behind it.
+    fn held_write<'scope>(
+        scope: &'scope thread::Scope<'scope, '_>,
+        group: &'scope Group,
+        seen: impl Fn(&[Job]) + Send + 'scope,
+    ) -> (thread::ScopedJoinHandle<'scope, Result<IngestCounts>>, mpsc::Sender<()>) {
+        let (go, wait) = mpsc::channel::<()>();
+        let first = scope.spawn(move || {
+            group.write(job(1), move |jobs| {
+                seen(jobs);
+                wait.recv().unwrap();
+                accept(jobs)
+            })
+        });
+        while !group.lock().writing {
+            thread::sleep(Duration::from_millis(1));
+        }
+        (first, go)
+    }
+
     /// Waits until `count` jobs wait in `group`.
     fn until_waiting(group: &Group, count: usize) {
         while group.lock().waiting.len() < count {
@@ -518,19 +539,10 @@ mod tests {
     fn batches_waiting_are_written_together() {
         let group = Group::default();
         let sizes = Mutex::new(Vec::new());
-        let (go, wait) = mpsc::channel::<()>();
         thread::scope(|scope| {
             let (group, sizes) = (&group, &sizes);
-            let first = scope.spawn(move || {
-                group.write(job(1), move |jobs| {
-                    sizes.lock().unwrap().push(jobs.len());
-                    wait.recv().unwrap();
-                    accept(jobs)
-                })
-            });
-            while !group.lock().writing {
-                thread::sleep(Duration::from_millis(1));
-            }
+            let (first, go) =
+                held_write(scope, group, |jobs| sizes.lock().unwrap().push(jobs.len()));
             let others: Vec<_> = (2..5)
                 .map(|records| {
                     scope.spawn(move || {
@@ -556,18 +568,9 @@ mod tests {
     #[test]
     fn a_write_that_panics_fails_its_batches_and_no_other() {
         let group = Group::default();
-        let (go, wait) = mpsc::channel::<()>();
         thread::scope(|scope| {
             let group = &group;
-            let first = scope.spawn(move || {
-                group.write(job(1), move |jobs| {
-                    wait.recv().unwrap();
-                    accept(jobs)
-                })
-            });
-            while !group.lock().writing {
-                thread::sleep(Duration::from_millis(1));
-            }
+            let (first, go) = held_write(scope, group, |_| {});
             // These two wait together, and whichever writes them panics.
             let failing: Vec<_> = (0..2)
                 .map(|_| {
