@@ -139,7 +139,7 @@ sub rec_of {
 
 sub params {
 	my ($r) = @_;
-	return { map { $_->{name} => $_->{value} } @{$r->{params} // []} };
+	return { map { $_->[0] => $_->[3] } @{$r->{params} // []} };
 }
 
 sub post {

@@ -337,39 +337,35 @@ impl Assembler {
             out.extend_from_slice(profile.param_head(i));
             if spec.hashed {
                 self.hashed_value(raw, out);
-                out.extend_from_slice(b",\"hashed\":true}");
+                out.extend_from_slice(b",true]");
             } else {
                 json::string(out, raw);
-                out.extend_from_slice(b",\"hashed\":false}");
+                out.extend_from_slice(b",false]");
             }
         }
-        out.extend_from_slice(b"],\"attack\":");
-        match &capture.attack {
-            None => out.extend_from_slice(b"null"),
-            Some(a) => {
-                // Credentials in the content are replaced by their keyed hashes.
-                let content = mask::attack_content(&self.secret, capture, a, &bodies);
-                out.extend_from_slice(b"{\"type\":");
-                json::string(out, capture.get(a.kind));
-                out.extend_from_slice(b",\"request\":{\"line\":");
-                json::string(out, &content.line);
-                out.extend_from_slice(b",\"headers\":[");
-                for (i, (name, value)) in content.headers.iter().enumerate() {
-                    out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
-                    json::string(out, name);
-                    out.push(b',');
-                    json::string(out, value);
-                    out.push(b']');
-                }
-                out.extend_from_slice(b"],\"body\":");
-                json::string(out, &content.body);
-                let body = capture.request_body.as_ref();
-                out.extend_from_slice(b",\"body_truncated\":");
-                json::boolean(out, body.is_some_and(|b| b.truncated));
-                out.extend_from_slice(b"}}");
+        out.push(b']');
+        if let Some(a) = &capture.attack {
+            // Credentials in the content are replaced by their keyed hashes.
+            let content = mask::attack_content(&self.secret, capture, a, &bodies);
+            out.extend_from_slice(b",\"attack\":{\"type\":");
+            json::string(out, capture.get(a.kind));
+            out.extend_from_slice(b",\"request\":{\"line\":");
+            json::string(out, &content.line);
+            out.extend_from_slice(b",\"headers\":[");
+            for (i, (name, value)) in content.headers.iter().enumerate() {
+                out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
+                json::string(out, name);
+                out.push(b',');
+                json::string(out, value);
+                out.push(b']');
             }
+            out.extend_from_slice(b"],\"body\":");
+            json::string(out, &content.body);
+            let body = capture.request_body.as_ref();
+            out.extend_from_slice(b",\"body_truncated\":");
+            json::boolean(out, body.is_some_and(|b| b.truncated));
+            out.extend_from_slice(b"}}");
         }
-        out.extend_from_slice(b",\"truncated\":[");
         let cut = [
             (capture.request_body.as_ref(), Truncated::RequestBody),
             (capture.response_body.as_ref(), Truncated::ResponseBody),
@@ -377,14 +373,14 @@ impl Assembler {
         let mut first = true;
         for (body, which) in cut {
             if body.is_some_and(|b| b.truncated) {
-                if !first {
-                    out.push(b',');
-                }
+                out.extend_from_slice(if first { b",\"truncated\":[" } else { b"," });
                 first = false;
                 json::string(out, which.as_str().as_bytes());
             }
         }
-        out.push(b']');
+        if !first {
+            out.push(b']');
+        }
         if let Some(blocked) = capture.blocked {
             out.extend_from_slice(b",\"blocked\":");
             json::string(out, blocked.as_str().as_bytes());
@@ -634,7 +630,7 @@ mod tests {
         c.blocked = Some(Blocked::DryRun);
         let mut line = Vec::new();
         assembler().write_record(&c, &mut line);
-        assert!(line.ends_with(b",\"truncated\":[],\"blocked\":\"dry_run\"}\n"));
+        assert!(line.ends_with(b",\"params\":[],\"blocked\":\"dry_run\"}\n"));
     }
 
     proptest! {

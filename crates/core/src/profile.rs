@@ -181,8 +181,7 @@ impl Settings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
     settings: Settings,
-    /// Per parameter, its object in `params` up to the value:
-    /// `{"name":...,"source":...,"type":...,"value":`.
+    /// Per parameter, its array in `params` up to the value: `["name","source","type",`.
     param_heads: Vec<Box<[u8]>>,
     /// The whole `flows` array.
     flows_json: Box<[u8]>,
@@ -194,13 +193,13 @@ impl Profile {
             .params
             .iter()
             .map(|spec| {
-                let mut head = b"{\"name\":".to_vec();
+                let mut head = b"[".to_vec();
                 json::string(&mut head, spec.name.as_bytes());
-                head.extend_from_slice(b",\"source\":");
+                head.push(b',');
                 json::string(&mut head, spec.source_text.as_bytes());
-                head.extend_from_slice(b",\"type\":");
+                head.push(b',');
                 json::string(&mut head, spec.kind.as_str().as_bytes());
-                head.extend_from_slice(b",\"value\":");
+                head.push(b',');
                 head.into_boxed_slice()
             })
             .collect();
@@ -215,7 +214,7 @@ impl Profile {
         Profile { settings, param_heads, flows_json: flows_json.into_boxed_slice() }
     }
 
-    /// Parameter `index`'s object in a record's `params`, up to its value.
+    /// Parameter `index`'s array in a record's `params`, up to its value.
     pub fn param_head(&self, index: usize) -> &[u8] {
         &self.param_heads[index]
     }
@@ -306,10 +305,7 @@ mod tests {
             flows: vec!["auth".into(), "a\\b".into()],
             ..Settings::default()
         });
-        assert_eq!(
-            profile.param_head(0),
-            br#"{"name":"q \"1\"","source":"$arg_q","type":"user","value":"#
-        );
+        assert_eq!(profile.param_head(0), br#"["q \"1\"","$arg_q","user","#);
         assert_eq!(profile.flows_json(), br#"["auth","a\\b"]"#);
         assert_eq!(Profile::default().flows_json(), b"[]");
     }

@@ -1,8 +1,13 @@
-//! The record: one per main request, schema version 1.
+//! The record: one per main request, schema version 2.
 //!
 //! This is the contract between the module and every receiver (the explorer, ClickHouse, files
 //! people grep). Removing or renaming a field is a schema version change; receivers ignore
 //! fields they do not know, so optional extras may be added.
+//!
+//! Version 2 writes each parameter as an array, `[name, source, type, value, hashed]`, where
+//! version 1 wrote an object with those five keys: the keys were a third of a typical record's
+//! bytes. It also leaves out `attack` and `truncated` when they are `null` and empty. Records
+//! of both versions read into the same [`Record`], so stored version 1 records still load.
 //!
 //! [`Record`] is the one definition of a record. The exporter does not build one per request:
 //! [`crate::assemble`] writes each line straight into the batch with the encoder in
@@ -11,12 +16,20 @@
 
 pub(crate) mod json;
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::time::Millis;
 
 /// The schema version written into `v`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The schema versions a receiver reads.
+pub const READABLE_VERSIONS: [u32; 2] = [1, SCHEMA_VERSION];
 
 /// One request as the module saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,7 +64,11 @@ pub struct Record {
     pub role: Option<String>,
     pub flows: Vec<String>,
     pub params: Vec<Param>,
+    /// Written only when the request was malicious, so absent reads as `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack: Option<Attack>,
+    /// Written only when a body was cut, so absent reads as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<Truncated>,
     /// Whether the request's key was on the denylist. Written only when it was, so absent
     /// reads as `null`.
@@ -59,16 +76,80 @@ pub struct Record {
     pub blocked: Option<Blocked>,
 }
 
-/// A context parameter captured with the request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A context parameter captured with the request, written as
+/// `[name, source, type, value, hashed]`; the object of version 1 records is read too.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Param {
     pub name: String,
     pub source: String,
-    #[serde(rename = "type")]
     pub kind: ParamKind,
     /// The value, or `hmac-sha256:<hex>` when `hashed`.
     pub value: String,
     pub hashed: bool,
+}
+
+impl Serialize for Param {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.name, &self.source, self.kind, &self.value, self.hashed).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Param {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ParamParts { name, source, kind, value, hashed } =
+            ParamParts::deserialize(deserializer)?;
+        Ok(Param { name, source, kind, value, hashed })
+    }
+}
+
+/// A parameter's parts as either version writes them, with strings of any type that
+/// deserializes from a string (receivers that borrow from the line use their own).
+pub struct ParamParts<S> {
+    pub name: S,
+    pub source: S,
+    pub kind: ParamKind,
+    pub value: S,
+    pub hashed: bool,
+}
+
+/// Version 1's object.
+#[derive(Deserialize)]
+#[serde(rename = "Param")]
+struct NamedParam<S> {
+    name: S,
+    source: S,
+    #[serde(rename = "type")]
+    kind: ParamKind,
+    value: S,
+    hashed: bool,
+}
+
+impl<'de, S: Deserialize<'de>> Deserialize<'de> for ParamParts<S> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartsVisitor<S>(PhantomData<S>);
+
+        impl<'de, S: Deserialize<'de>> Visitor<'de> for PartsVisitor<S> {
+            type Value = ParamParts<S>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a parameter: [name, source, type, value, hashed]")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let (name, source, kind, value, hashed) =
+                    <(S, S, ParamKind, S, bool)>::deserialize(SeqAccessDeserializer::new(seq))?;
+                Ok(ParamParts { name, source, kind, value, hashed })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let NamedParam { name, source, kind, value, hashed } =
+                    NamedParam::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(ParamParts { name, source, kind, value, hashed })
+            }
+        }
+
+        deserializer.deserialize_any(PartsVisitor(PhantomData))
+    }
 }
 
 /// What a parameter tells about the session.
@@ -217,15 +298,14 @@ mod tests {
         assert_eq!(
             text.trim_end(),
             concat!(
-                r#"{"v":1,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
+                r#"{"v":2,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
                 r#""pid":4242,"seq":17,"session_id":"3f9a","session_key":"response_body:/token","#,
                 r#""session_key_builtin":false,"key_hash":"9c1e","#,
                 r#""session_start":"2026-11-22T09:41:07.000Z","server":"api.example.com","#,
                 r#""method":"POST","path":"/login","status":200,"duration_ms":12.345,"#,
                 r#""request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
                 r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
-                r#""params":[{"name":"token","source":"response_body:/token","type":"context","#,
-                r#""value":"hmac-sha256:5be0","hashed":true}],"attack":null,"truncated":[]}"#
+                r#""params":[["token","response_body:/token","context","hmac-sha256:5be0",true]]}"#
             )
         );
     }
@@ -253,6 +333,47 @@ mod tests {
         value["traceparent"] = "00-abc-def-01".into();
         let back: Record = serde_json::from_value(value).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn version_1_records_read_into_the_same_record() {
+        let line = concat!(
+            r#"{"v":1,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
+            r#""pid":4242,"seq":17,"session_id":"3f9a","session_key":"response_body:/token","#,
+            r#""session_key_builtin":false,"key_hash":"9c1e","#,
+            r#""session_start":"2026-11-22T09:41:07.000Z","server":"api.example.com","#,
+            r#""method":"POST","path":"/login","status":200,"duration_ms":12.345,"#,
+            r#""request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
+            r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
+            r#""params":[{"name":"token","source":"response_body:/token","type":"context","#,
+            r#""value":"hmac-sha256:5be0","hashed":true}],"attack":null,"truncated":[]}"#
+        );
+        let record: Record = serde_json::from_str(line).unwrap();
+        assert_eq!(record, Record { v: 1, ..sample() });
+    }
+
+    #[test]
+    fn a_parameter_is_five_parts() {
+        let read = |params: &str| {
+            let mut value = serde_json::to_value(sample()).unwrap();
+            value["params"] = serde_json::from_str(params).unwrap();
+            serde_json::from_value::<Record>(value).map(|r| r.params)
+        };
+        let param = read(r#"[["q","$arg_q","user","x",false]]"#).unwrap();
+        assert_eq!(
+            (param[0].name.as_str(), param[0].kind, param[0].hashed),
+            ("q", ParamKind::User, false)
+        );
+        for bad in [
+            r#"[["q","$arg_q","user","x"]]"#,
+            r#"[["q","$arg_q","user","x",false,1]]"#,
+            r#"[["q","$arg_q","admin","x",false]]"#,
+            r#"[["q","$arg_q","user",1,false]]"#,
+            r#"[{"name":"q","source":"$arg_q","type":"user","value":"x"}]"#,
+            r#"["q"]"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

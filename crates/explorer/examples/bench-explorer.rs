@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/fixtures/clickhouse/config.rs"]
 mod clickhouse_config;
 
-use api_sessions_core::record::{Attack, AttackRequest, Param, ParamKind, Record};
+use api_sessions_core::record::{Attack, AttackRequest, Param, ParamKind, Record, SCHEMA_VERSION};
 use api_sessions_core::time::Millis;
 
 const BATCH: usize = 512;
@@ -476,7 +476,7 @@ fn record(plan: &Plan, s: u32, k: u32, ts: i64, seq: u64) -> Record {
         });
     }
     Record {
-        v: 1,
+        v: SCHEMA_VERSION,
         ts: Millis(ts),
         request_id: hex(((s as u64) << 32) | k as u64, 1),
         node: NODES[plan.node].into(),

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use api_sessions_core::record::{Blocked, Record, SCHEMA_VERSION};
+use api_sessions_core::record::{Blocked, Record, READABLE_VERSIONS};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -52,9 +52,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// same message, exactly as deserializing a `Record` would; a test holds them to it. Fields that
 /// are only validated are never read.
 mod view {
-    use api_sessions_core::record::{Blocked, ParamKind, Truncated};
+    use api_sessions_core::record::{Blocked, ParamParts, Truncated};
     use api_sessions_core::time::Millis;
-    use serde::Deserialize;
+    use serde::{Deserialize, Deserializer};
 
     use super::Text;
 
@@ -99,25 +99,25 @@ mod view {
         pub flows: Vec<Text<'a>>,
         #[serde(borrow)]
         pub params: Vec<Param<'a>>,
-        #[serde(borrow)]
+        #[serde(default, borrow)]
         pub attack: Option<Attack<'a>>,
+        #[serde(default)]
         pub truncated: Vec<Truncated>,
         #[serde(default)]
         pub blocked: Option<Blocked>,
     }
 
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
+    /// Read in either version's form, as `Record`'s parameters are.
     pub struct Param<'a> {
-        #[serde(borrow)]
         pub name: Text<'a>,
-        #[serde(borrow)]
-        pub source: Text<'a>,
-        #[serde(rename = "type")]
-        pub kind: ParamKind,
-        #[serde(borrow)]
         pub value: Text<'a>,
-        pub hashed: bool,
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Param<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let parts = ParamParts::<Text<'a>>::deserialize(deserializer)?;
+            Ok(Param { name: parts.name, value: parts.value })
+        }
     }
 
     #[derive(Deserialize)]
@@ -220,11 +220,8 @@ impl Batch {
         let text = std::str::from_utf8(line).map_err(|_| "line is not valid UTF-8".to_owned())?;
         let text = text.trim();
         let view: view::Record<'_> = serde_json::from_str(text).map_err(describe_json_error)?;
-        if view.v != SCHEMA_VERSION {
-            return Err(format!(
-                "unsupported record version {} (expected {SCHEMA_VERSION})",
-                view.v
-            ));
+        if !READABLE_VERSIONS.contains(&view.v) {
+            return Err(unsupported_version(view.v));
         }
         for (name, value) in [
             ("request_id", &view.request_id),
@@ -318,6 +315,11 @@ impl Batch {
         self.text[start..].make_ascii_lowercase();
         self.span(start, self.text.len())
     }
+}
+
+fn unsupported_version(v: u32) -> String {
+    let [first, last] = READABLE_VERSIONS;
+    format!("unsupported record version {v} (expected {first} to {last})")
 }
 
 /// serde_json's message without its "at line 1 column N" (there is one line), with the column.
@@ -452,14 +454,16 @@ impl<'b> RecordRef<'b> {
 
 #[cfg(test)]
 mod tests {
-    use api_sessions_core::record::{Attack, AttackRequest, Param, ParamKind, Record, Truncated};
+    use api_sessions_core::record::{
+        Attack, AttackRequest, Param, ParamKind, Record, Truncated, SCHEMA_VERSION,
+    };
     use api_sessions_core::time::Millis;
 
     use super::*;
 
     fn sample() -> Record {
         Record {
-            v: 1,
+            v: SCHEMA_VERSION,
             ts: Millis(1_795_341_600_123),
             request_id: "a1b2c3".into(),
             node: "web-1".into(),
@@ -570,6 +574,11 @@ mod tests {
     fn validates_exactly_like_record() {
         let good = String::from_utf8(line(&sample())).unwrap();
         let value: serde_json::Value = serde_json::from_str(&good).unwrap();
+        let version_1 = good.replace("\"v\":2", "\"v\":1").replace(
+            r#"[["Order","$arg_order","context","ORD-1",false]]"#,
+            r#"[{"name":"Order","source":"$arg_order","type":"context","value":"ORD-1","hashed":false}]"#,
+        );
+        assert_ne!(version_1, good.replace("\"v\":2", "\"v\":1"));
         let mut lines = vec![
             good.clone(),
             "not json".to_owned(),
@@ -577,7 +586,14 @@ mod tests {
             "5".to_owned(),
             "{}".to_owned(),
             r#"{"v":1,"ts":"yesterday"}"#.to_owned(),
-            good.replace("\"type\":\"context\"", "\"type\":\"other\""),
+            good.replace(",\"context\",", ",\"other\","),
+            good.replace(",\"ORD-1\",false]", ",\"ORD-1\"]"),
+            good.replace(",\"ORD-1\",false]", ",\"ORD-1\",false,1]"),
+            good.replace("\"v\":2", "\"v\":3"),
+            version_1.clone(),
+            version_1.replace("\"type\":\"context\"", "\"type\":\"other\""),
+            version_1.replace(",\"hashed\":false", ""),
+            version_1.replace("\"attack\":{", "\"attack\":null,\"x\":{"),
             good.replace("[\"request_body\"]", "[\"both\"]"),
             good.replace("\"pid\":4242", "\"pid\":-1"),
             good.replace("\"status\":403", "\"status\":70000"),
@@ -603,8 +619,8 @@ mod tests {
             let expected = serde_json::from_str::<Record>(text)
                 .map_err(describe_json_error)
                 .and_then(|record| match record.v {
-                    SCHEMA_VERSION => Ok(()),
-                    v => Err(format!("unsupported record version {v} (expected {SCHEMA_VERSION})")),
+                    1 | 2 => Ok(()),
+                    v => Err(format!("unsupported record version {v} (expected 1 to 2)")),
                 });
             let got = Batch::default().push_line(text.as_bytes());
             assert_eq!(got, expected, "{text}");
@@ -614,9 +630,9 @@ mod tests {
     #[test]
     fn checks_version_ids_and_encoding() {
         let mut record = sample();
-        record.v = 2;
+        record.v = 3;
         let err = Batch::default().push_line(&line(&record)).unwrap_err();
-        assert_eq!(err, "unsupported record version 2 (expected 1)");
+        assert_eq!(err, "unsupported record version 3 (expected 1 to 2)");
         let mut record = sample();
         record.node.clear();
         assert_eq!(Batch::default().push_line(&line(&record)).unwrap_err(), "empty \"node\"");

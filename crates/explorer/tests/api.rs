@@ -84,7 +84,7 @@ async fn post_records_stores_good_lines_and_reports_bad_ones_by_number(kind: Kin
     body.extend_from_slice(&ndjson(&[record("s1", 2, b + 1)]));
     body.extend_from_slice(b"\n{\"v\":1,\"ts\":\"yesterday\"}\r\n");
     let mut wrong_version = serde_json::to_value(record("s1", 3, b + 2)).unwrap();
-    wrong_version["v"] = json!(2);
+    wrong_version["v"] = json!(3);
     body.extend_from_slice(format!("{wrong_version}\n").as_bytes());
     body.extend_from_slice(b"\xff\xfe{}\n");
     body.extend_from_slice(&ndjson(&[record("s1", 1, b)])); // a duplicate
@@ -99,7 +99,7 @@ async fn post_records_stores_good_lines_and_reports_bad_ones_by_number(kind: Kin
     assert_eq!(lines, [2, 5, 6, 7]);
     assert!(rejected[0]["error"].as_str().unwrap().contains("expected"), "{report}");
     assert!(rejected[1]["error"].as_str().unwrap().contains("timestamp"), "{report}");
-    assert!(rejected[2]["error"].as_str().unwrap().contains("unsupported record version 2"));
+    assert!(rejected[2]["error"].as_str().unwrap().contains("unsupported record version 3"));
     assert_eq!(rejected[3]["error"], "line is not valid UTF-8");
     assert_eq!(report["rejected_total"], 4);
 

@@ -33,14 +33,14 @@ pub struct IngestReport {
 
 /// A record as the module writes it, one line of a batch.
 const EXAMPLE_RECORD: &str = concat!(
-    r#"{"v":1,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3d4e5f60718293a4b5c6d7e8f90","#,
+    r#"{"v":2,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3d4e5f60718293a4b5c6d7e8f90","#,
     r#""node":"web-1","pid":4242,"seq":17,"session_id":"3f9a0c1d2e3f405162738495a6b7c8d9","#,
     r#""session_key":"cookie:PHPSESSID","session_key_builtin":true,"#,
     r#""key_hash":"9c1e2d3f4a5b6c7d8e9f0a1b2c3d4e5f","session_start":"2026-11-22T09:41:07.000Z","#,
     r#""server":"api.example.com","method":"POST","path":"/login","status":200,"#,
     r#""duration_ms":12.345,"request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
-    r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"params":[],"#,
-    r#""attack":null,"truncated":[]}"#,
+    r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
+    r#""params":[["account","$http_x_account","context","7731",false]]}"#,
     "\n"
 );
 
@@ -62,7 +62,7 @@ enum BadBatch {
     request_body(
         content = String,
         content_type = "application/x-ndjson",
-        description = "Records of schema version 1, one JSON object per line.",
+        description = "Records of schema version 2 (or 1), one JSON object per line.",
         example = json!(EXAMPLE_RECORD)
     ),
     params(

@@ -1130,7 +1130,7 @@ pub fn of_requests(conn: &Connection, requests: &[Cursor]) -> Result<Vec<Option<
 mod tests {
     use std::collections::BTreeMap;
 
-    use api_sessions_core::record::Record;
+    use api_sessions_core::record::{Record, SCHEMA_VERSION};
     use api_sessions_core::time::Millis;
 
     use super::*;
@@ -1148,7 +1148,7 @@ mod tests {
                 let ts = start + (n as i64 * 7_919_113) % (3 * DAY_MS);
                 let session = format!("s{}", n % 41);
                 Record {
-                    v: 1,
+                    v: SCHEMA_VERSION,
                     ts: Millis(ts),
                     request_id: format!("r{n}"),
                     node: "web-1".into(),
