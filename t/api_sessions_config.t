@@ -60,6 +60,9 @@ $t->write_file('secret_nl', ('s' x 32) . "\n");
 $t->write_file('secret_short', ('s' x 31) . "\n");
 $t->write_file('secret_empty', '');
 
+# CPUs this machine has, for the message of a cpu= it lacks.
+chomp(my $ncpu = `getconf _NPROCESSORS_CONF`);
+
 my @cases = (
 
 	# api_sessions, api_sessions_builtin_keys: nginx's flag slot
@@ -322,6 +325,18 @@ my @cases = (
 	[ 'export unknown parameter',
 		http => 'api_sessions_export file=logs/a.ndjson gzip=on; #!',
 		'invalid parameter "gzip=on"' ],
+	[ 'export bad cpu',
+		http => 'api_sessions_export file=logs/a.ndjson cpu=two; #!',
+		'invalid CPU list in "cpu=two"' ],
+	[ 'export inverted cpu range',
+		http => 'api_sessions_export file=logs/a.ndjson cpu=3-2; #!',
+		'invalid CPU range in "cpu=3-2"' ],
+	[ 'export cpu the machine lacks',
+		http => 'api_sessions_export file=logs/a.ndjson cpu=0,1023; #!',
+		"no CPU 1023 on this machine of $ncpu CPUs in \"cpu=0,1023\"" ],
+	[ 'export cpu twice',
+		http => 'api_sessions_export file=logs/a.ndjson cpu=0 cpu=1; #!',
+		'invalid parameter "cpu=1"' ],
 	[ 'export bad batch',
 		http => 'api_sessions_export file=logs/a.ndjson batch=many; #!',
 		'invalid parameter "batch=many"' ],
@@ -441,7 +456,7 @@ my @good = (
 api_sessions_secret secret;
 api_sessions_zone zone=sessions:1m idle=30m max=24h;
 api_sessions_export file=logs/api_sessions.ndjson batch=512 flush=1s
-                    queue=65536 timeout=5s;
+                    queue=65536 timeout=5s cpu=0;
 api_sessions_node web-1;
 api_sessions_builtin_keys on;
 api_sessions_body_limit 64k;

@@ -2,7 +2,8 @@
 
 # The NDJSON file sink: whole lines from several workers, log rotation with
 # `nginx -s reopen` losing and tearing nothing, a full queue dropping and
-# counting (with a rate-limited notice), and the status handler's formats.
+# counting (with a rate-limited notice), the status handler's formats, and
+# the exporter threads on the CPU that cpu= names.
 
 ###############################################################################
 
@@ -22,7 +23,7 @@ use Test::ApiSessions;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(19);
+my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(20);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 
@@ -36,7 +37,7 @@ events {
 http {
     %%TEST_GLOBALS_HTTP%%
 
-    api_sessions_export file=%%TESTDIR%%/api_sessions.ndjson flush=50ms;
+    api_sessions_export file=%%TESTDIR%%/api_sessions.ndjson flush=50ms cpu=0;
     api_sessions_zone zone=s:1m;
 
     server {
@@ -78,6 +79,22 @@ is($failed, 0, 'no request failed');
 
 my $s = wait_status('/status', sub { $_[0]{total}{exported} == $ok });
 is($s->{total}{exported}, $ok, 'all exported');
+
+# The CPUs each worker's exporter thread may run on, from /proc.
+sub exporter_cpus {
+	my ($pid) = @_;
+	my @cpus;
+	for my $task (glob "/proc/$pid/task/*") {
+		open my $comm, '<', "$task/comm" or next;
+		next unless (<$comm> // '') eq "api_sessions ex\n";
+		open my $status, '<', "$task/status" or next;
+		push @cpus, map { /^Cpus_allowed_list:\s*(\S+)/ ? $1 : () } <$status>;
+	}
+	return @cpus;
+}
+
+is_deeply([ map { exporter_cpus($_->{pid}) } @{$s->{workers}} ], [ '0', '0' ],
+	'cpu=0: each worker\'s exporter thread on CPU 0');
 
 # both files parse line by line: the harness dies on a torn line
 my @rotated = $t->records('api_sessions.ndjson.1');

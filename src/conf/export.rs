@@ -1,11 +1,12 @@
 //! `api_sessions_export file=PATH | url=URL [batch=N] [flush=TIME] [queue=N]
-//! [queue_memory=SIZE] [spool=DIR] [spool_max=SIZE] [header=NAME:VALUE]... [timeout=TIME];`
+//! [queue_memory=SIZE] [spool=DIR] [spool_max=SIZE] [header=NAME:VALUE]... [timeout=TIME]
+//! [cpu=LIST];`
 
 use core::ffi::{c_char, c_void};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use api_sessions_core::export::{validate_url, ExportSettings};
+use api_sessions_core::export::{validate_url, CpuList, ExportSettings};
 use nginx_sys::{ngx_command_t, ngx_conf_t, ngx_int_t, ngx_open_file_t, ngx_str_t, NGX_ERROR};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 
@@ -78,6 +79,19 @@ fn parse_offset(value: &[u8]) -> Option<u64> {
 
 fn parse_count(value: &[u8]) -> Option<usize> {
     std::str::from_utf8(value).ok()?.parse::<usize>().ok().filter(|n| *n > 0)
+}
+
+/// A `cpu=` list of CPUs this machine has.
+fn parse_cpus(value: &[u8]) -> Result<CpuList, String> {
+    let cpus = CpuList::parse(&conf_str(value)).map_err(str::to_owned)?;
+    // SAFETY: sysconf has no preconditions.
+    let configured = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    match cpus.cpus().last() {
+        Some(&last) if configured > 0 && last >= configured as usize => {
+            Err(format!("no CPU {last} on this machine of {configured} CPUs"))
+        }
+        _ => Ok(cpus),
+    }
 }
 
 /// `NAME:VALUE` with a token name and a value without control characters.
@@ -162,6 +176,13 @@ pub extern "C" fn cmd_export(
                     true
                 }
                 b"header" => parse_header(value).map(|h| headers.push(h)).is_some(),
+                b"cpu" if settings.cpus.is_none() => match parse_cpus(value) {
+                    Ok(cpus) => {
+                        settings.cpus = Some(cpus);
+                        true
+                    }
+                    Err(reason) => return conf_error(cf, format_args!("{reason} in \"{arg}\"")),
+                },
                 _ => false,
             };
             if !ok {

@@ -27,7 +27,7 @@ mod spool;
 mod thread;
 
 pub use self::handle::{Exporter, QueueFull};
-pub use self::settings::{validate_url, Destination, ExportSettings};
+pub use self::settings::{validate_url, CpuList, Destination, ExportSettings};
 pub use self::spool::{Replay, Spool};
 
 /// Severity of a message for nginx's error log.

@@ -1,6 +1,7 @@
 //! What `api_sessions_export` configures: where records go and how they are batched, queued,
 //! retried and spooled.
 
+use std::fmt;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct ExportSettings {
     pub timeout: Duration,
     pub spool: Option<PathBuf>,
     pub spool_max: u64,
+    /// CPUs the exporter threads run on (`cpu=`), or wherever the worker runs.
+    pub cpus: Option<CpuList>,
 }
 
 impl Default for ExportSettings {
@@ -38,7 +41,62 @@ impl Default for ExportSettings {
             timeout: Duration::from_secs(5),
             spool: None,
             spool_max: 1 << 30,
+            cpus: None,
         }
+    }
+}
+
+/// CPU numbers, as `cpu=` lists them: `3`, `2-3`, `0,4-7`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(Vec<usize>);
+
+impl CpuList {
+    /// The most CPUs an affinity mask of the C library holds (`CPU_SETSIZE`).
+    pub const LIMIT: usize = 1024;
+
+    /// Reads a list of CPU numbers and ranges separated by commas; the error is the reason.
+    pub fn parse(text: &str) -> Result<CpuList, &'static str> {
+        let number = |n: &str| match n.parse::<usize>() {
+            Ok(n) if n < Self::LIMIT => Ok(n),
+            Ok(_) => Err("CPU number too large"),
+            Err(_) => Err("invalid CPU list"),
+        };
+        let mut cpus = Vec::new();
+        for item in text.split(',') {
+            let (first, last) = match item.split_once('-') {
+                Some((first, last)) => (number(first)?, number(last)?),
+                None => (number(item)?, number(item)?),
+            };
+            if first > last {
+                return Err("invalid CPU range");
+            }
+            cpus.extend(first..=last);
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        Ok(CpuList(cpus))
+    }
+
+    pub fn cpus(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+/// The list with its runs of CPUs as ranges, `0,4-6`.
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0.as_slice();
+        let mut separator = "";
+        while let Some(&first) = rest.first() {
+            let run = rest.iter().zip(first..).take_while(|(&cpu, n)| cpu == *n).count();
+            match run {
+                1 => write!(f, "{separator}{first}")?,
+                _ => write!(f, "{separator}{first}-{}", first + run - 1)?,
+            }
+            rest = &rest[run..];
+            separator = ",";
+        }
+        Ok(())
     }
 }
 
@@ -91,6 +149,34 @@ mod tests {
             ("http://h/a b", "invalid URL"),
         ] {
             assert_eq!(validate_url(bad), Err(reason), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_lists_are_numbers_and_ranges() {
+        let cpus = |text| CpuList::parse(text).map(|list| list.cpus().to_vec());
+        assert_eq!(cpus("3"), Ok(vec![3]));
+        assert_eq!(cpus("2-3"), Ok(vec![2, 3]));
+        assert_eq!(cpus("6,0,4-5,5"), Ok(vec![0, 4, 5, 6]));
+        assert_eq!(cpus("1023"), Ok(vec![1023]));
+        let shown = |text| CpuList::parse(text).unwrap().to_string();
+        assert_eq!(
+            (shown("3"), shown("6,0,4-5,5"), shown("1,2,3,7-8")),
+            ("3".into(), "0,4-6".into(), "1-3,7-8".into())
+        );
+        for (bad, reason) in [
+            ("", "invalid CPU list"),
+            ("a", "invalid CPU list"),
+            ("1,", "invalid CPU list"),
+            ("-1", "invalid CPU list"),
+            ("1-", "invalid CPU list"),
+            ("1-2-3", "invalid CPU list"),
+            (" 1", "invalid CPU list"),
+            ("3-2", "invalid CPU range"),
+            ("1024", "CPU number too large"),
+            ("0-99999999999999999999", "invalid CPU list"),
+        ] {
+            assert_eq!(cpus(bad), Err(reason), "{bad}");
         }
     }
 }

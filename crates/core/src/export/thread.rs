@@ -17,7 +17,7 @@ use super::http::HttpSink;
 use super::lookahead::Lookahead;
 use super::pools::{BodyPool, CapturePool, RECYCLE_EVERY};
 use super::spool::{Replay, Spool};
-use super::{os_error, Destination, ExportSettings, Level, LogLine, SendError};
+use super::{os_error, CpuList, Destination, ExportSettings, Level, LogLine, SendError};
 use crate::assemble::Assembler;
 use crate::capture::Capture;
 use crate::counters::WorkerCounters;
@@ -99,6 +99,26 @@ fn batch_priority() {
             unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
         }
     }
+}
+
+/// Moves the calling thread to `cpus` (`cpu=`): an exporter on a core the workers do not use
+/// takes no time from their event loops.
+fn run_on(cpus: &CpuList) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: cpu_set_t is a plain bit mask, valid when zeroed.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus.cpus() {
+            // SAFETY: CpuList keeps every number below CPU_SETSIZE, the mask's size.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: pid 0 is the calling thread; set is a valid mask of the size passed.
+        let set = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+        if set != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 enum Sink {
@@ -230,6 +250,12 @@ impl ExportThread {
 
     fn run(mut self) {
         batch_priority();
+        if let Some(cpus) = &self.settings.cpus {
+            if let Err(e) = run_on(cpus) {
+                let message = format!("cannot move the exporter to cpu={cpus} ({})", os_error(&e));
+                self.log(Level::Warn, message);
+            }
+        }
         if let Some(dir) = self.settings.spool.clone() {
             match Spool::open(&dir, self.settings.spool_max, self.assembler.pid) {
                 Ok(spool) => {
@@ -638,6 +664,25 @@ mod tests {
                 slice == SLICE.as_nanos() as u64 || slice == default_slice,
                 "slice {slice} ns, default {default_slice} ns"
             );
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn cpu_moves_the_exporter_or_says_why_not() {
+        std::thread::spawn(|| {
+            run_on(&CpuList::parse("0").unwrap()).unwrap();
+            // SAFETY: cpu_set_t is a plain bit mask, valid when zeroed.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: pid 0 is the calling thread; set has the size passed.
+            let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+            assert_eq!(got, 0);
+            // SAFETY: CPU_COUNT and CPU_ISSET read the mask just filled in.
+            assert_eq!(unsafe { (libc::CPU_COUNT(&set), libc::CPU_ISSET(0, &set)) }, (1, true));
+            // No machine that runs these tests has a CPU 1023.
+            let err = run_on(&CpuList::parse("1023").unwrap()).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         })
         .join()
         .unwrap();
