@@ -25,7 +25,12 @@ select STDOUT; $| = 1;
 
 my $t = Test::Nginx->new()->has(qw/http api_sessions/)->plan(20);
 
-$t->write_file_expand('nginx.conf', <<'EOF');
+# The last CPU this test may use (not always CPU 0 in a container), for cpu=.
+open my $self_status, '<', '/proc/self/status' or die "/proc/self/status: $!\n";
+my ($cpus) = map { /^Cpus_allowed_list:\s*(\S+)/ ? $1 : () } <$self_status>;
+my ($cpu) = ($cpus // '0') =~ /(\d+)$/;
+
+(my $conf = <<'EOF') =~ s/%%CPU%%/$cpu/;
 
 %%TEST_GLOBALS%%
 
@@ -37,7 +42,7 @@ events {
 http {
     %%TEST_GLOBALS_HTTP%%
 
-    api_sessions_export file=%%TESTDIR%%/api_sessions.ndjson flush=50ms cpu=0;
+    api_sessions_export file=%%TESTDIR%%/api_sessions.ndjson flush=50ms cpu=%%CPU%%;
     api_sessions_zone zone=s:1m;
 
     server {
@@ -58,6 +63,7 @@ http {
 }
 
 EOF
+$t->write_file_expand('nginx.conf', $conf);
 
 $t->run();
 
@@ -93,8 +99,8 @@ sub exporter_cpus {
 	return @cpus;
 }
 
-is_deeply([ map { exporter_cpus($_->{pid}) } @{$s->{workers}} ], [ '0', '0' ],
-	'cpu=0: each worker\'s exporter thread on CPU 0');
+is_deeply([ map { exporter_cpus($_->{pid}) } @{$s->{workers}} ], [ $cpu, $cpu ],
+	"cpu=$cpu: each worker's exporter thread on CPU $cpu");
 
 # both files parse line by line: the harness dies on a torn line
 my @rotated = $t->records('api_sessions.ndjson.1');

@@ -281,7 +281,7 @@ my %types = (
 );
 
 is_deeply({ map { $_ => exists $raw->{$_} ? jtype($raw->{$_}) : 'missing' }
-	keys %types }, \%types, 'every field present with its JSON type');
+	keys %types }, \%types, 'every field with its JSON type, or absent');
 
 is(join(' ', map { join '/', map { jtype($_) } @$_ } @{$raw->{params} // []}),
 	join(' ', ('string/string/string/string/bool') x 5),

@@ -5,7 +5,7 @@
 //! fields they do not know, so optional extras may be added.
 //!
 //! Version 2 writes each parameter as an array, `[name, source, type, value, hashed]`, where
-//! version 1 wrote an object with those five keys: the keys were a third of a typical record's
+//! version 1 wrote an object with those five keys: the keys were a sixth of a typical record's
 //! bytes. It also leaves out `attack` and `truncated` when they are `null` and empty. Records
 //! of both versions read into the same [`Record`], so stored version 1 records still load.
 //!
@@ -104,6 +104,9 @@ impl<'de> Deserialize<'de> for Param {
 
 /// A parameter's parts as either version writes them, with strings of any type that
 /// deserializes from a string (receivers that borrow from the line use their own).
+///
+/// The form is not tied to the record's `v`: either is read in a record of either version,
+/// and a `Record` is always written in the current one's.
 pub struct ParamParts<S> {
     pub name: S,
     pub source: S,

@@ -318,8 +318,8 @@ impl Batch {
 }
 
 fn unsupported_version(v: u32) -> String {
-    let [first, last] = READABLE_VERSIONS;
-    format!("unsupported record version {v} (expected {first} to {last})")
+    let [older, current] = READABLE_VERSIONS;
+    format!("unsupported record version {v} (expected {older} or {current})")
 }
 
 /// serde_json's message without its "at line 1 column N" (there is one line), with the column.
@@ -620,7 +620,7 @@ mod tests {
                 .map_err(describe_json_error)
                 .and_then(|record| match record.v {
                     1 | 2 => Ok(()),
-                    v => Err(format!("unsupported record version {v} (expected 1 to 2)")),
+                    v => Err(format!("unsupported record version {v} (expected 1 or 2)")),
                 });
             let got = Batch::default().push_line(text.as_bytes());
             assert_eq!(got, expected, "{text}");
@@ -632,7 +632,7 @@ mod tests {
         let mut record = sample();
         record.v = 3;
         let err = Batch::default().push_line(&line(&record)).unwrap_err();
-        assert_eq!(err, "unsupported record version 3 (expected 1 to 2)");
+        assert_eq!(err, "unsupported record version 3 (expected 1 or 2)");
         let mut record = sample();
         record.node.clear();
         assert_eq!(Batch::default().push_line(&line(&record)).unwrap_err(), "empty \"node\"");

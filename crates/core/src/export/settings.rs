@@ -51,12 +51,15 @@ impl Default for ExportSettings {
 pub struct CpuList(Vec<usize>);
 
 impl CpuList {
-    /// The most CPUs an affinity mask of the C library holds (`CPU_SETSIZE`).
+    /// The most CPUs an affinity mask of the C library holds (`CPU_SETSIZE`, which a test
+    /// holds this to).
     pub const LIMIT: usize = 1024;
 
     /// Reads a list of CPU numbers and ranges separated by commas; the error is the reason.
     pub fn parse(text: &str) -> Result<CpuList, &'static str> {
+        // Digits only: `parse` would take a leading `+` too.
         let number = |n: &str| match n.parse::<usize>() {
+            _ if !n.bytes().all(|b| b.is_ascii_digit()) => Err("invalid CPU list"),
             Ok(n) if n < Self::LIMIT => Ok(n),
             Ok(_) => Err("CPU number too large"),
             Err(_) => Err("invalid CPU list"),
@@ -152,6 +155,12 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_numbers_fit_the_c_library_mask() {
+        assert_eq!(CpuList::LIMIT, libc::CPU_SETSIZE as usize);
+    }
+
     #[test]
     fn cpu_lists_are_numbers_and_ranges() {
         let cpus = |text| CpuList::parse(text).map(|list| list.cpus().to_vec());
@@ -172,6 +181,8 @@ mod tests {
             ("1-", "invalid CPU list"),
             ("1-2-3", "invalid CPU list"),
             (" 1", "invalid CPU list"),
+            ("+1", "invalid CPU list"),
+            ("1-+2", "invalid CPU list"),
             ("3-2", "invalid CPU range"),
             ("1024", "CPU number too large"),
             ("0-99999999999999999999", "invalid CPU list"),
