@@ -291,6 +291,21 @@ mod tests {
         }
     }
 
+    /// The sample's fields between `v` and `params`, as both versions write them.
+    macro_rules! sample_fields {
+        () => {
+            concat!(
+                r#""ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
+                r#""pid":4242,"seq":17,"session_id":"3f9a","session_key":"response_body:/token","#,
+                r#""session_key_builtin":false,"key_hash":"9c1e","#,
+                r#""session_start":"2026-11-22T09:41:07.000Z","server":"api.example.com","#,
+                r#""method":"POST","path":"/login","status":200,"duration_ms":12.345,"#,
+                r#""request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
+                r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
+            )
+        };
+    }
+
     #[test]
     fn serialises_the_documented_schema() {
         let mut line = Vec::new();
@@ -301,13 +316,8 @@ mod tests {
         assert_eq!(
             text.trim_end(),
             concat!(
-                r#"{"v":2,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
-                r#""pid":4242,"seq":17,"session_id":"3f9a","session_key":"response_body:/token","#,
-                r#""session_key_builtin":false,"key_hash":"9c1e","#,
-                r#""session_start":"2026-11-22T09:41:07.000Z","server":"api.example.com","#,
-                r#""method":"POST","path":"/login","status":200,"duration_ms":12.345,"#,
-                r#""request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
-                r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
+                r#"{"v":2,"#,
+                sample_fields!(),
                 r#""params":[["token","response_body:/token","context","hmac-sha256:5be0",true]]}"#
             )
         );
@@ -341,13 +351,8 @@ mod tests {
     #[test]
     fn version_1_records_read_into_the_same_record() {
         let line = concat!(
-            r#"{"v":1,"ts":"2026-11-22T10:00:00.123Z","request_id":"a1b2c3","node":"web-1","#,
-            r#""pid":4242,"seq":17,"session_id":"3f9a","session_key":"response_body:/token","#,
-            r#""session_key_builtin":false,"key_hash":"9c1e","#,
-            r#""session_start":"2026-11-22T09:41:07.000Z","server":"api.example.com","#,
-            r#""method":"POST","path":"/login","status":200,"duration_ms":12.345,"#,
-            r#""request_bytes":345,"response_bytes":1234,"ip":"203.0.113.7","#,
-            r#""user_agent":"curl/8.0","user":"alice","role":"admin","flows":["auth"],"#,
+            r#"{"v":1,"#,
+            sample_fields!(),
             r#""params":[{"name":"token","source":"response_body:/token","type":"context","#,
             r#""value":"hmac-sha256:5be0","hashed":true}],"attack":null,"truncated":[]}"#
         );
