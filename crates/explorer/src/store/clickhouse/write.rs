@@ -102,6 +102,41 @@ struct Row<'b> {
     response_bytes: u64,
 }
 
+/// The conditions of a lookup, joined by a separator and handed out in statements of at most
+/// `most` of them or [`LOOKUP_BYTES`] of text.
+struct Conditions {
+    text: String,
+    count: usize,
+    most: usize,
+    separator: &'static str,
+}
+
+impl Conditions {
+    fn new(separator: &'static str, most: usize) -> Conditions {
+        Conditions { text: String::new(), count: 0, most, separator }
+    }
+
+    /// Adds the condition `write` writes; returns the conditions so far when they fill a
+    /// statement.
+    fn push(&mut self, write: impl FnOnce(&mut String)) -> Option<String> {
+        if self.count > 0 {
+            self.text.push_str(self.separator);
+        }
+        write(&mut self.text);
+        self.count += 1;
+        if self.count == self.most || self.text.len() >= LOOKUP_BYTES {
+            self.count = 0;
+            return Some(std::mem::take(&mut self.text));
+        }
+        None
+    }
+
+    /// The conditions not handed out yet, if any.
+    fn finish(self) -> Option<String> {
+        (self.count > 0).then_some(self.text)
+    }
+}
+
 /// What is stored already of a batch.
 #[derive(Default)]
 struct Stored {
@@ -112,28 +147,21 @@ struct Stored {
 fn stored<'b>(client: &Client, records: impl Iterator<Item = RecordRef<'b>>) -> Result<Stored> {
     let mut stored = Stored::default();
     let mut workers: BTreeMap<(&str, u32), Vec<u64>> = BTreeMap::new();
-    let (mut ids, mut pending) = (String::new(), 0);
+    let mut ids = Conditions::new(", ", LOOKUP_RECORDS);
     for record in records {
         workers.entry((record.node(), record.pid())).or_default().push(record.seq());
-        if !ids.is_empty() {
-            ids.push_str(", ");
-        }
-        ids.push_str(&literal(record.request_id()));
-        pending += 1;
-        if pending == LOOKUP_RECORDS || ids.len() >= LOOKUP_BYTES {
-            lookup_request_ids(client, &ids, &mut stored)?;
-            (ids, pending) = (String::new(), 0);
+        if let Some(full) = ids.push(|text| text.push_str(&literal(record.request_id()))) {
+            lookup_request_ids(client, &full, &mut stored)?;
         }
     }
-    if !ids.is_empty() {
-        lookup_request_ids(client, &ids, &mut stored)?;
+    if let Some(rest) = ids.finish() {
+        lookup_request_ids(client, &rest, &mut stored)?;
     }
     // A worker's records come with consecutive sequence numbers, so origins are asked for as
     // ranges of the sort key: a few per batch, where a list of tuples had one each and took
     // ClickHouse most of the lookup's time to parse. A range spans gaps of at most `ORIGIN_GAP`,
     // so the rows it brings that the batch does not name stay few.
-    let mut ranges = String::new();
-    pending = 0;
+    let mut ranges = Conditions::new(" OR ", LOOKUP_RANGES);
     for ((node, pid), seqs) in &mut workers {
         seqs.sort_unstable();
         let node = literal(node);
@@ -147,22 +175,19 @@ fn stored<'b>(client: &Client, records: impl Iterator<Item = RecordRef<'b>>) -> 
                 last = next;
                 seqs.next();
             }
-            if !ranges.is_empty() {
-                ranges.push_str(" OR ");
-            }
-            let _ = write!(
-                ranges,
-                "(node = {node} AND pid = {pid} AND seq >= {first} AND seq <= {last})"
-            );
-            pending += 1;
-            if pending == LOOKUP_RANGES || ranges.len() >= LOOKUP_BYTES {
-                lookup_origins(client, &ranges, &mut stored)?;
-                (ranges, pending) = (String::new(), 0);
+            let range = |text: &mut String| {
+                let _ = write!(
+                    text,
+                    "(node = {node} AND pid = {pid} AND seq >= {first} AND seq <= {last})"
+                );
+            };
+            if let Some(full) = ranges.push(range) {
+                lookup_origins(client, &full, &mut stored)?;
             }
         }
     }
-    if !ranges.is_empty() {
-        lookup_origins(client, &ranges, &mut stored)?;
+    if let Some(rest) = ranges.finish() {
+        lookup_origins(client, &rest, &mut stored)?;
     }
     Ok(stored)
 }
